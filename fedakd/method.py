@@ -1,0 +1,60 @@
+"""The hook interface every federated method implements.
+
+The engine (fedakd.engine) runs rounds and knows no method by name. A method is
+a small object whose hooks say what differs from plain FedAvg:
+
+- ``model_options()``        how the global model is built (e.g. with attention);
+- ``prepare_client_data()``  once per run, what a client does to its own data (SMOTE);
+- ``client_update()``        local training from the global weights; returns the upload;
+- ``aggregate()``            server: uploads -> new global weights (weighted mean);
+- ``server_update()``        server: after aggregation (distillation, fine-tuning).
+
+Options come from the config (``methods.<name>``) and are validated against
+``options_schema`` (JSON Schema properties with defaults) before any work starts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:  # imported for annotations only: keep job start-up cheap
+    import torch
+
+    from fedakd.engine import ClientData, RoundContext, Upload
+
+
+class Method:
+    """FedAvg's behaviour; subclasses override only what differs."""
+
+    #: JSON Schema ``properties`` for this method's options (defaults are filled in).
+    options_schema: ClassVar[dict[str, Any]] = {}
+    #: True if the method trains on the server's labelled transfer (proxy) set.
+    needs_proxy: ClassVar[bool] = False
+
+    def __init__(self, options: dict[str, Any]):
+        self.options = dict(options)
+
+    # -- construction -----------------------------------------------------------------
+    def model_options(self) -> dict[str, Any]:
+        """Keyword arguments for fedakd.models.build_model (e.g. ``attention``)."""
+        return {"attention": False}
+
+    # -- client side ------------------------------------------------------------------
+    def prepare_client_data(self, client: "ClientData", seed: int) -> tuple["ClientData", dict[str, float]]:
+        """Transform a client's data once per run; returns it and counters to log."""
+        return client, {}
+
+    def client_update(self, ctx: "RoundContext", client: "ClientData") -> "Upload":
+        """Local training from ``ctx.global_weights``: E epochs of SGD."""
+        return ctx.local_sgd(client)
+
+    # -- server side ------------------------------------------------------------------
+    def aggregate(self, ctx: "RoundContext", uploads: list["Upload"]) -> "torch.Tensor":
+        """Weights averaged in proportion to client example counts (McMahan et al. 2017)."""
+        from fedakd.engine import weighted_average
+
+        return weighted_average([u.weights for u in uploads], [u.num_examples for u in uploads])
+
+    def server_update(self, ctx: "RoundContext", uploads: list["Upload"]) -> None:
+        """Change ``ctx.global_weights`` in place after aggregation; FedAvg does nothing."""
+        return None
