@@ -31,6 +31,16 @@ class Method:
     #: True if the method trains on the server's labelled transfer (proxy) set.
     needs_proxy: ClassVar[bool] = False
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> list[str]:
+        """Problems with a combination of (schema-valid) options, one sentence each."""
+        return []
+
+    @classmethod
+    def needs_transfer_set(cls, options: dict[str, Any]) -> bool:
+        """Whether these options need the transfer set (proxy_per_class > 0)."""
+        return cls.needs_proxy
+
     def __init__(self, options: dict[str, Any]):
         self.options = dict(options)
 
@@ -56,5 +66,5 @@ class Method:
         return weighted_average([u.weights for u in uploads], [u.num_examples for u in uploads])
 
     def server_update(self, ctx: "RoundContext", uploads: list["Upload"]) -> None:
-        """Change ``ctx.global_weights`` in place after aggregation; FedAvg does nothing."""
+        """After aggregation; may replace ``ctx.global_weights``. FedAvg does nothing."""
         return None

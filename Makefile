@@ -1,0 +1,59 @@
+# fedakd-bench: `make reproduce` runs the default pipeline, `make test` the test suite.
+# Everything runs from a local virtual environment (.venv); no conda needed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch is installed first, on its own, so that a machine can pin the build it has
+# (e.g. TORCH_PACKAGES="torch==2.14.1 torchvision==0.29.1" for a wheel on local disk).
+TORCH_PACKAGES ?= torch torchvision
+CORES  ?= 2
+CONFIG ?= config/config.yaml
+PORT   ?= 5000
+
+.PHONY: setup test test-fast reproduce report data ui bench lint clean-results
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PACKAGES)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Fashion-MNIST offline on Debian: the dataset-fashion-mnist package (needs root);
+# elsewhere the pipeline's data rule downloads it through torchvision.
+data:
+	@if [ -d /usr/share/datasets/fashion-mnist ] || [ -d data/FashionMNIST/raw ]; then \
+	  echo "Fashion-MNIST found"; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+	  echo "Fashion-MNIST not installed; the pipeline will try torchvision's download"; \
+	fi
+
+reproduce: setup data
+	$(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES) --configfile $(CONFIG)
+
+# Rebuild tables, figures and report from the runs that exist, training nothing.
+report: setup
+	$(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES) --configfile $(CONFIG) report
+
+ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
+
+bench: setup data
+	$(BIN)/python benchmarks/bench.py
+
+lint: setup
+	$(BIN)/snakemake --lint --configfile $(CONFIG)
+
+clean-results:
+	rm -rf results/partitions results/runs results/tables results/data results/mlflow results/mlflow.db \
+	       results/mlartifacts results/bench reports/figures reports/report.md logs .snakemake

@@ -1,0 +1,75 @@
+"""FedAKD: attention model + FedAvg aggregation + knowledge distillation (METHOD.md §3).
+
+kd_site: server (default) -- after averaging, the server distils the uploaded
+client models into the averaged one on the transfer set (fedakd.distill).
+kd_site: client -- each client, after local training, distils its local model
+into a fresh copy of the global model on its own data with the same loss and
+uploads that copy (no transfer set, twice the local compute).
+"""
+
+from __future__ import annotations
+
+from fedakd.distill import DISTILL_OPTIONS, distill_on_proxy
+from fedakd.engine import predict_logits
+from fedakd.method import Method
+
+#: Tag separating the client-side distillation pass's random stream from local training's.
+CLIENT_KD_STREAM = 1
+
+
+class FedAKD(Method):
+    needs_proxy = True  # with kd_site: server (the default); see needs_transfer_set
+    options_schema = {
+        "lambda": {"type": "number", "minimum": 0, "default": 1.0, "description": "weight of the KD term"},
+        "temperature": {"type": "number", "exclusiveMinimum": 0, "default": 2.0, "description": "softmax temperature T"},
+        "attention": {"type": "boolean", "default": True, "description": "insert the feature attention layer"},
+        "kd_site": {"enum": ["server", "client"], "default": "server", "description": "where distillation runs"},
+        "teacher_weighting": {"enum": ["uniform", "class_count"], "default": "uniform",
+                              "description": "class_count: teacher k weighted on class y by its share of y (extension)"},
+        "attention_transfer": {"type": "number", "minimum": 0, "default": 0.0,
+                               "description": "beta of beta * mean_k KL(a_k || a_q) (extension; needs attention)"},
+        **DISTILL_OPTIONS,
+    }
+
+    @classmethod
+    def check_options(cls, options: dict) -> list[str]:
+        problems = []
+        if options.get("attention_transfer", 0) > 0 and not options.get("attention", True):
+            problems.append("attention_transfer > 0 needs attention: true")
+        if options.get("kd_site") == "client" and (
+            options.get("attention_transfer", 0) > 0 or options.get("teacher_weighting") == "class_count"
+        ):
+            problems.append("attention_transfer and teacher_weighting apply to kd_site: server only")
+        return problems
+
+    @classmethod
+    def needs_transfer_set(cls, options: dict) -> bool:
+        return options.get("kd_site", "server") == "server"
+
+    def model_options(self):
+        return {"attention": self.options["attention"]}
+
+    def client_update(self, ctx, client):
+        upload = ctx.local_sgd(client)
+        if self.options["kd_site"] != "client" or self.options["lambda"] == 0:
+            return upload
+        from fedakd.losses import kd_loss
+
+        ctx.spare_flat.copy_(upload.weights)
+        teacher = predict_logits(ctx.spare, client.x).unsqueeze(0)  # (1, n, C), the local model
+        lam, temperature = self.options["lambda"], self.options["temperature"]
+
+        def distil(model, xb, yb, idx):
+            return kd_loss(model(xb), teacher[:, idx], yb, lam=lam, temperature=temperature)
+
+        return ctx.local_sgd(client, loss_fn=distil, tag=CLIENT_KD_STREAM)
+
+    def server_update(self, ctx, uploads):
+        if self.options["kd_site"] != "server":
+            return
+        distill_on_proxy(
+            ctx, uploads, lam=self.options["lambda"], temperature=self.options["temperature"],
+            steps=self.options["distill_steps"], lr=self.options["distill_lr"],
+            batch_size=self.options["distill_batch_size"], teacher_weighting=self.options["teacher_weighting"],
+            attention_transfer=self.options["attention_transfer"],
+        )

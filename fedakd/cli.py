@@ -1,0 +1,96 @@
+"""Command line: `fedakd validate | partition | train`.
+
+Predictable problems (a bad config value, missing data, a tampered partition)
+end with one line naming the problem and the fix, exit status 2, and nothing
+half-written; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from fedakd.config import ConfigError
+    from fedakd.data import DataError
+    from fedakd.jobs import JobError
+    from fedakd.partition import PartitionError
+    from fedakd.registry import UnknownMethodError
+
+    return ConfigError, DataError, JobError, PartitionError, UnknownMethodError
+
+
+def _add_job_arguments(parser: argparse.ArgumentParser, *, method: bool) -> None:
+    parser.add_argument("--config", required=True, help="YAML config (see config/ and the schema)")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--setting", required=True, help="a key of the config's `settings`")
+    if method:
+        parser.add_argument("--method", required=True, help="a key of the config's `methods`")
+    parser.add_argument("--seed", required=True, type=int)
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a config value (repeatable), e.g. --set federation.rounds=5")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedakd", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors too")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    validate = commands.add_parser("validate", help="check a config and list its jobs")
+    validate.add_argument("--config", required=True)
+    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+
+    _add_job_arguments(commands.add_parser("partition", help="make and save one partition"), method=False)
+
+    train = commands.add_parser("train", help="train one (dataset, setting, method, seed) job")
+    _add_job_arguments(train, method=True)
+    train.add_argument("--partition", help="folder written by `fedakd partition` (checked against its sha256)")
+    train.add_argument("--experiment-id", help="MLflow experiment id (default: look up or create by name)")
+    train.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    from fedakd.config import job_config, load_config
+
+    config = load_config(args.config, args.overrides)
+    if args.command == "validate":
+        jobs = (len(config["datasets"]) * len(config["settings"]) * len(config["methods"]) * len(config["seeds"]))
+        print(f"{args.config}: valid; {jobs} training jobs")
+        return
+    from fedakd import jobs
+
+    method = getattr(args, "method", None) or next(iter(config["methods"]))
+    job = job_config(config, dataset=args.dataset, setting=args.setting, method=method, seed=args.seed)
+    if args.command == "partition":
+        manifest = jobs.partition_job(job, out_dir=args.out)
+        print(f"wrote {manifest}")
+    else:
+        metrics = jobs.train_job(job, out_dir=args.out, partition_dir=args.partition,
+                                 experiment_id=args.experiment_id, threads=args.threads)
+        final = metrics["final"]
+        print(f"{jobs.job_key(job)}: final accuracy {final['accuracy']:.4f}, "
+              f"minority recall {final['minority_recall']}, mlflow run {metrics['mlflow_run_id']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run(args)
+    except _user_errors() as exc:
+        if args.debug:
+            raise
+        print(f"fedakd: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedakd: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Server-side training of the aggregated model on the labelled transfer set.
+
+With lam > 0 this is FedAKD's distillation (METHOD.md §3): the averaged model q
+(student) learns L = CE(y, q) + lam * T^2 * mean_k KL(p_k^T || q^T) from the
+uploaded client models p_k (teachers). With lam = 0 it is plain fine-tuning
+(fedavg-ft), and no teacher is evaluated.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fedakd.engine import STREAM_SERVER, predict_logits
+
+DISTILL_OPTIONS = {
+    "distill_steps": {"type": "integer", "minimum": 0, "default": 100,
+                      "description": "server optimisation steps per round on the transfer set"},
+    "distill_lr": {"type": "number", "exclusiveMinimum": 0, "default": 0.001, "description": "Adam learning rate"},
+    "distill_batch_size": {"type": "integer", "minimum": 1, "default": 64,
+                           "description": "transfer-set examples per server step"},
+}
+
+
+def teacher_outputs(ctx, uploads, with_attention: bool):
+    """Logits (K, P, C) and, if asked, attention (K, P, d) of every uploaded model on the transfer set."""
+    logits, attention = [], []
+    for upload in uploads:
+        ctx.spare_flat.copy_(upload.weights)
+        out = predict_logits(ctx.spare, ctx.proxy_x, with_attention=with_attention)
+        if with_attention:
+            out, att = out
+            attention.append(att)
+        logits.append(out)
+    return torch.stack(logits), (torch.stack(attention) if with_attention else None)
+
+
+def distill_on_proxy(ctx, uploads, *, lam: float, temperature: float, steps: int, lr: float, batch_size: int,
+                     teacher_weighting: str = "uniform", attention_transfer: float = 0.0) -> None:
+    """Train ``ctx.global_weights`` in place for ``steps`` Adam steps on the transfer set."""
+    from fedakd.losses import attention_transfer_loss, class_count_teacher_weights, kd_loss
+
+    if ctx.proxy_x is None:
+        raise RuntimeError("this method trains on the transfer set, but proxy_per_class is 0")
+    if steps == 0:
+        return
+    needs_teachers = lam > 0 or attention_transfer > 0
+    teachers, teacher_attention = (
+        teacher_outputs(ctx, uploads, with_attention=attention_transfer > 0) if needs_teachers else (None, None)
+    )
+    weights = None
+    if needs_teachers and teacher_weighting == "class_count":
+        counts = torch.stack([u.class_counts for u in uploads]).to(ctx.device, torch.float32)
+        weights = class_count_teacher_weights(counts, ctx.proxy_y)
+
+    ctx.flat.copy_(ctx.global_weights)
+    model = ctx.model
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = ctx.generator(STREAM_SERVER)
+    n = ctx.proxy_x.shape[0]
+    order, cursor = torch.randperm(n, generator=generator), 0
+    for _ in range(steps):
+        if cursor + batch_size > n:  # a fresh pass over the transfer set
+            order, cursor = torch.randperm(n, generator=generator), 0
+        idx = order[cursor : cursor + batch_size].to(ctx.device)
+        cursor += batch_size
+        with ctx.autocast():
+            logits, attention = model.forward_features(ctx.proxy_x[idx])
+            loss = kd_loss(
+                logits, teachers[:, idx] if teachers is not None else None, ctx.proxy_y[idx], lam=lam,
+                temperature=temperature, teacher_weights=weights[:, idx] if weights is not None else None,
+            )
+            if attention_transfer > 0:
+                loss = loss + attention_transfer * attention_transfer_loss(attention, teacher_attention[:, idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    ctx.global_weights = ctx.flat.clone()

@@ -1,0 +1,64 @@
+"""Engine arithmetic with hand-computed numbers: averaging, flat parameters, sampling."""
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose
+
+from fedakd.engine import derive_seed, flatten_parameters, sample_clients, weighted_average
+
+
+def test_weighted_average_by_example_counts():
+    # (1*[1, 2] + 3*[3, 6]) / 4 = [10/4, 20/4]
+    out = weighted_average([torch.tensor([1.0, 2.0]), torch.tensor([3.0, 6.0])], [1, 3])
+    assert_allclose(out.numpy(), [2.5, 5.0])
+    assert out.dtype == torch.float32
+
+
+def test_weighted_average_three_clients():
+    # counts 2, 1, 1 -> weights 0.5, 0.25, 0.25: 0.5*0 + 0.25*4 + 0.25*8 = 3; 0.5*2 + 0.25*2 + 0.25*(-2) = 1
+    out = weighted_average([torch.tensor([0.0, 2.0]), torch.tensor([4.0, 2.0]), torch.tensor([8.0, -2.0])], [2, 1, 1])
+    assert_allclose(out.numpy(), [3.0, 1.0])
+
+
+def test_weighted_average_rejects_empty_and_zero_counts():
+    with pytest.raises(ValueError):
+        weighted_average([], [])
+    with pytest.raises(ValueError):
+        weighted_average([torch.zeros(2)], [0])
+
+
+def test_flat_parameters_are_the_model():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
+    x = torch.randn(4, 3)
+    before = model(x).detach()
+    flat = flatten_parameters(model)
+    assert flat.numel() == sum(p.numel() for p in model.parameters()) == 3 * 2 + 2 + 2 + 1
+    assert torch.equal(model(x).detach(), before)  # re-homing keeps the values
+    snapshot = flat.clone()
+    flat.zero_()
+    assert torch.equal(model(x).detach(), torch.zeros(4, 1))  # the module reads the flat buffer
+    flat.copy_(snapshot)
+    assert torch.equal(model(x).detach(), before)
+    # the optimiser updates the flat buffer through the views
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(x).sum().backward()
+    optimizer.step()
+    assert not torch.equal(flat, snapshot)
+
+
+def test_client_sampling_is_seeded_and_per_round():
+    assert sample_clients(5, 1.0, seed=0, round_idx=1) == [0, 1, 2, 3, 4]
+    a = sample_clients(10, 0.5, seed=3, round_idx=1)
+    assert a == sample_clients(10, 0.5, seed=3, round_idx=1)
+    assert len(a) == 5 == len(set(a)) and a == sorted(a)
+    rounds = {tuple(sample_clients(10, 0.5, seed=3, round_idx=r)) for r in range(1, 9)}
+    assert len(rounds) > 1
+    assert sample_clients(10, 0.01, seed=0, round_idx=1).__len__() == 1  # at least one client
+
+
+def test_derived_seeds_are_stable_and_distinct():
+    assert derive_seed(1, 2, 3) == derive_seed(1, 2, 3)
+    assert len({derive_seed(1, 2), derive_seed(2, 1), derive_seed(1, 2, 0)}) == 3
+    assert 0 <= derive_seed(7) < 2**63
+    assert isinstance(derive_seed(np.int64(4)), int)
