@@ -1,0 +1,441 @@
+"""Datasets as whole, normalised in-memory tensors (METHOD.md §1).
+
+Every job loads its dataset once and trains by indexing tensors, so images are converted in one
+vectorised step (uint8 -> float32, per-channel normalisation), never per sample through PIL.
+MNIST and Fashion-MNIST are read straight from their IDX files with numpy: no torchvision import on
+a training job's start-up, and the Debian package ``dataset-fashion-mnist`` works offline.
+torch, torchvision and scikit-learn are imported lazily, inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+
+class DataError(RuntimeError):
+    """A dataset is unknown, missing, or damaged; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    num_classes: int
+    in_shape: tuple[int, int, int]  # (C, H, W)
+    n_train: int
+    n_test: int
+    mean: tuple[float, ...]  # per channel, of images scaled to [0, 1]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+
+
+# Folders searched for system-wide dataset packages (Debian's dataset-* install under share/datasets/).
+# A module constant so tests can point it at an empty folder.
+SYSTEM_PREFIXES: tuple[Path, ...] = (Path("/usr"), Path("/usr/local"))
+
+# digits has no official split: a fixed stratified 75/25 split (scikit-learn's train_test_split,
+# random_state 0) keeps every run and machine on the same train and test examples.
+DIGITS_TEST_FRACTION = 0.25
+DIGITS_SPLIT_SEED = 0
+DIGITS_MAX_VALUE = 16.0  # digits pixels are counts 0..16
+
+_CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
+    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
+    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup",
+    "dinosaur", "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house",
+    "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man",
+    "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
+    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine",
+    "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew",
+    "skunk", "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar", "sunflower",
+    "sweet_pepper", "table", "tank", "telephone", "television", "tiger", "tractor", "train", "trout",
+    "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+)  # fmt: skip
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            "fashion-mnist", 10, (1, 28, 28), 60000, 10000, (0.2860,), (0.3530,),
+            ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        ),
+        DatasetSpec(
+            "mnist", 10, (1, 28, 28), 60000, 10000, (0.1307,), (0.3081,),
+            tuple(str(digit) for digit in range(10)),
+        ),
+        DatasetSpec(
+            "cifar10", 10, (3, 32, 32), 50000, 10000,
+            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+            ("airplane", "automobile", "bird", "cat", "deer",
+             "dog", "frog", "horse", "ship", "truck"),
+        ),
+        DatasetSpec(
+            "cifar100", 100, (3, 32, 32), 50000, 10000,
+            (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+            _CIFAR100_CLASSES,
+        ),
+        # mean/std of the training split's pixels after /16 (measured once, fixed here).
+        DatasetSpec(
+            "digits", 10, (1, 8, 8), 1347, 450, (0.3052,), (0.3760,),
+            tuple(str(digit) for digit in range(10)),
+        ),
+    )
+}  # fmt: skip
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: torch.Tensor  # float32 (N, C, H, W), normalised
+    y_train: torch.Tensor  # int64 (N,)
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    in_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise DataError(
+            f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}"
+        ) from None
+
+
+# --------------------------------------------------------------------------- IDX (MNIST family)
+
+
+@dataclass(frozen=True)
+class _IdxLayout:
+    """Where an IDX dataset may live and how to get it."""
+
+    torchvision_class: str  # also torchvision's folder: <root>/<class>/raw/
+    folder: str  # <root>/<folder>/ and <prefix>/share/datasets/<folder>/
+    debian_package: str | None
+
+
+_IDX_LAYOUTS = {
+    "fashion-mnist": _IdxLayout("FashionMNIST", "fashion-mnist", "dataset-fashion-mnist"),
+    "mnist": _IdxLayout("MNIST", "mnist", None),
+}
+_IDX_SPLITS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IDX_UNSIGNED_BYTE = 0x08
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _idx_damaged(path: Path, problem: str) -> DataError:
+    return DataError(
+        f"IDX file {path} is damaged: {problem}. Replace it with an intact copy: delete it and "
+        f"run with download allowed, copy the file again, or reinstall the package that installed it"
+    )
+
+
+def read_idx(path: str | Path, ndim: int) -> np.ndarray:
+    """Read an unsigned-byte IDX file of ``ndim`` dimensions, gzipped or not (told by content).
+
+    The header's magic number, dimensions and the byte count are checked, so a truncated or
+    wrong file fails here with its name rather than as a shape error deep in training.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == _GZIP_MAGIC:
+            raw = gzip.decompress(raw)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise _idx_damaged(path, f"gzip stream is truncated or corrupt ({exc})") from None
+    except OSError as exc:
+        raise DataError(f"cannot read IDX file {path}: {exc}") from None
+    expected_magic = (_IDX_UNSIGNED_BYTE << 8) | ndim
+    magic = int.from_bytes(raw[:4], "big")
+    if len(raw) < 4 or magic != expected_magic:
+        raise _idx_damaged(
+            path,
+            f"magic number 0x{magic:08x}, expected 0x{expected_magic:08x} "
+            f"(unsigned bytes, {ndim} dimension{'s' if ndim > 1 else ''})",
+        )
+    header_size = 4 + 4 * ndim
+    if len(raw) < header_size:
+        raise _idx_damaged(path, f"{len(raw)} bytes is shorter than the {header_size}-byte header")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected_bytes = header_size + int(np.prod(dims, dtype=np.int64))
+    if len(raw) != expected_bytes:
+        raise _idx_damaged(
+            path,
+            f"header says {dims} ({expected_bytes} bytes) but the file holds {len(raw)} bytes"
+            + (" (truncated)" if len(raw) < expected_bytes else ""),
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(dims)
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    """The decompressed file if present (no gunzip needed), else the .gz, else None."""
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _idx_folders(name: str, data_root: Path) -> list[Path]:
+    layout = _IDX_LAYOUTS[name]
+    return [
+        data_root / layout.torchvision_class / "raw",
+        data_root / layout.folder,
+        *(Path(prefix) / "share" / "datasets" / layout.folder for prefix in SYSTEM_PREFIXES),
+    ]
+
+
+def _find_idx_files(name: str, data_root: Path) -> dict[str, Path] | None:
+    """The four IDX files from the first folder that holds all of them."""
+    stems = [stem for pair in _IDX_SPLITS.values() for stem in pair]
+    for folder in _idx_folders(name, data_root):
+        files = {stem: _idx_file(folder, stem) for stem in stems}
+        if all(files.values()):
+            return files  # type: ignore[return-value]
+    return None
+
+
+def _how_to_get(name: str, data_root: Path) -> str:
+    if name in _IDX_LAYOUTS:
+        layout = _IDX_LAYOUTS[name]
+        ways = [] if layout.debian_package is None else [
+            f"`apt-get install {layout.debian_package}` (Debian, offline)"
+        ]
+        ways.append(
+            "put the four IDX .gz files ("
+            + ", ".join(f"{stem}.gz" for pair in _IDX_SPLITS.values() for stem in pair)
+            + f") in {data_root / layout.torchvision_class / 'raw'}/"
+        )
+    else:
+        folder = _cifar_class(name).base_folder
+        ways = [f"put the extracted {folder}/ folder of the official archive in {data_root}/"]
+    ways.append(f"run with download allowed (torchvision fetches it into {data_root}/)")
+    return "To get it: " + ", or ".join(ways) + "."
+
+
+def _download_with_torchvision(name: str, data_root: Path) -> None:
+    import torchvision.datasets
+
+    dataset_class = getattr(torchvision.datasets, _IDX_LAYOUTS[name].torchvision_class)
+    try:
+        dataset_class(str(data_root), train=True, download=True)
+    except Exception as exc:  # network, disk, checksum: all mean "could not download"
+        raise DataError(
+            f"downloading {name} into {data_root} failed ({type(exc).__name__}: {exc}). "
+            + _how_to_get(name, data_root)
+        ) from None
+
+
+def _locate_idx(name: str, data_root: Path, download: bool) -> dict[str, Path]:
+    files = _find_idx_files(name, data_root)
+    if files is None and download:
+        _download_with_torchvision(name, data_root)
+        files = _find_idx_files(name, data_root)
+    if files is None:
+        searched = ", ".join(str(folder) for folder in _idx_folders(name, data_root))
+        raise DataError(
+            f"{name} is not on this machine (looked for its four IDX files in {searched}"
+            f"{'; download was not allowed' if not download else ''}). " + _how_to_get(name, data_root)
+        )
+    return files
+
+
+def _read_idx_labels(path: Path, spec: DatasetSpec) -> np.ndarray:
+    labels = read_idx(path, ndim=1)
+    if labels.size and labels.max() >= spec.num_classes:
+        raise _idx_damaged(path, f"label {labels.max()} is outside 0..{spec.num_classes - 1}")
+    return labels
+
+
+def _read_idx_split(files: dict[str, Path], split: str, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
+    images_stem, labels_stem = _IDX_SPLITS[split]
+    images = read_idx(files[images_stem], ndim=3)
+    labels = _read_idx_labels(files[labels_stem], spec)
+    if images.shape[1:] != spec.in_shape[1:]:
+        raise _idx_damaged(
+            files[images_stem], f"images are {images.shape[1:]}, {spec.name} has {spec.in_shape[1:]}"
+        )
+    if len(images) != len(labels):
+        raise DataError(
+            f"{files[images_stem]} holds {len(images)} images but {files[labels_stem]} holds "
+            f"{len(labels)} labels: the two files come from different sets; replace both with one "
+            f"intact copy of {spec.name}"
+        )
+    return images, labels
+
+
+# --------------------------------------------------------------------------- CIFAR (torchvision)
+
+
+def _cifar_class(name: str):
+    import torchvision.datasets
+
+    return {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
+
+
+def _load_cifar_split(name: str, data_root: Path, train: bool, download: bool):
+    dataset_class = _cifar_class(name)
+    try:
+        dataset = dataset_class(str(data_root), train=train, download=download)
+    except Exception as exc:  # torchvision's "not found or corrupted", or a failed download
+        problem = "download failed" if download else "not found or damaged, and download was not allowed"
+        raise DataError(
+            f"{name} in {data_root / dataset_class.base_folder}: {problem} "
+            f"({type(exc).__name__}: {exc}). " + _how_to_get(name, data_root)
+        ) from None
+    if tuple(dataset.classes) != dataset_spec(name).class_names:
+        raise DataError(
+            f"{name} in {data_root} lists classes {dataset.classes[:5]}..., which differ from "
+            f"fedakd.data.DATASETS[{name!r}].class_names; fix the table in fedakd/data.py"
+        )
+    return dataset
+
+
+# --------------------------------------------------------------------------- digits (scikit-learn)
+
+
+def _digits_file() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("sklearn.datasets.data") / "digits.csv.gz"))
+
+
+def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_test, y_test) with x as float counts 0..16, shape (N, 8, 8)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(
+        digits.images,
+        digits.target,
+        test_size=DIGITS_TEST_FRACTION,
+        random_state=DIGITS_SPLIT_SEED,
+        stratify=digits.target,
+    )
+    return x_train, y_train, x_test, y_test
+
+
+# --------------------------------------------------------------------------- public loaders
+
+
+def _normalised(images: np.ndarray, max_value: float, spec: DatasetSpec) -> torch.Tensor:
+    """(N, C, H, W) float32 tensor of (images / max_value - mean) / std, computed in one pass."""
+    import torch
+
+    x = images.reshape(len(images), *spec.in_shape).astype(np.float32, order="C")
+    std = np.asarray(spec.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    mean = np.asarray(spec.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    x *= 1.0 / (max_value * std)
+    x -= mean / std
+    return torch.from_numpy(x)
+
+
+def _labels(labels) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(np.asarray(labels, dtype=np.int64))
+
+
+def load_dataset(name: str, data_root: str | Path, download: bool = False) -> Dataset:
+    """Train and test splits of ``name`` as normalised tensors; DataError says what to do if missing."""
+    spec = dataset_spec(name)
+    data_root = Path(data_root)
+    if name == "digits":
+        x_train, y_train, x_test, y_test = _digits_split()
+        max_value = DIGITS_MAX_VALUE
+    elif name in _IDX_LAYOUTS:
+        files = _locate_idx(name, data_root, download)
+        x_train, y_train = _read_idx_split(files, "train", spec)
+        x_test, y_test = _read_idx_split(files, "test", spec)
+        max_value = 255.0
+    else:
+        train = _load_cifar_split(name, data_root, train=True, download=download)
+        test = _load_cifar_split(name, data_root, train=False, download=download)
+        # torchvision holds CIFAR as (N, H, W, C) uint8; channels first for the models.
+        x_train, y_train = train.data.transpose(0, 3, 1, 2), train.targets
+        x_test, y_test = test.data.transpose(0, 3, 1, 2), test.targets
+        max_value = 255.0
+    return Dataset(
+        name=name,
+        x_train=_normalised(x_train, max_value, spec),
+        y_train=_labels(y_train),
+        x_test=_normalised(x_test, max_value, spec),
+        y_test=_labels(y_test),
+        num_classes=spec.num_classes,
+        in_shape=spec.in_shape,
+        class_names=spec.class_names,
+    )
+
+
+def load_train_labels(name: str, data_root: str | Path, download: bool = False) -> np.ndarray:
+    """Training labels (int64, in load_dataset's order): all that partitioning needs.
+
+    For the IDX datasets only the small labels file is read.
+    """
+    spec = dataset_spec(name)
+    data_root = Path(data_root)
+    if name == "digits":
+        labels = _digits_split()[1]
+    elif name in _IDX_LAYOUTS:
+        files = _locate_idx(name, data_root, download)
+        labels = _read_idx_labels(files[_IDX_SPLITS["train"][1]], spec)
+    else:
+        labels = _load_cifar_split(name, data_root, train=True, download=download).targets
+    return np.asarray(labels, dtype=np.int64)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ensure_dataset(name: str, data_root: str | Path, download: bool = True) -> dict:
+    """Make sure ``name`` is present and readable; describe where it was found and what it holds.
+
+    For the pipeline's data rule, so that a missing or damaged dataset fails once, up front,
+    and the record ties every result to the exact files (SHA-256) it was computed from.
+    """
+    spec = dataset_spec(name)
+    data_root = Path(data_root)
+    if name == "digits":
+        _, y_train, _, y_test = _digits_split()
+        files = [_digits_file()]
+        source = files[0].parent
+    elif name in _IDX_LAYOUTS:
+        found = _locate_idx(name, data_root, download)
+        (_, y_train), (_, y_test) = (_read_idx_split(found, split, spec) for split in ("train", "test"))
+        files = list(found.values())
+        source = files[0].parent
+    else:
+        y_train = _load_cifar_split(name, data_root, train=True, download=download).targets
+        y_test = _load_cifar_split(name, data_root, train=False, download=download).targets
+        dataset_class = _cifar_class(name)
+        source = data_root / dataset_class.base_folder
+        stored = [*dataset_class.train_list, *dataset_class.test_list]
+        files = [source / filename for filename, _md5 in stored] + [source / dataset_class.meta["filename"]]
+    return {
+        "name": name,
+        "source": str(source),
+        "n_train": len(y_train),
+        "n_test": len(y_test),
+        "files": {path.name: _sha256(path) for path in files},
+    }
