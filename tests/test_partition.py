@@ -1,0 +1,374 @@
+"""Partitions: exact count profiles, index invariants, NIID-Bench split rules, the saved record."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from numpy.testing import assert_array_equal
+
+from fedakd.partition import (
+    Partition,
+    PartitionError,
+    class_groups,
+    load_partition,
+    longtail_counts,
+    make_partition,
+    partition_sha256,
+    save_partition,
+    step_counts,
+)
+
+LABELS = np.repeat(np.arange(10), 600)  # 10 classes x 600, grouped by class
+RNG_LABELS = np.random.default_rng(123).permutation(LABELS)  # the same, interleaved
+LONGTAIL = {"kind": "longtail", "factor": 10.0}
+
+
+def partition(split, imbalance=LONGTAIL, labels=RNG_LABELS, clients=5, proxy_per_class=5, seed=0):
+    return make_partition(labels, 10, imbalance=imbalance, split=split, clients=clients,
+                          proxy_per_class=proxy_per_class, seed=seed, dataset="synthetic")
+
+
+def assert_invariants(p: Partition, labels: np.ndarray, proxy_per_class: int, every_example_assigned: bool):
+    """What every partition must satisfy, whatever its parameters."""
+    everything = np.concatenate([p.proxy_indices, *p.client_indices])
+    assert len(np.unique(everything)) == len(everything), "an index is used twice"
+    assert np.isin(everything, np.arange(len(labels))).all()
+    for indices in [p.proxy_indices, *p.client_indices]:
+        assert indices.dtype == np.int64 and (np.diff(indices) > 0).all()
+    assert all(len(indices) > 0 for indices in p.client_indices)
+    assert_array_equal(p.proxy_counts, np.full(10, proxy_per_class))
+    assert_array_equal(np.bincount(labels[p.proxy_indices], minlength=10), p.proxy_counts)
+    for counts, indices in zip(p.client_class_counts, p.client_indices):
+        assert_array_equal(counts, np.bincount(labels[indices], minlength=10))
+    # Clients draw from the imbalanced pool only: never more of a class than the pool holds.
+    assigned = p.client_class_counts.sum(axis=0)
+    assert (assigned <= p.class_counts).all()
+    if every_example_assigned:
+        assert_array_equal(assigned, p.class_counts)
+    assert p.sha256 == partition_sha256(p.proxy_indices, p.client_indices)
+
+
+# -- count profiles ---------------------------------------------------------------------------
+def test_longtail_counts_fmnist_if100():
+    assert longtail_counts(6000, 10, 100) == [6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60]
+
+
+def test_longtail_counts_small_cases():
+    # 100 * 4**(-c/2) for c = 0, 1, 2: 100, 100 * 0.5, 100 * 0.25.
+    assert longtail_counts(100, 3, 4) == [100, 50, 25]
+    assert longtail_counts(600, 10, 10)[-1] == 60  # 600 * 10**-1, exactly 60 (not 59)
+    assert longtail_counts(600, 10, 1) == [600] * 10
+    assert longtail_counts(70, 1, 100) == [70]
+
+
+def test_step_counts():
+    # 0.3 * 10 is 3.0000000000000004 in floating point: still 3 reduced classes, 600 / 2.5 = 240.
+    assert step_counts(600, 10, 2.5, 0.3) == [600] * 7 + [240] * 3
+    # ceil(0.5 * 4) = 2 reduced classes keeping floor(100 / 3) = 33.
+    assert step_counts(100, 4, 3, 0.5) == [100, 100, 33, 33]
+    # ceil(0.25 * 10) = ceil(2.5) = 3.
+    assert step_counts(10, 10, 2, 0.25) == [10] * 7 + [5] * 3
+    assert step_counts(10, 3, 2, 1.0) == [5, 5, 5]
+
+
+def test_fmnist_sized_pool_gets_the_published_profile():
+    labels = np.repeat(np.arange(10), 6000)
+    p = make_partition(labels, 10, imbalance={"kind": "longtail", "factor": 100}, split={"kind": "iid"},
+                       clients=10, proxy_per_class=0, seed=0)
+    assert_array_equal(p.class_counts, [6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60])
+
+
+def test_n_max_is_the_smallest_class_left_after_the_proxy():
+    sizes = [600, 590, 580, 570, 560, 550, 540, 530, 520, 510]
+    labels = np.repeat(np.arange(10), sizes)
+    p = make_partition(labels, 10, imbalance={"kind": "longtail", "factor": 1}, split={"kind": "iid"},
+                       clients=3, proxy_per_class=10, seed=0)
+    assert_array_equal(p.class_counts, [500] * 10)  # 510 - 10 proxy examples; no class truncated below it
+
+
+def test_shuffle_classes_permutes_which_classes_are_head():
+    profile = longtail_counts(595, 10, 10)
+    fixed = partition({"kind": "iid"})
+    assert fixed.class_counts.tolist() == profile
+    shuffled = [partition({"kind": "iid"}, imbalance={**LONGTAIL, "shuffle_classes": True}, seed=s) for s in range(3)]
+    assert all(sorted(p.class_counts.tolist(), reverse=True) == profile for p in shuffled)
+    assert any(p.class_counts.tolist() != profile for p in shuffled)
+
+
+def test_step_minority_is_exactly_the_reduced_classes():
+    p = partition({"kind": "iid"}, imbalance={"kind": "step", "factor": 10, "minority_fraction": 0.2})
+    # 8 classes keep 595, classes 8 and 9 keep floor(595 / 10) = 59; total 4878.
+    assert_array_equal(p.class_counts, [595] * 8 + [59] * 2)
+    assert p.groups["minority"] == [8, 9]
+    # Sorted by count (ties by id): 75 % of 4878 = 3658.5 -> 7 * 595 = 4165 is the first cumulative sum
+    # above it (6 * 595 = 3570 is not); 95 % = 4634.1 -> 8 * 595 = 4760. So head 0-6, medium 7, tail 8-9.
+    assert p.groups == {"head": [0, 1, 2, 3, 4, 5, 6], "medium": [7], "tail": [8, 9], "minority": [8, 9]}
+
+
+def test_no_imbalance_keeps_the_pool_and_has_no_groups():
+    p = partition({"kind": "iid"}, imbalance={"kind": "none"})
+    assert_array_equal(p.class_counts, [595] * 10)
+    assert p.groups == {"head": [], "medium": [], "tail": [], "minority": []}
+
+
+# -- class groups ---------------------------------------------------------------------------
+def test_class_groups_by_hand():
+    # Counts 4, 30, 6, 50, 10 (total 100); sorted: class 3 (50), 1 (30), 4 (10), 2 (6), 0 (4).
+    # Cumulative 50, 80, 90, 96, 100: head reaches 75 % at class 1 -> {3, 1};
+    # medium reaches 95 % at class 2 -> {4, 2}; tail {0}; minority = tail.
+    assert class_groups([4, 30, 6, 50, 10]) == {"head": [1, 3], "medium": [2, 4], "tail": [0], "minority": [0]}
+
+
+def test_class_groups_boundaries_are_inclusive():
+    # Cumulative 75 (exactly 75 %), 95 (exactly 95 %), 100.
+    assert class_groups([75, 20, 5]) == {"head": [0], "medium": [1], "tail": [2], "minority": [2]}
+
+
+def test_class_groups_explicit_minority_and_balanced():
+    assert class_groups([50, 30, 20], minority=[2, 1])["minority"] == [1, 2]
+    assert class_groups([7, 7, 7]) == {"head": [], "medium": [], "tail": [], "minority": []}
+
+
+# -- client splits -------------------------------------------------------------------------------
+@pytest.mark.parametrize("split", [{"kind": "iid"}, {"kind": "dirichlet", "alpha": 0.3},
+                                   {"kind": "quantity", "alpha": 1.0}])
+def test_splits_assign_the_whole_pool_once(split):
+    p = partition(split)
+    assert_invariants(p, RNG_LABELS, proxy_per_class=5, every_example_assigned=True)
+
+
+def test_iid_client_sizes_differ_by_at_most_one():
+    sizes = [len(i) for i in partition({"kind": "iid"}).client_indices]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def assert_dirichlet_cap(p: Partition):
+    """NIID-Bench: classes are dealt in class order; a client holding >= N/K gets none of later classes."""
+    total, clients = int(p.class_counts.sum()), len(p.client_indices)
+    held_before = np.cumsum(p.client_class_counts, axis=1) - p.client_class_counts
+    capped = held_before * clients >= total
+    assert (p.client_class_counts[capped] == 0).all()
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.5, 5.0])
+def test_dirichlet_cap_and_min_size(alpha):
+    p = partition({"kind": "dirichlet", "alpha": alpha, "min_size": 20}, clients=8)
+    assert min(len(i) for i in p.client_indices) >= 20
+    assert_dirichlet_cap(p)
+
+
+def test_dirichlet_alpha_controls_skew():
+    def large_shares(alpha):
+        p = partition({"kind": "dirichlet", "alpha": alpha, "min_size": 1}, imbalance={"kind": "none"})
+        return int((p.client_class_counts >= 0.1 * 595).sum())  # (client, class) cells with >= 10 % of a class
+
+    # alpha = 100: every client holds about 1/5 of every class; alpha = 0.05: a class goes to one or two clients.
+    assert large_shares(100.0) == 50
+    assert large_shares(0.05) < 25
+
+
+def test_quantity_min_size():
+    p = partition({"kind": "quantity", "alpha": 0.5, "min_size": 50}, clients=6)
+    assert min(len(i) for i in p.client_indices) >= 50
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 10])
+def test_classes_gives_each_client_exactly_k_classes(k):
+    p = partition({"kind": "classes", "k": k}, clients=12)
+    assert_invariants(p, RNG_LABELS, proxy_per_class=5, every_example_assigned=False)
+    assert ((p.client_class_counts > 0).sum(axis=1) == k).all()
+    assert all(p.client_class_counts[i, i % 10] > 0 for i in range(12))
+    # A held class's examples are split evenly: holders' shares differ by at most one.
+    for c in range(10):
+        shares = p.client_class_counts[:, c][p.client_class_counts[:, c] > 0]
+        assert shares.max() - shares.min() <= 1
+
+
+# -- seeds and streams ---------------------------------------------------------------------------
+def test_same_seed_same_hash_other_seed_other_hash():
+    split = {"kind": "dirichlet", "alpha": 0.5}
+    assert partition(split, seed=7).sha256 == partition(split, seed=7).sha256
+    assert partition(split, seed=7).sha256 != partition(split, seed=8).sha256
+
+
+def test_stages_draw_from_independent_streams():
+    # The split does not touch the proxy or imbalance streams: same proxy and pool whatever the split.
+    a, b = partition({"kind": "iid"}), partition({"kind": "classes", "k": 2}, clients=3)
+    assert_array_equal(a.proxy_indices, b.proxy_indices)
+    assert_array_equal(np.sort(np.concatenate(a.client_indices)), np.sort(np.concatenate(
+        partition({"kind": "dirichlet", "alpha": 0.1}).client_indices)))
+
+
+def test_sha256_layout_by_hand():
+    import hashlib
+
+    # 2 arrays; proxy [3] (length 1); one client [1, 2] (length 2); all int64 little-endian.
+    words = [2, 1, 3, 2, 1, 2]
+    expected = hashlib.sha256(b"".join(w.to_bytes(8, "little") for w in words)).hexdigest()
+    assert partition_sha256(np.array([3]), [np.array([1, 2])]) == expected
+    # The boundary between arrays is part of the hash.
+    assert partition_sha256(np.array([3, 1]), [np.array([2])]) != expected
+
+
+# -- errors ------------------------------------------------------------------------------
+def test_impossible_dirichlet_fails_quickly_with_the_knobs():
+    start = time.perf_counter()
+    with pytest.raises(PartitionError, match="raise split.alpha.*max_retries"):
+        partition({"kind": "dirichlet", "alpha": 1e-3, "min_size": 200, "max_retries": 50}, clients=10)
+    with pytest.raises(PartitionError, match="lower split.min_size"):
+        partition({"kind": "quantity", "alpha": 1.0, "min_size": 1000}, clients=10)
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"split": {"kind": "dirichlet", "alpha": 0}}, "split.alpha is 0"),
+    ({"split": {"kind": "quantity", "alpha": -1.0}}, "split.alpha is -1.0"),
+    ({"split": {"kind": "dirichlet"}}, "split.alpha is None"),
+    ({"imbalance": {"kind": "longtail", "factor": 0.5}}, "imbalance.factor is 0.5"),
+    ({"imbalance": {"kind": "longtail", "factor": 1000}}, "use a factor <= 595"),
+    ({"imbalance": {"kind": "step", "factor": 2, "minority_fraction": 0}}, "minority_fraction is 0"),
+    ({"imbalance": {"kind": "step", "factor": 2, "minority_fraction": 1.5}}, "minority_fraction is 1.5"),
+    ({"imbalance": {"kind": "zipf", "factor": 2}}, "imbalance.kind is 'zipf'"),
+    ({"imbalance": {"kind": "longtail", "factr": 2}}, "unknown keys \\['factr'\\]"),
+    ({"split": {"kind": "pathological"}}, "split.kind is 'pathological'"),
+    ({"split": {"kind": "classes", "k": 0}}, "split.k is 0"),
+    ({"split": {"kind": "classes", "k": 11}}, "split.k is 11"),
+    ({"clients": 0}, "federation.clients is 0"),
+    ({"clients": 6001, "imbalance": {"kind": "none"}, "proxy_per_class": 0}, "exceeds the 6000 examples"),
+    ({"proxy_per_class": -1}, "proxy_per_class is -1"),
+    ({"proxy_per_class": 601}, "class 0 has 600 training examples"),
+    ({"proxy_per_class": 600}, "no training examples left"),
+    ({"seed": -3}, "seed is -3"),
+])
+def test_bad_parameters_name_the_problem(overrides, message):
+    arguments = {"split": {"kind": "iid"}, "imbalance": LONGTAIL, "clients": 5, "proxy_per_class": 5, "seed": 0,
+                 **overrides}
+    with pytest.raises(PartitionError, match=message):
+        make_partition(RNG_LABELS, 10, dataset="synthetic", **arguments)
+
+
+def test_bad_labels():
+    with pytest.raises(PartitionError, match="outside 0..9"):
+        make_partition(np.array([0, 1, 10]), 10, imbalance={"kind": "none"}, split={"kind": "iid"}, clients=1,
+                       proxy_per_class=0, seed=0)
+
+
+# -- the saved record -----------------------------------------------------------------------------
+MANIFEST_KEYS = {"format_version", "dataset", "seed", "sha256", "params", "num_classes", "class_counts",
+                 "client_class_counts", "client_sizes", "proxy_counts", "groups"}
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    p = partition({"kind": "dirichlet", "alpha": 0.5, "min_size": 10, "max_retries": 100})
+    out = tmp_path / "synthetic" / "lt" / "seed0"
+    save_partition(p, out)
+    return p, out
+
+
+def test_save_load_round_trip(saved):
+    p, out = saved
+    assert sorted(path.name for path in out.iterdir()) == ["indices.npz", "manifest.json"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest) == MANIFEST_KEYS
+    assert manifest["format_version"] == 1 and manifest["seed"] == 0 and manifest["dataset"] == "synthetic"
+    assert manifest["client_sizes"] == [len(i) for i in p.client_indices]
+    assert manifest["params"]["split"] == {"kind": "dirichlet", "alpha": 0.5, "min_size": 10, "max_retries": 100}
+    loaded = load_partition(out)
+    assert loaded.sha256 == p.sha256
+    assert_array_equal(loaded.proxy_indices, p.proxy_indices)
+    for a, b in zip(loaded.client_indices, p.client_indices, strict=True):
+        assert_array_equal(a, b)
+    for field in ("class_counts", "client_class_counts", "proxy_counts"):
+        assert_array_equal(getattr(loaded, field), getattr(p, field))
+    assert loaded.manifest() == manifest
+
+
+def test_params_record_the_setting_as_given_and_resolved():
+    p = partition({"kind": "quantity", "alpha": 2}, imbalance={"kind": "step", "factor": 4})
+    assert p.params["imbalance"] == {"kind": "step", "factor": 4}
+    assert p.params["resolved"]["imbalance"]["minority_fraction"] == 0.5
+    assert p.params["resolved"]["split"] == {"kind": "quantity", "alpha": 2, "min_size": 10, "max_retries": 100}
+    assert p.params["pool_size"] == 5950 and p.params["train_size"] == 6000
+
+
+def test_tampered_indices_are_refused(saved):
+    _, out = saved
+    with np.load(out / "indices.npz") as stored:
+        arrays = dict(stored)
+    arrays["client_0"] = arrays["client_0"].copy()
+    arrays["client_0"][0] += 1
+    with open(out / "indices.npz", "wb") as fh:
+        np.savez(fh, **arrays)
+    with pytest.raises(PartitionError, match=r"indices.npz has sha256 .* delete .*seed0 and rerun `fedakd partition`"):
+        load_partition(out)
+
+
+def test_truncated_indices_are_refused(saved):
+    _, out = saved
+    data = (out / "indices.npz").read_bytes()
+    (out / "indices.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(PartitionError, match="indices.npz cannot be read.*delete"):
+        load_partition(out)
+
+
+def test_missing_or_corrupt_files_are_refused(saved):
+    _, out = saved
+    (out / "manifest.json").write_text('{"format_version": 1, "sha256": ')
+    with pytest.raises(PartitionError, match="manifest.json is missing or not valid JSON"):
+        load_partition(out)
+    (out / "manifest.json").unlink()
+    with pytest.raises(PartitionError, match="manifest.json is missing"):
+        load_partition(out)
+
+
+def test_missing_indices_are_refused(saved):
+    _, out = saved
+    (out / "indices.npz").unlink()
+    with pytest.raises(PartitionError, match="indices.npz does not exist"):
+        load_partition(out)
+
+
+# -- properties over random valid parameters -----------------------------------------------
+# Factors up to 10 keep >= 28 examples per class (300 - 20 proxy, / 10), more than the 10 clients,
+# so every client of a `classes` split gets all its k classes.
+imbalances = st.one_of(
+    st.just({"kind": "none"}),
+    st.builds(lambda f, s: {"kind": "longtail", "factor": f, "shuffle_classes": s},
+              st.floats(1, 10), st.booleans()),
+    st.builds(lambda f, m, s: {"kind": "step", "factor": f, "minority_fraction": m, "shuffle_classes": s},
+              st.floats(1, 10), st.floats(0.05, 1), st.booleans()),
+)
+splits = st.one_of(
+    st.just({"kind": "iid"}),
+    st.builds(lambda a, m: {"kind": "dirichlet", "alpha": a, "min_size": m}, st.floats(0.1, 10), st.integers(0, 5)),
+    st.builds(lambda k: {"kind": "classes", "k": k}, st.integers(1, 10)),
+    st.builds(lambda a, m: {"kind": "quantity", "alpha": a, "min_size": m}, st.floats(1, 10), st.integers(0, 5)),
+)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(imbalance=imbalances, split=splits, clients=st.integers(1, 10), proxy=st.integers(0, 20),
+       seed=st.integers(0, 2**32))
+def test_every_valid_partition_keeps_the_invariants(imbalance, split, clients, proxy, seed):
+    labels = RNG_LABELS[:3000]  # about 300 per class
+    arguments = dict(imbalance=imbalance, split=split, clients=clients, proxy_per_class=proxy, seed=seed)
+    try:
+        p = make_partition(labels, 10, **arguments)
+    except PartitionError as error:  # an unlucky run of draws is a documented outcome, not a broken invariant
+        assume("draws, but min_size asks for" not in str(error))
+        raise
+    assert_invariants(p, labels, proxy, every_example_assigned=split["kind"] != "classes")
+    if split["kind"] == "dirichlet":
+        assert_dirichlet_cap(p)
+    if split["kind"] in ("dirichlet", "quantity"):
+        assert min(len(i) for i in p.client_indices) >= split["min_size"]
+    if split["kind"] == "classes":
+        assert ((p.client_class_counts > 0).sum(axis=1) == split["k"]).all()
+    assert set(p.groups["minority"]) <= set(range(10))
+    assert p.sha256 == make_partition(labels, 10, **arguments).sha256
