@@ -1,0 +1,146 @@
+"""Gather finished runs: parse every metrics.json, check it against MLflow, flatten it into a table.
+
+Tables and figures are only as honest as the set of runs they are built from, so
+a damaged file, a missing run or a duplicated run stops the report with a list
+of what to fix instead of being averaged in silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+from fedakd.io import read_json
+from fedakd.jobs import job_key
+from fedakd.metrics import METRIC_KEYS
+
+log = logging.getLogger(__name__)
+
+REQUIRED_KEYS = ("job", "setting", "method_options", "federation", "model", "num_classes", "class_counts", "groups",
+                 "partition_sha256", "final", "best", "history", "mlflow_run_id", "mlflow_experiment_id")
+JOB_KEYS = ("dataset", "setting", "method", "method_class", "seed")
+FRAME_COLUMNS = ("dataset", "setting", "method", "method_class", "seed", *METRIC_KEYS, "per_class_recall",
+                 "imbalance_kind", "imbalance_factor", "split_kind", "split_alpha", "split_k")
+
+
+class ResultsError(ValueError):
+    """The collected results are damaged, incomplete or disagree with the MLflow store."""
+
+
+def _missing_keys(run: dict[str, Any]) -> list[str]:
+    missing = [key for key in REQUIRED_KEYS if key not in run]
+    missing += [f"job.{key}" for key in JOB_KEYS if key not in run.get("job", {})]
+    missing += [f"final.{key}" for key in (*METRIC_KEYS, "per_class_recall") if key not in run.get("final", {})]
+    return missing
+
+
+def load_metrics(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """Parse each metrics.json; any unreadable or incomplete one raises ResultsError naming all of them."""
+    runs, problems = [], []
+    for path in paths:
+        try:
+            run = read_json(path, "metrics file")
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        missing = _missing_keys(run) if isinstance(run, dict) else ["(not a JSON object)"]
+        if missing:
+            problems.append(f"metrics file {path} lacks {', '.join(missing)}: it was written by another version "
+                            f"or damaged; delete it and rerun that job")
+            continue
+        runs.append(run)
+    if problems:
+        raise ResultsError("cannot collect the results:\n- " + "\n- ".join(problems))
+    return runs
+
+
+def _search_all_runs(client, experiment_id: str, page_size: int) -> list:
+    """Every active (not deleted) run of the experiment, following the result pages."""
+    from mlflow.entities import ViewType
+
+    found, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=page_size,
+                                  page_token=token)
+        found.extend(page)
+        token = page.token
+        if not token:
+            return found
+
+
+def crosscheck_mlflow(runs: list[dict[str, Any]], tracking_uri: str, experiment: str, *,
+                      page_size: int = 1000) -> str:
+    """Check that runs and the experiment's FINISHED MLflow runs match one to one, by job key.
+
+    Raises ResultsError listing every problem. KILLED, FAILED and RUNNING runs
+    (interrupted jobs, superseded attempts) are ignored; the returned note (also
+    logged) counts them.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None or found.lifecycle_stage == "deleted":
+        raise ResultsError(f"MLflow experiment {experiment!r} does not exist in {tracking_uri}; check the config's "
+                           f"experiment and tracking_uri, or rerun the training jobs")
+    finished: dict[str, list[str]] = {}
+    unfinished: dict[str, int] = {}
+    for mlflow_run in _search_all_runs(client, found.experiment_id, page_size):
+        status = mlflow_run.info.status
+        if status == "FINISHED":
+            key = mlflow_run.data.tags.get("job_key", f"(untagged run {mlflow_run.info.run_id})")
+            finished.setdefault(key, []).append(mlflow_run.info.run_id)
+        else:
+            unfinished[status] = unfinished.get(status, 0) + 1
+
+    problems = []
+    keys_with_metrics = set()
+    for run in runs:
+        key = job_key(run["job"])
+        keys_with_metrics.add(key)
+        run_ids = finished.get(key, [])
+        if run["mlflow_run_id"] not in run_ids:
+            problems.append(f"{key}: metrics.json names MLflow run {run['mlflow_run_id']}, which is not a FINISHED "
+                            f"run of this job in experiment {experiment!r} (deleted or lost?); delete that "
+                            f"metrics.json and rerun the job")
+    for key, run_ids in sorted(finished.items()):
+        if len(run_ids) > 1:
+            problems.append(f"{key}: {len(run_ids)} FINISHED MLflow runs ({', '.join(sorted(run_ids))}); delete the "
+                            f"ones its metrics.json does not name (MlflowClient.delete_run)")
+        if key not in keys_with_metrics:
+            problems.append(f"{key}: FINISHED MLflow run {', '.join(run_ids)} has no metrics.json among the collected "
+                            f"results; rerun that job, or delete the run if the job left the config")
+    if problems:
+        raise ResultsError(f"results and MLflow experiment {experiment!r} disagree:\n- " + "\n- ".join(problems))
+    note = (f"MLflow experiment {experiment!r}: {len(runs)} finished runs match their metrics.json"
+            + ("; ignored unfinished runs: " + ", ".join(f"{n} {s}" for s, n in sorted(unfinished.items()))
+               if unfinished else ""))
+    log.info(note)
+    return note
+
+
+def runs_frame(runs: list[dict[str, Any]]):
+    """One row per run: identity, final-round metrics (the headline) and the setting's parameters.
+
+    Missing metrics (a group a balanced pool lacks) become NaN; per_class_recall
+    stays a list column.
+    """
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        imbalance, split = run["setting"]["imbalance"], run["setting"]["split"]
+        rows.append({
+            **{key: run["job"][key] for key in JOB_KEYS},
+            **{key: run["final"][key] for key in METRIC_KEYS},
+            "per_class_recall": list(run["final"]["per_class_recall"]),
+            "imbalance_kind": imbalance["kind"], "imbalance_factor": imbalance.get("factor"),
+            "split_kind": split["kind"], "split_alpha": split.get("alpha"), "split_k": split.get("k"),
+        })
+    frame = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
+    numeric = [*METRIC_KEYS, "imbalance_factor", "split_alpha"]
+    frame[numeric] = frame[numeric].astype(float)
+    frame["seed"] = frame["seed"].astype(int)
+    frame["split_k"] = frame["split_k"].astype("Int64")
+    return frame

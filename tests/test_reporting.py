@@ -1,0 +1,364 @@
+"""fedakd.reporting: collecting runs, tables, figures and the report, on a synthetic set of runs."""
+
+import hashlib
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from fedakd.io import atomic_write_json, atomic_write_text
+from fedakd.metrics import METRIC_KEYS
+from fedakd.reporting import collect, figures, report, tables
+from fedakd.reporting.collect import ResultsError
+
+SEEDS = (0, 1, 2)
+SETTINGS = {
+    "lt10-dir1": {"imbalance": {"kind": "longtail", "factor": 10.0, "minority_fraction": 0.5, "shuffle_classes": False},
+                  "split": {"kind": "dirichlet", "alpha": 1.0, "min_size": 10, "max_retries": 100}},
+    "lt100-dir1": {"imbalance": {"kind": "longtail", "factor": 100.0, "minority_fraction": 0.5,
+                                 "shuffle_classes": False},
+                   "split": {"kind": "dirichlet", "alpha": 1.0, "min_size": 10, "max_retries": 100}},
+    "bal-iid": {"imbalance": {"kind": "none", "factor": 1.0, "minority_fraction": 0.5, "shuffle_classes": False},
+                "split": {"kind": "iid", "min_size": 10, "max_retries": 100}},
+}
+METHODS = {"fedavg": {"method": "fedavg"}, "fedakd": {"method": "fedakd", "distill_steps": 10},
+           "fedakd-noattn": {"method": "fedakd", "distill_steps": 10, "attention": False}}
+# Final accuracy for seeds 0, 1, 2; minority recall is accuracy - 0.25 on the long-tailed settings.
+ACCURACY = {
+    ("lt10-dir1", "fedavg"): [0.70, 0.74, 0.72],
+    ("lt10-dir1", "fedakd"): [0.75, 0.76, 0.78],
+    ("lt10-dir1", "fedakd-noattn"): [0.71, 0.74, 0.73],
+    ("lt100-dir1", "fedavg"): [0.60, 0.62, 0.61],
+    ("lt100-dir1", "fedakd"): [0.66, 0.67, 0.67],
+    ("lt100-dir1", "fedakd-noattn"): [0.61, 0.60, 0.63],
+    ("bal-iid", "fedavg"): [0.90, 0.91, 0.92],
+    ("bal-iid", "fedakd"): [0.91, 0.91, 0.93],
+    ("bal-iid", "fedakd-noattn"): [0.90, 0.90, 0.92],
+}
+CLASS_COUNTS = {"lt10-dir1": [100, 46, 21, 10], "lt100-dir1": [100, 21, 4, 1], "bal-iid": [100, 100, 100, 100]}
+LONGTAIL_GROUPS = {"head": [0, 1], "medium": [2], "tail": [3], "minority": [3]}
+NO_GROUPS = {"head": [], "medium": [], "tail": [], "minority": []}
+CONFIG = {"experiment": "synthetic", "tracking_uri": "sqlite:///results/mlflow.db", "data_root": "data",
+          "device": "cpu", "seeds": list(SEEDS), "datasets": ["digits"], "settings": SETTINGS,
+          "federation": {"clients": 3, "fraction": 1.0, "rounds": 3, "local_epochs": 1, "batch_size": 32,
+                         "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "eval_every": 1, "proxy_per_class": 5},
+          "model": {"backbone": "mlp"}, "methods": METHODS}
+
+
+def partition_hash(setting: str, seed: int) -> str:
+    return hashlib.sha256(f"{setting}/{seed}".encode()).hexdigest()
+
+
+def metrics_at(accuracy: float, setting: str) -> dict:
+    """METRICS of the contract, derived from the accuracy (None for the groups a balanced pool lacks)."""
+    longtail = setting != "bal-iid"
+    return {"accuracy": accuracy, "balanced_accuracy": accuracy - 0.05, "macro_f1": accuracy - 0.08,
+            "minority_recall": accuracy - 0.25 if longtail else None, "worst_class_recall": accuracy - 0.3,
+            "gmean": accuracy - 0.1, "nll": 1.5 - accuracy,
+            "head_accuracy": accuracy + 0.1 if longtail else None,
+            "medium_accuracy": accuracy - 0.05 if longtail else None,
+            "tail_accuracy": accuracy - 0.25 if longtail else None,
+            "per_class_recall": [accuracy + 0.1, accuracy + 0.05, accuracy - 0.05, accuracy - 0.25]}
+
+
+def make_run(setting: str, method: str, seed: int, accuracy: float) -> dict:
+    """One metrics.json following the contract exactly."""
+    history = [{"round": r, **metrics_at(accuracy - 0.1 * (3 - r), setting), "bytes_down": 3 * 4000 * r,
+                "bytes_up": 3 * 4000 * r, "train_loss": 1.0 / r} for r in (1, 2, 3)]
+    return {
+        "job": {"dataset": "digits", "setting": setting, "method": method, "method_class": METHODS[method]["method"],
+                "seed": seed},
+        "setting": SETTINGS[setting],
+        "method_options": {k: v for k, v in METHODS[method].items() if k != "method"},
+        "federation": CONFIG["federation"], "model": {"backbone": "mlp", "num_params": 1000},
+        "num_classes": 4, "class_counts": CLASS_COUNTS[setting],
+        "groups": NO_GROUPS if setting == "bal-iid" else LONGTAIL_GROUPS,
+        "partition_sha256": partition_hash(setting, seed),
+        "final": metrics_at(accuracy, setting), "best": {**metrics_at(accuracy, setting), "round": 3},
+        "history": history,
+        "mlflow_run_id": f"run-{setting}-{method}-{seed}", "mlflow_experiment_id": "1",
+        "git_commit": "abc123", "device": "cpu",
+    }
+
+
+def make_manifest(setting: str, seed: int) -> dict:
+    counts = CLASS_COUNTS[setting]
+    client_class_counts = [[c // 3 + (k < c % 3) for c in counts] for k in range(3)]
+    return {"format_version": 1, "dataset": "digits", "seed": seed, "sha256": partition_hash(setting, seed),
+            "params": {"dataset": "digits", "seed": seed, "clients": 3, "proxy_per_class": 5, **SETTINGS[setting],
+                       "num_classes": 4},
+            "num_classes": 4, "class_counts": counts, "client_class_counts": client_class_counts,
+            "client_sizes": [sum(row) for row in client_class_counts], "proxy_counts": [5, 5, 5, 5],
+            "groups": NO_GROUPS if setting == "bal-iid" else LONGTAIL_GROUPS}
+
+
+@pytest.fixture
+def runs() -> list[dict]:
+    return [make_run(setting, method, seed, ACCURACY[setting, method][i])
+            for (setting, method) in ACCURACY for i, seed in enumerate(SEEDS)]
+
+
+@pytest.fixture
+def manifests() -> list[dict]:
+    return [make_manifest(setting, seed) for setting in SETTINGS for seed in SEEDS]
+
+
+@pytest.fixture
+def frame(runs):
+    return collect.runs_frame(runs)
+
+
+# -- collect --------------------------------------------------------------------------------
+def test_load_metrics_round_trip(tmp_path, runs):
+    paths = [atomic_write_json(tmp_path / f"{i}" / "metrics.json", run) for i, run in enumerate(runs[:3])]
+    assert collect.load_metrics(paths) == runs[:3]
+
+
+def test_load_metrics_lists_every_bad_file(tmp_path, runs):
+    good = atomic_write_json(tmp_path / "good" / "metrics.json", runs[0])
+    corrupt = atomic_write_text(tmp_path / "corrupt" / "metrics.json", '{"job": ')
+    incomplete_run = {k: v for k, v in runs[1].items() if k != "history"}
+    incomplete_run["final"] = {k: v for k, v in runs[1]["final"].items() if k != "gmean"}
+    incomplete = atomic_write_json(tmp_path / "incomplete" / "metrics.json", incomplete_run)
+    with pytest.raises(ResultsError) as error:
+        collect.load_metrics([good, corrupt, incomplete])
+    message = str(error.value)
+    assert str(corrupt) in message and str(incomplete) in message and str(good) not in message
+    assert "history" in message and "final.gmean" in message
+    assert message.count("delete it") == 2
+
+
+def test_runs_frame_columns_and_values(frame):
+    assert list(frame.columns) == list(collect.FRAME_COLUMNS)
+    assert len(frame) == 27
+    row = frame[(frame.setting == "lt10-dir1") & (frame.method == "fedakd") & (frame.seed == 1)].iloc[0]
+    assert row["method_class"] == "fedakd" and row["imbalance_kind"] == "longtail"
+    assert_allclose([row["accuracy"], row["minority_recall"], row["imbalance_factor"], row["split_alpha"]],
+                    [0.76, 0.51, 10.0, 1.0])
+    assert_allclose(row["per_class_recall"], [0.86, 0.81, 0.71, 0.51])
+    balanced = frame[frame.setting == "bal-iid"]
+    assert balanced["minority_recall"].isna().all() and balanced["split_alpha"].isna().all()
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory):
+    """One SQLite store for all cross-check tests (creating one costs seconds); each test uses its own experiment."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    return uri, MlflowClient(tracking_uri=uri)
+
+
+def _log_runs(client, experiment: str, runs: list[dict], extra: tuple = ()) -> list[dict]:
+    """A FINISHED MLflow run per metrics.json (ids written back into copies), plus ``extra`` (job_key, status)."""
+    experiment_id = client.create_experiment(experiment)
+    logged = []
+    for run in runs:
+        mlflow_run = client.create_run(experiment_id, tags={"job_key": collect.job_key(run["job"])})
+        client.set_terminated(mlflow_run.info.run_id, "FINISHED")
+        logged.append({**run, "mlflow_run_id": mlflow_run.info.run_id, "mlflow_experiment_id": experiment_id})
+    for key, status in extra:
+        client.set_terminated(client.create_run(experiment_id, tags={"job_key": key}).info.run_id, status)
+    return logged
+
+
+def test_crosscheck_accepts_matching_runs_over_several_pages(mlflow_store, runs):
+    uri, client = mlflow_store
+    key = collect.job_key(runs[0]["job"])
+    logged = _log_runs(client, "matching", runs[:5], extra=((key, "KILLED"), (key, "FAILED")))
+    # A superseded FINISHED run, deleted as the training job does: must not count as a duplicate.
+    duplicate = client.create_run(logged[0]["mlflow_experiment_id"], tags={"job_key": key})
+    client.set_terminated(duplicate.info.run_id, "FINISHED")
+    client.delete_run(duplicate.info.run_id)
+    note = collect.crosscheck_mlflow(logged, uri, "matching", page_size=2)  # 7 active runs: 4 pages
+    assert "5 finished runs" in note and "1 FAILED" in note and "1 KILLED" in note
+
+
+def test_crosscheck_lists_every_mismatch(mlflow_store, runs):
+    uri, client = mlflow_store
+    logged = _log_runs(client, "mismatched", runs[:4], extra=((collect.job_key(runs[1]["job"]), "FINISHED"),))
+    lost = {**logged[0], "mlflow_run_id": "0" * 32}          # its run is not in the store
+    orphan_key = collect.job_key(logged[2]["job"])            # FINISHED run without a metrics.json
+    with pytest.raises(ResultsError) as error:
+        collect.crosscheck_mlflow([lost, logged[1], logged[3]], uri, "mismatched", page_size=2)
+    message = str(error.value)
+    assert f"{collect.job_key(lost['job'])}: metrics.json names MLflow run {'0' * 32}" in message
+    assert f"{collect.job_key(logged[1]['job'])}: 2 FINISHED MLflow runs" in message
+    assert f"{orphan_key}: FINISHED MLflow run {logged[2]['mlflow_run_id']} has no metrics.json" in message
+    assert collect.job_key(logged[3]["job"]) not in message
+
+
+def test_crosscheck_unknown_experiment(mlflow_store, runs):
+    uri, _ = mlflow_store
+    with pytest.raises(ResultsError, match="'no-such-experiment' does not exist"):
+        collect.crosscheck_mlflow(runs, uri, "no-such-experiment")
+
+
+# -- tables ---------------------------------------------------------------------------------
+def test_summary_hand_computed(frame):
+    summary = tables.summary_table(frame)
+    expected_columns = ["dataset", "setting", "method", "n_seeds",
+                        *(f"{m}_{s}" for m in METRIC_KEYS for s in ("mean", "std", "ci_low", "ci_high"))]
+    assert list(summary.columns) == expected_columns
+    assert len(summary) == 9 and (summary["n_seeds"] == 3).all()
+    row = summary[(summary.setting == "lt10-dir1") & (summary.method == "fedavg")].iloc[0]
+    # accuracy 0.70, 0.74, 0.72: mean 0.72; deviations -0.02, 0.02, 0 -> std = sqrt(0.0008 / 2) = 0.02
+    # half-width = t_{0.975,2} * std / sqrt(3) = 4.302653 * 0.02 / 1.7320508 = 0.0496828
+    assert_allclose([row["accuracy_mean"], row["accuracy_std"]], [0.72, 0.02], atol=1e-12)
+    assert_allclose([row["accuracy_ci_low"], row["accuracy_ci_high"]], [0.72 - 0.0496828, 0.72 + 0.0496828],
+                    atol=1e-6)
+    balanced = summary[summary.setting == "bal-iid"]
+    assert balanced["minority_recall_mean"].isna().all() and balanced["minority_recall_ci_low"].isna().all()
+
+
+def test_summary_with_one_seed_has_no_spread(frame):
+    row = tables.summary_table(frame[frame.seed == 0]).iloc[0]
+    assert row["n_seeds"] == 1 and row["accuracy_mean"] == pytest.approx(0.70)
+    assert math.isnan(row["accuracy_std"]) and math.isnan(row["accuracy_ci_low"])
+
+
+def test_comparison_matches_scipy(frame):
+    from scipy import stats
+
+    comparison = tables.comparison_table(frame)
+    assert list(comparison.columns) == list(tables.COMPARISON_COLUMNS)
+    # 3 settings x 2 non-baseline methods x 5 headline metrics
+    assert len(comparison) == 30 and set(comparison["metric"]) == set(tables.HEADLINE)
+    row = comparison[(comparison.setting == "lt10-dir1") & (comparison.method == "fedakd")
+                     & (comparison.metric == "accuracy")].iloc[0]
+    fedakd, fedavg = ACCURACY["lt10-dir1", "fedakd"], ACCURACY["lt10-dir1", "fedavg"]
+    # differences 0.05, 0.02, 0.06 -> mean 0.043333
+    assert_allclose(row["mean_diff"], 0.13 / 3)
+    assert_allclose(row["ttest_p"], stats.ttest_rel(fedakd, fedavg).pvalue)
+    assert_allclose(row["wilcoxon_p"], stats.wilcoxon(np.subtract(fedakd, fedavg)).pvalue)
+    assert row["n_pairs"] == 3 and row["note"] == ""
+    balanced = comparison[(comparison.setting == "bal-iid") & (comparison.metric == "minority_recall")]
+    assert balanced["ttest_p"].isna().all() and balanced["note"].str.contains("undefined").all()
+
+
+def test_comparison_untestable_cases(frame):
+    two_methods = frame[frame.method.isin(["fedavg", "fedakd"]) & (frame.setting == "lt10-dir1")].copy()
+    one_pair = tables.comparison_table(two_methods[two_methods.seed == 0])
+    assert one_pair["wilcoxon_p"].isna().all() and one_pair["ttest_p"].isna().all()
+    assert one_pair["note"].str.contains("1 seed pair").all()
+    tied = two_methods.copy()
+    tied.loc[tied.method == "fedakd", "accuracy"] = tied.loc[tied.method == "fedavg", "accuracy"].to_numpy()
+    row = tables.comparison_table(tied).query("metric == 'accuracy'").iloc[0]
+    assert math.isnan(row["wilcoxon_p"]) and row["note"] == "all differences zero: no test"
+    no_baseline = tables.comparison_table(two_methods[two_methods.method == "fedakd"])
+    assert no_baseline["ttest_p"].isna().all()
+    assert (no_baseline["note"] == "no fedavg runs for digits/lt10-dir1").all()
+
+
+def test_write_tables(tmp_path, frame):
+    built = {"summary": tables.summary_table(frame), "comparison": tables.comparison_table(frame)}
+    written = tables.write_tables(built, tmp_path)
+    assert sorted(p.name for p in written) == sorted(f"{n}.{e}" for n in built for e in ("csv", "md", "tex"))
+    import pandas as pd
+
+    reread = pd.read_csv(tmp_path / "summary.csv")
+    assert_allclose(reread["accuracy_ci_low"], built["summary"]["accuracy_ci_low"], rtol=1e-15)
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "0.720 ± 0.020" in markdown and "balanced accuracy" in markdown
+    latex = (tmp_path / "comparison.tex").read_text()
+    assert r"\begin{tabular}" in latex and r"lt10-dir1" in latex and "minority recall" in latex
+    assert "_" not in re.sub(r"\\_", "", latex.replace(r"\label{tab:comparison}", ""))
+
+
+# -- figures --------------------------------------------------------------------------------
+def _assert_png_and_pdf(paths: list[Path], expected_stems: set[str]) -> None:
+    assert {p.stem for p in paths} == expected_stems
+    for path in paths:
+        assert path.stat().st_size > 1000
+        assert path.read_bytes()[:4] == (b"\x89PNG" if path.suffix == ".png" else b"%PDF")
+    assert sorted(p.suffix for p in paths) == sorted([".pdf", ".png"] * len(expected_stems))
+
+
+@pytest.mark.parametrize("kind", ["learning_curves", "per_class_recall", "accuracy_vs_bytes"])
+def test_per_setting_figures(tmp_path, runs, kind):
+    paths = getattr(figures, kind)(runs, tmp_path)
+    _assert_png_and_pdf(paths, {f"{kind}_digits_{setting}" for setting in SETTINGS})
+
+
+def test_per_class_recall_with_shuffled_classes(tmp_path, runs):
+    lt10 = [run for run in runs if run["job"]["setting"] == "lt10-dir1"]
+    lt10[1] = {**lt10[1], "class_counts": [10, 21, 46, 100], "groups": {"head": [2, 3], "medium": [1], "tail": [0],
+                                                                       "minority": [0]}}
+    assert figures._class_layout(lt10)[0].startswith("class rank")
+    _assert_png_and_pdf(figures.per_class_recall(lt10, tmp_path), {"per_class_recall_digits_lt10-dir1"})
+
+
+def test_minority_vs_imbalance(tmp_path, runs):
+    _assert_png_and_pdf(figures.minority_vs_imbalance(runs, tmp_path), {"minority_vs_imbalance_digits"})
+    balanced_only = [run for run in runs if run["job"]["setting"] == "bal-iid"]
+    assert figures.minority_vs_imbalance(balanced_only, tmp_path / "none") == []
+
+
+def test_partition_heatmap(tmp_path, manifests):
+    png = figures.partition_heatmap(manifests[0], tmp_path / "seed0" / "heatmap.png")
+    assert png == tmp_path / "seed0" / "heatmap.png"
+    _assert_png_and_pdf([png, png.with_suffix(".pdf")], {"heatmap"})
+
+
+def test_make_figures_names_heatmaps_by_setting(tmp_path, runs, manifests):
+    lt10 = [run for run in runs if run["job"]["setting"] == "lt10-dir1"]
+    paths = figures.make_figures(lt10, manifests[:1], tmp_path)
+    assert {p.stem for p in paths} == {"learning_curves_digits_lt10-dir1", "per_class_recall_digits_lt10-dir1",
+                                       "minority_vs_imbalance_digits", "accuracy_vs_bytes_digits_lt10-dir1",
+                                       "partition_digits_lt10-dir1_seed0"}
+    assert all(p.exists() for p in paths)
+
+
+# -- report ---------------------------------------------------------------------------------
+@pytest.fixture
+def written_report(tmp_path, runs, manifests, frame):
+    from scipy import stats
+
+    built = {"summary": tables.summary_table(frame), "comparison": tables.comparison_table(frame)}
+    lt = [run for run in runs if run["job"]["setting"] != "bal-iid"]
+    figure_paths = figures.learning_curves(lt[:3], tmp_path / "figures")
+    path = report.write_report(runs, built, figure_paths, tmp_path / "report.md", CONFIG, manifests)
+    p_lt100 = stats.ttest_rel(ACCURACY["lt100-dir1", "fedakd"], ACCURACY["lt100-dir1", "fedavg"]).pvalue
+    p_lt10 = stats.ttest_rel(ACCURACY["lt10-dir1", "fedakd"], ACCURACY["lt10-dir1", "fedavg"]).pvalue
+    return path, path.read_text(), p_lt10, p_lt100
+
+
+def test_report_setup_partitions_and_tables(written_report):
+    path, text, _, _ = written_report
+    assert path.name == "report.md" and text.startswith("# fedakd-bench report: synthetic")
+    assert f"`{report.config_digest(CONFIG)}`" in text
+    assert len(report.config_digest(CONFIG)) == 64 and report.config_digest(dict(reversed(CONFIG.items()))) == \
+        report.config_digest(CONFIG)
+    for setting in SETTINGS:
+        for seed in SEEDS:
+            assert f"| digits | {setting} | {seed} | `{partition_hash(setting, seed)}` |" in text
+    assert "| fedakd-noattn | fedakd |" in text and '"attention": false' in text
+    assert "final-round" in text and "optimistic" in text
+    assert "0.720 ± 0.020" in text and "Wilcoxon p" in text
+
+
+def test_report_links_figures_relative_to_its_folder(written_report):
+    path, text, _, _ = written_report
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    assert links == ["figures/learning_curves_digits_lt10-dir1.png", "figures/learning_curves_digits_lt10-dir1.pdf"]
+    assert all((path.parent / link).exists() for link in links)
+
+
+def test_report_findings_follow_the_numbers(written_report):
+    _, text, p_lt10, p_lt100 = written_report
+    findings = text.split("## Which method is best on minority recall")[1].split("## Figures")[0]
+    # fedakd has the highest minority recall in both long-tailed settings: mean 0.5133 (lt10) and 0.4167 (lt100)
+    assert p_lt10 > 0.05 > p_lt100  # the fixture has one significant and one non-significant difference
+    assert f"**digits / lt10-dir1**: fedakd, minority recall 0.5133; +0.0433 over fedavg, not significant " \
+           f"at p<0.05 (paired t-test p = {p_lt10:.3g}, 3 seed pairs)" in findings
+    assert f"**digits / lt100-dir1**: fedakd, minority recall 0.4167; +0.0567 over fedavg, significant " \
+           f"at p<0.05 (paired t-test p = {p_lt100:.3g}, 3 seed pairs)" in findings
+    assert "**digits / bal-iid**: no minority classes" in findings
+
+
+def test_report_needs_both_tables(tmp_path, runs, manifests, frame):
+    with pytest.raises(ResultsError, match="comparison"):
+        report.write_report(runs, {"summary": tables.summary_table(frame)}, [], tmp_path / "r.md", CONFIG, manifests)
