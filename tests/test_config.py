@@ -1,0 +1,352 @@
+"""Config validation: every bad value stops before any work, with a line naming the key path and the value."""
+
+import copy
+import hashlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+
+import fedakd.data
+from fedakd import registry
+from fedakd.config import (
+    ConfigError, apply_overrides, config_digest, job_config, load_config, load_schema, validate_config,
+    validate_method_options,
+)
+from fedakd.method import Method
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FakeDistiller(Method):
+    """A stand-in for a server-side method, so these tests do not depend on the real methods' options."""
+
+    needs_proxy = True
+    options_schema = {
+        "steps": {"type": "integer", "minimum": 0, "default": 10, "description": "server steps"},
+        "warm": {"type": "boolean", "default": False, "description": "warm start"},
+    }
+
+    @classmethod
+    def check_options(cls, options):
+        return ["steps > 50 needs warm: true"] if options["steps"] > 50 and not options["warm"] else []
+
+
+@pytest.fixture(autouse=True)
+def fake_method(monkeypatch):
+    real_get_method = registry.get_method
+    monkeypatch.setattr(registry, "get_method",
+                        lambda name: FakeDistiller if name == "fake-kd" else real_get_method(name))
+
+
+@pytest.fixture
+def base():
+    """config/smoke.yaml as written (no defaults filled), plus a fake server-side method."""
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    config["methods"]["kd"] = {"method": "fake-kd"}
+    return config
+
+
+MINIMAL = {"experiment": "e", "seeds": [0], "datasets": ["digits"],
+           "settings": {"bal": {"split": {"kind": "iid"}}}, "methods": {"avg": {"method": "fedavg"}}}
+
+
+def _set(path: str, value):
+    """A mutation setting config[a][b]... (path 'a.b...') to value."""
+    def mutate(config):
+        *parents, last = path.split(".")
+        node = config
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    return mutate
+
+
+def _rename_setting(new_name):
+    def mutate(config):
+        config["settings"][new_name] = config["settings"].pop("lt10-dir1")
+    return mutate
+
+
+def _rename_method(new_name):
+    def mutate(config):
+        config["methods"][new_name] = config["methods"].pop("fedavg")
+    return mutate
+
+
+SPLIT = "settings.lt10-dir1.split"
+IMBALANCE = "settings.lt10-dir1.imbalance"
+
+# (mutation, the start of the problem's line: "<key.path>: <value!r>")
+BAD_CONFIGS = {
+    "negative alpha": (_set(f"{SPLIT}.alpha", -1.0), f"{SPLIT}.alpha: -1.0"),
+    "zero alpha": (_set(f"{SPLIT}.alpha", 0), f"{SPLIT}.alpha: 0"),
+    "factor below 1": (_set(f"{IMBALANCE}.factor", 0.5), f"{IMBALANCE}.factor: 0.5"),
+    "fraction 0": (_set("federation.fraction", 0), "federation.fraction: 0"),
+    "fraction above 1": (_set("federation.fraction", 1.5), "federation.fraction: 1.5"),
+    "no clients": (_set("federation.clients", 0), "federation.clients: 0"),
+    "more clients than examples": (_set("federation.clients", 100000), "federation.clients: 100000"),
+    "clients as float": (_set("federation.clients", 4.0), "federation.clients: 4.0"),
+    "unknown dataset": (_set("datasets", ["digits", "imagenet"]), "datasets[1]: 'imagenet'"),
+    "unknown backbone": (_set("model.backbone", "vgg"), "model.backbone: 'vgg'"),
+    "backbone too big for digits": (_set("model.backbone", "cnn"), "model.backbone: 'cnn'"),
+    "unknown method": (_set("methods.fedavg.method", "fedprox"), "methods.fedavg.method: 'fedprox'"),
+    "method without method key": (_set("methods.kd", {"steps": 1}), "methods.kd.method: (missing)"),
+    "unknown method option": (_set("methods.kd.stepz", 1), "methods.kd.stepz: 1"),
+    "method option of wrong type": (_set("methods.kd.steps", "ten"), "methods.kd.steps: 'ten'"),
+    "method options the class rejects": (_set("methods.kd.steps", 60), "methods.kd: {'steps': 60, 'warm': False}"),
+    "unknown top-level key": (_set("epochs", 5), "epochs: 5"),
+    "unknown federation key": (_set("federation.total_rounds", 5), "federation.total_rounds: 5"),
+    "unknown split key": (_set(f"{SPLIT}.beta", 1), f"{SPLIT}.beta: 1"),
+    "no seeds": (_set("seeds", []), "seeds: []"),
+    "duplicated seeds": (_set("seeds", [0, 0]), "seeds: [0, 0]"),
+    "negative seed": (_set("seeds", [0, -1]), "seeds[1]: -1"),
+    "no rounds": (_set("federation.rounds", 0), "federation.rounds: 0"),
+    "rounds as bool": (_set("federation.rounds", True), "federation.rounds: True"),
+    "negative lr": (_set("federation.lr", -0.1), "federation.lr: -0.1"),
+    "momentum 1": (_set("federation.momentum", 1), "federation.momentum: 1"),
+    "batch size as string": (_set("federation.batch_size", "64"), "federation.batch_size: '64'"),
+    "eval_every 0": (_set("federation.eval_every", 0), "federation.eval_every: 0"),
+    "setting name escaping its folder": (_rename_setting("../evil"), "settings.../evil: '../evil'"),
+    "setting name with ..": (_rename_setting("a..b"), "settings.a..b: 'a..b'"),
+    "method name with a slash": (_rename_method("a/b"), "methods.a/b: 'a/b'"),
+    "unknown split kind": (_set(f"{SPLIT}.kind", "random"), f"{SPLIT}.kind: 'random'"),
+    "unknown imbalance kind": (_set(f"{IMBALANCE}.kind", "zipf"), f"{IMBALANCE}.kind: 'zipf'"),
+    "classes without k": (_set("settings.lt10-dir1.split", {"kind": "classes"}), f"{SPLIT}.k: (missing)"),
+    "k above the classes": (_set("settings.lt10-dir1.split", {"kind": "classes", "k": 11}), f"{SPLIT}.k: 11"),
+    "dirichlet without alpha": (_set("settings.lt10-dir1.split", {"kind": "dirichlet"}), f"{SPLIT}.alpha: (missing)"),
+    "alpha with iid": (_set("settings.lt10-dir1.split", {"kind": "iid", "alpha": 1.0}), f"{SPLIT}.alpha: 1.0"),
+    "k with dirichlet": (_set(f"{SPLIT}.k", 2), f"{SPLIT}.k: 2"),
+    "longtail without factor": (_set("settings.lt10-dir1.imbalance", {"kind": "longtail"}),
+                                f"{IMBALANCE}.factor: (missing)"),
+    "minority_fraction with longtail": (_set(f"{IMBALANCE}.minority_fraction", 0.5),
+                                        f"{IMBALANCE}.minority_fraction: 0.5"),
+    "minority_fraction 0": (_set("settings.lt10-dir1.imbalance", {"kind": "step", "factor": 2, "minority_fraction": 0}),
+                            f"{IMBALANCE}.minority_fraction: 0"),
+    "no transfer set for a method needing it": (_set("federation.proxy_per_class", 0),
+                                                "federation.proxy_per_class: 0"),
+    "transfer set bigger than the data": (_set("federation.proxy_per_class", 1000),
+                                          "federation.proxy_per_class: 1000"),
+    "device tpu": (_set("device", "tpu"), "device: 'tpu'"),
+    "amp on cpu": (lambda c: c.update(amp=True, device="cpu"), "amp: True"),
+    "empty experiment name": (_set("experiment", " "), "experiment: ' '"),
+    "settings not a mapping": (_set("settings", ["lt10-dir1"]), "settings: ['lt10-dir1']"),
+}
+
+
+def test_the_smoke_config_is_valid(base):
+    validate_config(base)
+
+
+@pytest.mark.parametrize("mutate, expected", BAD_CONFIGS.values(), ids=BAD_CONFIGS.keys())
+def test_bad_value_stops_with_its_key_path_and_value(base, mutate, expected):
+    mutate(base)
+    with pytest.raises(ConfigError) as caught:
+        validate_config(base)
+    lines = str(caught.value).splitlines()
+    assert any(line.startswith(expected + " -- ") for line in lines), lines
+
+
+def test_every_problem_is_listed_schema_problems_first(base):
+    base["federation"]["rounds"] = 0
+    base["seeds"] = [-1]
+    base["datasets"] = ["imagenet"]
+    lines = str(pytest.raises(ConfigError, validate_config, base).value).splitlines()
+    assert [line.split(":")[0] for line in lines] == ["federation.rounds", "seeds[0]", "datasets[0]"]
+    assert lines[0] == "federation.rounds: 0 -- an integer >= 1"
+
+
+def test_size_limits_are_computed_from_the_dataset(base, monkeypatch):
+    # tiny: 100 training examples in 3 classes; 5 per class set aside -> 100 - 15 = 85 left for the clients.
+    tiny = SimpleNamespace(name="tiny", num_classes=3, in_shape=(1, 8, 8), n_train=100, n_test=30)
+    monkeypatch.setattr(fedakd.data, "DATASETS", {"tiny": tiny})
+    base["datasets"] = ["tiny"]
+    base["federation"].update(clients=86, proxy_per_class=5)
+    base["settings"]["lt10-dir1"]["split"] = {"kind": "classes", "k": 4}
+    problems = str(pytest.raises(ConfigError, validate_config, base).value).splitlines()
+    assert problems == [
+        "settings.lt10-dir1.split.k: 4 -- at most 3: tiny has 3 classes",
+        "federation.clients: 86 -- at most 85: tiny has 100 training examples minus 15 for the transfer set "
+        "(5 per class x 3 classes)",
+    ]
+    base["federation"]["clients"] = 85
+    base["settings"]["lt10-dir1"]["split"]["k"] = 3
+    validate_config(base)
+
+
+def test_a_minimal_config_gets_every_default():
+    assert validate_config(MINIMAL) == {
+        "experiment": "e", "seeds": [0], "datasets": ["digits"],
+        "tracking_uri": "sqlite:///results/mlflow.db", "data_root": "data", "device": "auto", "amp": False,
+        "settings": {"bal": {"imbalance": {"kind": "none", "shuffle_classes": False},
+                             "split": {"kind": "iid", "min_size": 10, "max_retries": 100}}},
+        "federation": {"clients": 10, "fraction": 1.0, "rounds": 20, "local_epochs": 1, "batch_size": 64,
+                       "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "eval_every": 1, "proxy_per_class": 50},
+        "model": {"backbone": "auto"},
+        "methods": {"avg": {"method": "fedavg"}},
+    }
+
+
+def test_kind_specific_defaults_and_method_option_defaults_are_filled():
+    config = copy.deepcopy(MINIMAL)
+    config["settings"]["step"] = {"imbalance": {"kind": "step", "factor": 10}, "split": {"kind": "iid"}}
+    config["methods"]["kd"] = {"method": "fake-kd", "steps": 3}
+    filled = validate_config(config)
+    assert filled["settings"]["step"]["imbalance"]["minority_fraction"] == 0.5
+    assert "minority_fraction" not in filled["settings"]["bal"]["imbalance"]
+    assert filled["methods"]["kd"] == {"method": "fake-kd", "steps": 3, "warm": False}
+
+
+def test_validate_method_options_fills_defaults_and_rejects_bad_ones():
+    assert validate_method_options("fake-kd", {"steps": 3}) == {"steps": 3, "warm": False}
+    with pytest.raises(ConfigError, match=r"methods\.fake-kd\.steps: -1 -- an integer >= 0"):
+        validate_method_options("fake-kd", {"steps": -1})
+
+
+def test_validate_config_does_not_mutate_its_input(base):
+    before = copy.deepcopy(base)
+    filled = validate_config(base)
+    assert base == before
+    assert filled != before  # defaults were added to the copy
+
+
+def test_overrides_are_typed_by_yaml(base):
+    before = copy.deepcopy(base)
+    config = apply_overrides(base, ["federation.fraction=0.5", "seeds=[3, 4]", "amp=false", "federation.rounds=7",
+                                    "model.backbone=mlp", "federation.lr=1e-3", "methods.kd.warm=true"])
+    assert base == before
+    assert config["federation"]["fraction"] == 0.5 and config["seeds"] == [3, 4] and config["amp"] is False
+    assert config["federation"]["rounds"] == 7 and config["model"]["backbone"] == "mlp"
+    assert config["federation"]["lr"] == 0.001  # YAML 1.2 reading; PyYAML alone would give the string '1e-3'
+    assert config["methods"]["kd"]["warm"] is True
+
+
+def test_overrides_create_mappings_and_match_dotted_names():
+    config = copy.deepcopy(MINIMAL)
+    config["settings"]["lt.10"] = {"split": {"kind": "dirichlet", "alpha": 1.0}}
+    config = apply_overrides(config, ["federation.clients=3", "settings.lt.10.split.alpha=0.1"])
+    assert config["federation"] == {"clients": 3}
+    assert config["settings"]["lt.10"]["split"]["alpha"] == 0.1
+
+
+def test_load_config_applies_overrides_then_validates(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(MINIMAL) + "federation: {lr: 1e-2}\n")
+    config = load_config(path, ["federation.rounds=2"])
+    assert config["federation"]["rounds"] == 2 and config["federation"]["lr"] == 0.01
+    with pytest.raises(ConfigError, match=r"^federation\.rounds: 0 -- an integer >= 1$"):
+        load_config(path, ["federation.rounds=0"])
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("federation.rounds", "override: 'federation.rounds' -- KEY.PATH=VALUE"),
+    ("=5", "override: '=5' -- KEY.PATH=VALUE"),
+    ("federation..rounds=5", "override: 'federation..rounds=5' -- KEY.PATH=VALUE"),
+    ("seeds.first=1", "override: 'seeds.first=1' -- seeds is [0], not a mapping"),
+    ("seeds=[1, 2", "override: 'seeds=[1, 2' -- a YAML value"),
+])
+def test_malformed_override_is_rejected(override, expected):
+    with pytest.raises(ConfigError) as caught:
+        apply_overrides(MINIMAL, [override])
+    assert str(caught.value).startswith(expected)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("experiment: e\nseeds: [0\n", "invalid YAML"),
+    ("experiment: e\n\tseeds: [0]\n", "invalid YAML"),
+    ("experiment: e\nexperiment: f\n", "found duplicated key 'experiment' at line 2, column 1"),
+    ("- just a list\n", "['just a list'] -- a YAML mapping"),
+    ("", "None -- a YAML mapping"),
+])
+def test_unreadable_config_file_is_named(tmp_path, text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and expected in message and "\n" not in message
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nowhere.yaml: config file not found"):
+        load_config(tmp_path / "nowhere.yaml")
+
+
+def test_job_config_is_the_slice_a_job_depends_on(base):
+    config = validate_config(base)
+    avg = job_config(config, dataset="digits", setting="lt10-dir1", method="fedavg", seed=1)
+    assert avg == job_config(config, dataset="digits", setting="lt10-dir1", method="fedavg", seed=1)
+    assert avg["method_class"] == "fedavg" and avg["method_options"] == {} and avg["seed"] == 1
+    assert avg["setting_params"] == config["settings"]["lt10-dir1"]
+    assert set(avg) == {"experiment", "tracking_uri", "data_root", "device", "amp", "dataset", "setting",
+                        "setting_params", "method", "method_class", "method_options", "federation", "model", "seed"}
+    kd = job_config(config, dataset="digits", setting="lt10-dir1", method="kd", seed=1)
+    assert kd["method_options"] == {"steps": 10, "warm": False}
+    assert config_digest(kd) != config_digest(avg)
+
+    # Changing one method's option changes that method's jobs only; a federation value changes all.
+    changed = validate_config(apply_overrides(base, ["methods.kd.steps=20"]))
+    assert job_config(changed, dataset="digits", setting="lt10-dir1", method="fedavg", seed=1) == avg
+    assert job_config(changed, dataset="digits", setting="lt10-dir1", method="kd", seed=1) != kd
+    slower = validate_config(apply_overrides(base, ["federation.rounds=4"]))
+    assert job_config(slower, dataset="digits", setting="lt10-dir1", method="fedavg", seed=1) != avg
+
+
+def test_job_config_is_a_copy(base):
+    config = validate_config(base)
+    job = job_config(config, dataset="digits", setting="lt10-dir1", method="kd", seed=0)
+    job["federation"]["rounds"] = 99
+    job["method_options"]["steps"] = 99
+    assert config["federation"]["rounds"] == 3 and config["methods"]["kd"]["steps"] == 10
+
+
+@pytest.mark.parametrize("key, value", [
+    ("dataset", "mnist"), ("setting", "iid"), ("method", "fedprox"), ("seed", 7), ("seed", "0"), ("seed", True),
+])
+def test_job_config_rejects_what_the_config_lacks(base, key, value):
+    config = validate_config(base)
+    job = dict(dataset="digits", setting="lt10-dir1", method="fedavg", seed=1) | {key: value}
+    with pytest.raises(ConfigError, match=f"^{key}: {value!r} -- one of the config's {key}s"):
+        job_config(config, **job)
+
+
+def test_config_digest_is_sha256_of_canonical_json():
+    # sha256 of the bytes '{"a":1,"b":[2,3]}'
+    expected = "efbd0040190fb0871831e606c581f8a66db79d8e2bb836745a70051306956070"
+    assert config_digest({"b": [2, 3], "a": 1}) == config_digest({"a": 1, "b": [2, 3]}) == expected
+    assert hashlib.sha256(b'{"a":1,"b":[2,3]}').hexdigest() == expected
+
+
+def test_schema_is_valid_2020_12_and_documents_every_property():
+    schema = load_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    Draft202012Validator.check_schema(schema)
+
+    def undocumented(node, path=()):
+        """Properties without a description, outside if-conditions and 'not allowed here' ({not: {}}) stubs."""
+        if isinstance(node, dict):
+            for name, sub in node.get("properties", {}).items():
+                if "if" not in path and "not" not in sub and "description" not in sub:
+                    yield ".".join(map(str, path + (name,)))
+            for key, sub in node.items():
+                yield from undocumented(sub, path + (key,))
+        elif isinstance(node, list):
+            for index, sub in enumerate(node):
+                yield from undocumented(sub, path + (index,))
+
+    assert list(undocumented(schema)) == []
+
+
+def test_snakemake_validate_accepts_the_schema_and_fills_the_same_defaults(base):
+    from snakemake.utils import validate
+
+    from fedakd.config import SCHEMA_PATH
+
+    by_snakemake = copy.deepcopy(base)
+    validate(by_snakemake, str(SCHEMA_PATH))
+    ours = validate_config(base)
+    # Snakemake cannot see the method classes' own options, so their defaults are ours alone.
+    assert {**by_snakemake, "methods": None} == {**ours, "methods": None}
+    assert by_snakemake["methods"] == base["methods"]
