@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
-
 from baselines.fedavg import FedAvg
 from baselines.smote import smote_oversample
 
@@ -26,6 +24,8 @@ class FedAvgSMOTE(FedAvg):
     }
 
     def prepare_client_data(self, client, seed):
+        import torch
+
         x, y = client.x.cpu().numpy(), client.y.cpu().numpy()
         x_res, y_res, stats = smote_oversample(
             x, y, k_neighbors=self.options["k_neighbors"], sampling_strategy=self.options["sampling_strategy"],

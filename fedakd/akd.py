@@ -10,7 +10,6 @@ uploads that copy (no transfer set, twice the local compute).
 from __future__ import annotations
 
 from fedakd.distill import DISTILL_OPTIONS, distill_on_proxy
-from fedakd.engine import predict_logits
 from fedakd.method import Method
 
 #: Tag separating the client-side distillation pass's random stream from local training's.
@@ -53,6 +52,7 @@ class FedAKD(Method):
         upload = ctx.local_sgd(client)
         if self.options["kd_site"] != "client" or self.options["lambda"] == 0:
             return upload
+        from fedakd.engine import predict_logits
         from fedakd.losses import kd_loss
 
         ctx.spare_flat.copy_(upload.weights)

@@ -4,13 +4,12 @@ With lam > 0 this is FedAKD's distillation (METHOD.md §3): the averaged model q
 (student) learns L = CE(y, q) + lam * T^2 * mean_k KL(p_k^T || q^T) from the
 uploaded client models p_k (teachers). With lam = 0 it is plain fine-tuning
 (fedavg-ft), and no teacher is evaluated.
+
+torch is imported inside the functions: config validation imports the method
+classes (for their option schemas) and must stay cheap.
 """
 
 from __future__ import annotations
-
-import torch
-
-from fedakd.engine import STREAM_SERVER, predict_logits
 
 DISTILL_OPTIONS = {
     "distill_steps": {"type": "integer", "minimum": 0, "default": 100,
@@ -23,6 +22,10 @@ DISTILL_OPTIONS = {
 
 def teacher_outputs(ctx, uploads, with_attention: bool):
     """Logits (K, P, C) and, if asked, attention (K, P, d) of every uploaded model on the transfer set."""
+    import torch
+
+    from fedakd.engine import predict_logits
+
     logits, attention = [], []
     for upload in uploads:
         ctx.spare_flat.copy_(upload.weights)
@@ -37,6 +40,9 @@ def teacher_outputs(ctx, uploads, with_attention: bool):
 def distill_on_proxy(ctx, uploads, *, lam: float, temperature: float, steps: int, lr: float, batch_size: int,
                      teacher_weighting: str = "uniform", attention_transfer: float = 0.0) -> None:
     """Train ``ctx.global_weights`` in place for ``steps`` Adam steps on the transfer set."""
+    import torch
+
+    from fedakd.engine import STREAM_SERVER
     from fedakd.losses import attention_transfer_loss, class_count_teacher_weights, kd_loss
 
     if ctx.proxy_x is None:

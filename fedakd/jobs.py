@@ -8,7 +8,6 @@ with is byte-identical to an uninterrupted run's.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import signal
@@ -35,8 +34,9 @@ def job_key(job: dict[str, Any]) -> str:
 
 def job_digest(job: dict[str, Any]) -> str:
     """What identifies a job's results: everything in its config slice except where it logs to."""
-    relevant = {k: v for k, v in job.items() if k not in ("experiment", "tracking_uri")}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    from fedakd.config import config_digest
+
+    return config_digest({k: v for k, v in job.items() if k not in ("experiment", "tracking_uri")})
 
 
 def git_commit() -> str:

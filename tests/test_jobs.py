@@ -1,0 +1,147 @@
+"""Training jobs through the CLI: outputs, reruns, determinism, and kill-and-resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fedakd.cli import main
+
+REQUIRED_FINAL = {"accuracy", "balanced_accuracy", "macro_f1", "minority_recall", "worst_class_recall", "gmean",
+                  "per_class_recall"}
+
+
+def train_args(config, out, method="fedavg", seed=0, *extra):
+    return ["train", "--config", str(config), "--dataset", "digits", "--setting", "lt10-dir1", "--method", method,
+            "--seed", str(seed), "--out", str(out), *extra]
+
+
+def mlflow_runs(config_path, job_key=None):
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    config = yaml.safe_load(Path(config_path).read_text())
+    client = MlflowClient(tracking_uri=config["tracking_uri"])
+    experiment = client.get_experiment_by_name(config["experiment"])
+    query = f"tags.job_key = '{job_key}'" if job_key else ""
+    return client, client.search_runs([experiment.experiment_id], filter_string=query)
+
+
+def without_run_id(metrics):
+    return {k: v for k, v in metrics.items() if k != "mlflow_run_id"}
+
+
+def test_train_writes_metrics_and_a_finished_run(digits_config, tmp_path):
+    out = tmp_path / "run"
+    assert main(train_args(digits_config, out, "fedakd")) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert REQUIRED_FINAL <= set(metrics["final"])
+    assert [h["round"] for h in metrics["history"]] == [1, 2, 3]
+    assert len(metrics["partition_sha256"]) == 64
+    assert not (out / "checkpoint.pt").exists()
+    client, runs = mlflow_runs(digits_config)
+    assert [r.info.run_id for r in runs] == [metrics["mlflow_run_id"]]
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["job_key"] == "digits/lt10-dir1/fedakd/seed0"
+    assert run.data.tags["partition_sha256"] == metrics["partition_sha256"]
+    assert len(client.get_metric_history(run.info.run_id, "accuracy")) == 3
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"job.json", "per_class.csv", "confusion_matrix.png"} <= artifacts
+
+    mtime = (out / "metrics.json").stat().st_mtime_ns
+    assert main(train_args(digits_config, out, "fedakd")) == 0  # finished: nothing to do
+    assert (out / "metrics.json").stat().st_mtime_ns == mtime
+    assert len(mlflow_runs(digits_config)[1]) == 1
+
+
+def test_same_seed_gives_identical_metrics(digits_config, tmp_path):
+    assert main(train_args(digits_config, tmp_path / "a", "fedavg-smote", 1)) == 0
+    assert main(train_args(digits_config, tmp_path / "b", "fedavg-smote", 1)) == 0
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert without_run_id(a) == without_run_id(b)
+    # the second run of the same job supersedes the first: one FINISHED run per job
+    _, runs = mlflow_runs(digits_config, "digits/lt10-dir1/fedavg-smote/seed1")
+    assert [r.info.run_id for r in runs if r.info.status == "FINISHED"] == [b["mlflow_run_id"]]
+
+
+def test_saved_partition_is_used_and_checked(digits_config, tmp_path):
+    part = tmp_path / "part"
+    assert main(["partition", "--config", str(digits_config), "--dataset", "digits", "--setting", "lt10-dir1",
+                 "--seed", "0", "--out", str(part)]) == 0
+    manifest = json.loads((part / "manifest.json").read_text())
+    assert (part / "heatmap.png").stat().st_size > 0
+    assert main(train_args(digits_config, tmp_path / "run", "fedavg", 0, "--partition", str(part))) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["partition_sha256"] == manifest["sha256"]
+    # a partition of another seed does not fit this job
+    other = tmp_path / "other"
+    assert main(["partition", "--config", str(digits_config), "--dataset", "digits", "--setting", "lt10-dir1",
+                 "--seed", "1", "--out", str(other)]) == 0
+    assert main(train_args(digits_config, tmp_path / "run2", "fedavg", 0, "--partition", str(other))) == 2
+    assert not (tmp_path / "run2").exists()
+
+
+def _spawn(config, out, rounds, method="fedakd"):
+    return subprocess.Popen(
+        [sys.executable, "-m", "fedakd.cli", *train_args(config, out, method, 0, "--set",
+                                                         f"federation.rounds={rounds}")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _wait_for(path: Path, proc, timeout=120):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_when", ["run-created", "mid-run"])
+def test_sigkill_then_rerun_equals_uninterrupted(digits_config, tmp_path, kill_when):
+    rounds = 12
+    reference = tmp_path / "reference"
+    assert main(train_args(digits_config, reference, "fedakd", 0, "--set", f"federation.rounds={rounds}")) == 0
+
+    out = tmp_path / "killed"
+    proc = _spawn(digits_config, out, rounds)
+    if kill_when == "run-created":
+        _wait_for(out / "run.json", proc)
+    else:
+        _wait_for(out / "checkpoint.pt", proc)
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+    assert main(train_args(digits_config, out, "fedakd", 0, "--set", f"federation.rounds={rounds}")) == 0
+
+    expected = json.loads((reference / "metrics.json").read_text())
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert without_run_id(resumed) == without_run_id(expected)
+    client, runs = mlflow_runs(digits_config, "digits/lt10-dir1/fedakd/seed0")
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert [r.info.run_id for r in finished] == [resumed["mlflow_run_id"]]
+    history = client.get_metric_history(resumed["mlflow_run_id"], "accuracy")
+    assert sorted(m.step for m in history) == list(range(1, rounds + 1))  # no point lost or doubled
+
+
+@pytest.mark.slow
+def test_sigterm_marks_the_run_killed(digits_config, tmp_path):
+    out = tmp_path / "terminated"
+    proc = _spawn(digits_config, out, 200)
+    _wait_for(out / "checkpoint.pt", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert not (out / "metrics.json").exists()
+    run_id = json.loads((out / "run.json").read_text())["mlflow_run_id"]
+    client, _ = mlflow_runs(digits_config)
+    assert client.get_run(run_id).info.status == "KILLED"
