@@ -1,0 +1,141 @@
+"""The Snakemake workflow: lint, dry runs of the shipped configs, a bad config, and (slow) the smoke
+grid end to end, including that a second run has nothing to do and that one deleted run is retrained
+alone without leaving a second FINISHED MLflow run behind."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+SMOKE = REPO / "config" / "smoke.yaml"
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "minority_recall", "worst_class_recall")
+REPORT_ONLY = ("report", "--allowed-rules", "aggregate", "figures", "write_report", "report",
+               "--forcerun", "aggregate", "figures")
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path = SMOKE, timeout: float = 900) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
+               "--configfile", str(configfile), "--cores", "2", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def output(result: subprocess.CompletedProcess) -> str:
+    return result.stdout + result.stderr
+
+
+def job_counts(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """The 'Job stats' table Snakemake prints for a (dry) run: rule -> number of jobs."""
+    text = output(result)
+    table = text[text.index("Job stats:"):].split("\n\n")[0]
+    return {rule: int(count) for rule, count in re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.M) if rule != "total"}
+
+
+def lints(result: subprocess.CompletedProcess) -> set[str]:
+    return set(re.findall(r"^    \* (.+)$", output(result), flags=re.M))
+
+
+def test_lint_flags_only_the_per_rule_software_environment(tmp_path):
+    # Every rule runs in Snakemake's own environment on purpose: the scripts import the installed
+    # fedakd package of that environment (a per-rule conda env would be a second, divergent copy of
+    # torch and fedakd). So the one lint left is "specify a conda environment or container".
+    result = snakemake(tmp_path, "--lint")
+    assert lints(result) == {"Specify a conda environment or container for each rule.:"}, result.stderr
+
+
+@pytest.mark.parametrize(("config_name", "train_jobs", "partitions"), [
+    ("smoke.yaml", 1 * 1 * 4 * 2, 1 * 1 * 2),       # digits x 1 setting x 4 methods x 2 seeds
+    ("config.yaml", 1 * 2 * 4 * 3, 1 * 2 * 3),      # fashion-mnist x 2 settings x 4 methods x 3 seeds
+    ("paper.yaml", 2 * 12 * 7 * 5, 2 * 12 * 5),     # 2 datasets x (4 factors x 3 alphas) x 7 methods x 5 seeds
+])
+def test_dry_run_plans_one_train_job_per_grid_point(tmp_path, config_name, train_jobs, partitions):
+    result = snakemake(tmp_path, "-n", configfile=REPO / "config" / config_name)
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result)
+    assert counts["train"] == train_jobs
+    assert counts["partition"] == partitions
+    assert counts["mlflow_setup"] == counts["aggregate"] == counts["figures"] == counts["write_report"] == 1
+
+
+def test_bad_config_stops_before_any_job_naming_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SMOKE.read_text().replace("alpha: 1.0", "alpha: -0.5"))
+    assert "alpha: -0.5" in bad.read_text()
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = snakemake(workdir, configfile=bad)
+    assert result.returncode != 0
+    assert "settings.lt10-dir1.split.alpha" in result.stderr and "-0.5" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (workdir / "results").exists()
+
+
+def finished_runs_per_job(workdir: Path) -> Counter:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fedakd-bench-smoke")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)  # active (not deleted) runs
+    return Counter(run.data.tags["job_key"] for run in runs if run.info.status == "FINISHED")
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_end_to_end(tmp_path):
+    expected_jobs = {f"digits/lt10-dir1/{method}/seed{seed}"
+                     for method in ("fedavg", "fedavg-smote", "fedavg-ft", "fedakd") for seed in (0, 1)}
+    first = snakemake(tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    import pandas as pd
+
+    summary = pd.read_csv(tmp_path / "results" / "tables" / "summary.csv")
+    for metric in HEADLINE:
+        for statistic in ("mean", "std", "ci_low", "ci_high"):
+            assert f"{metric}_{statistic}" in summary.columns
+    assert sorted(summary["method"]) == ["fedakd", "fedavg", "fedavg-ft", "fedavg-smote"]
+    assert (summary["n_seeds"] == 2).all()
+    for table in ("summary", "comparison"):
+        for ext in ("csv", "md", "tex"):
+            assert (tmp_path / "results" / "tables" / f"{table}.{ext}").stat().st_size > 0
+
+    figures = tmp_path / "reports" / "figures"
+    pngs = sorted(figures.glob("*.png"))
+    assert pngs and all(png.with_suffix(".pdf").exists() for png in pngs)
+    report = tmp_path / "reports" / "report.md"
+    linked = re.findall(r"\]\((figures/[^)]+)\)", report.read_text())
+    assert linked and all((report.parent / link).exists() for link in linked)
+
+    assert finished_runs_per_job(tmp_path) == Counter(expected_jobs)
+    assert "Nothing to be done" in output(snakemake(tmp_path, "-n"))
+
+    report_only = snakemake(tmp_path, *REPORT_ONLY)
+    assert report_only.returncode == 0, report_only.stderr[-3000:]
+    assert job_counts(report_only) == {"aggregate": 1, "figures": 1, "write_report": 1, "report": 1}
+
+    deleted = tmp_path / "results" / "runs" / "digits" / "lt10-dir1" / "fedakd" / "seed1" / "metrics.json"
+    deleted.unlink()
+    missing = snakemake(tmp_path, *REPORT_ONLY, "-n")
+    assert missing.returncode != 0
+    assert "MissingInputException" in output(missing) and str(deleted.relative_to(tmp_path)) in output(missing)
+
+    plan = snakemake(tmp_path, "-n")
+    assert job_counts(plan) == {"train": 1, "aggregate": 1, "figures": 1, "write_report": 1, "all": 1}
+    assert "results/runs/digits/lt10-dir1/fedakd/seed1/metrics.json" in output(plan)
+    rerun = snakemake(tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert deleted.exists()
+    assert finished_runs_per_job(tmp_path) == Counter(expected_jobs)
+
+    # A changed method option reruns that method's jobs only (the train rule's params are its job config).
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(SMOKE.read_text().replace("fedakd: {method: fedakd, distill_steps: 10}",
+                                                 "fedakd: {method: fedakd, distill_steps: 11}"))
+    assert changed.read_text() != SMOKE.read_text()
+    plan = snakemake(tmp_path, "-n", configfile=changed)
+    assert job_counts(plan) == {"train": 2, "aggregate": 1, "figures": 1, "write_report": 1, "all": 1}

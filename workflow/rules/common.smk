@@ -1,0 +1,118 @@
+# Validates the config (one clear message and no job at all for a bad one), names the output paths,
+# and derives from the config the target list, each job's config slice and the training resources.
+# Parse-time imports stay light (fedakd.config); anything heavier is imported inside a function.
+
+import math
+import re
+import shutil
+import sys
+from functools import cache
+from pathlib import Path
+
+from fedakd.config import ConfigError, job_config, validate_config
+
+try:
+    config.update(validate_config(config))  # in place, so the scripts' snakemake.config has the defaults
+except ConfigError as error:
+    sources = ", ".join(map(str, workflow.overwrite_configfiles or workflow.configfiles)) or "--config"
+    sys.exit(f"fedakd: invalid config ({sources}):\n{error}")
+
+
+EXPERIMENT_FILE = "results/mlflow/experiment.json"
+TABLES = expand("results/tables/{table}.{ext}", table=["summary", "comparison"], ext=["csv", "md", "tex"])
+FIGURES = "reports/figures"
+REPORT = "reports/report.md"
+BASELINE = "fedavg"  # the config method name the comparison table and report compare against
+
+
+def one_of(names):
+    """A wildcard pattern matching exactly the configured names: none can span a '/' or catch a stray folder."""
+    return "|".join(re.escape(str(name)) for name in names)
+
+
+wildcard_constraints:
+    dataset=one_of(config["datasets"]),
+    setting=one_of(config["settings"]),
+    method=one_of(config["methods"]),
+    seed=one_of(config["seeds"]),
+
+
+def partition_manifests():
+    return expand(
+        "results/partitions/{dataset}/{setting}/seed{seed}/manifest.json",
+        dataset=config["datasets"],
+        setting=config["settings"],
+        seed=config["seeds"],
+    )
+
+
+def run_metrics():
+    return expand(
+        "results/runs/{dataset}/{setting}/{method}/seed{seed}/metrics.json",
+        dataset=config["datasets"],
+        setting=config["settings"],
+        method=config["methods"],
+        seed=config["seeds"],
+    )
+
+
+def final_targets():
+    return [*run_metrics(), *TABLES, FIGURES, REPORT]
+
+
+def train_job(wildcards):
+    """One training job's config slice; as the train rule's params, a change reruns only the jobs it affects."""
+    return job_config(
+        config, dataset=wildcards.dataset, setting=wildcards.setting, method=wildcards.method, seed=int(wildcards.seed)
+    )
+
+
+def partition_job(wildcards):
+    """A partition's config slice, for any method (a partition does not depend on the method)."""
+    any_method = next(iter(config["methods"]))
+    return job_config(
+        config, dataset=wildcards.dataset, setting=wildcards.setting, method=any_method, seed=int(wildcards.seed)
+    )
+
+
+def partition_config(wildcards):
+    """Only what makes the partition: changing rounds or a method option must not remake it (and retrain all)."""
+    from fedakd.jobs import partition_params
+
+    return partition_params(partition_job(wildcards))
+
+
+def train_mem_mb(wildcards):
+    """torch's own footprint plus the dataset three times over as float32 (tensors, batches, client copies)."""
+    from fedakd.data import DATASETS
+
+    spec = DATASETS[wildcards.dataset]
+    dataset_mb = (spec.n_train + spec.n_test) * math.prod(spec.in_shape) * 4 / 2**20
+    return 1500 + math.ceil(3 * dataset_mb)
+
+
+def train_runtime(wildcards):
+    """A generous cluster wall-time in minutes: start-up plus every local epoch's examples at 3,000 per second."""
+    from fedakd.data import DATASETS
+
+    federation = config["federation"]
+    examples = (
+        federation["rounds"] * federation["local_epochs"] * federation["fraction"] * DATASETS[wildcards.dataset].n_train
+    )
+    return 10 + math.ceil(examples / (3000 * 60))
+
+
+@cache
+def cuda_visible():
+    """torch sees a GPU here; torch is imported only where an NVIDIA driver is installed, so CPU machines pay nothing."""
+    if shutil.which("nvidia-smi") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def train_gpus(wildcards):
+    device = config["device"]
+    return int(device == "cuda" or (device == "auto" and cuda_visible()))
+

@@ -1,0 +1,19 @@
+# One dataset check per dataset, before any partition or training job reads it: a missing dataset
+# fails once, up front, and the record ties every result to the exact files (SHA-256) used.
+# A local rule: cluster compute nodes often have no internet access for a download.
+
+
+localrules:
+    data,
+
+
+rule data:
+    output:
+        "results/data/{dataset}.json",
+    params:
+        data_root=config["data_root"],
+    log:
+        "logs/data/{dataset}.log",
+    threads: 1
+    script:
+        "../scripts/data.py"

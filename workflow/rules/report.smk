@@ -1,0 +1,57 @@
+# Figures and the Markdown report, from the runs, their partitions and the checked tables.
+#
+# figures is a directory() output rather than a flag file listing the figures: Snakemake empties
+# the folder before the rule runs, so a figure of a setting or method dropped from the config
+# cannot linger in reports/figures/ and be linked by the report, and no list has to be kept in
+# step with what make_figures wrote.
+#
+# `snakemake report` (the report rule) alone brings everything up to date, training what is missing.
+# To rebuild tables, figures and report from the runs on disk and train nothing (`make report`):
+#     snakemake report --allowed-rules aggregate figures write_report report --forcerun aggregate figures
+# --allowed-rules: no other rule runs, even where a changed config or script would rerun a job, so the
+# metrics.json files on disk are taken as they are; a missing one stops everything with Snakemake's
+# MissingInputException naming it (a table never silently drops a seed). --forcerun: without it an
+# existing report.md whose inputs cannot be built is taken as up to date, and nothing is said.
+# Flags rather than a second rule: a rule whose inputs are "the metrics.json that exist" would still
+# hand them to the train rule, which retrains any run whose params or script changed.
+
+
+localrules:
+    figures,
+    write_report,
+    report,
+
+
+rule figures:
+    input:
+        metrics=run_metrics(),
+        manifests=partition_manifests(),
+    output:
+        directory(FIGURES),
+    log:
+        "logs/figures.log",
+    threads: 1
+    script:
+        "../scripts/figures.py"
+
+
+rule write_report:
+    input:
+        metrics=run_metrics(),
+        manifests=partition_manifests(),
+        tables=TABLES,
+        figures=FIGURES,
+    output:
+        REPORT,
+    params:
+        baseline=BASELINE,
+    log:
+        "logs/report.log",
+    threads: 1
+    script:
+        "../scripts/report.py"
+
+
+rule report:
+    input:
+        REPORT,

@@ -1,0 +1,48 @@
+# The MLflow experiment, created once, then one training job per dataset x setting x method x seed.
+#
+# threads: 1 per job, so the default profile's 2 cores run 2 jobs side by side, which keeps both cores
+# busy through a job's serial parts (start-up, evaluation, logging). More cores per job: a profile's
+# `set-threads: {train: 4}` or `--set-threads train=4` (the script passes it to torch.set_num_threads).
+# Resources are derived from the config (common.smk): mem_mb and runtime (minutes; a cluster's
+# wall-time) per dataset, gpu=1 when the config's device is cuda (or auto and torch sees CUDA).
+# The local executor limits only what `--resources` names, e.g. `--resources gpu=1` for one GPU.
+
+
+localrules:
+    mlflow_setup,
+
+
+rule mlflow_setup:
+    """The only writer that creates the tracking store and the experiment: several training jobs
+    creating a new SQLite store at once would corrupt it."""
+    output:
+        EXPERIMENT_FILE,
+    params:
+        tracking_uri=config["tracking_uri"],
+        experiment=config["experiment"],
+    log:
+        "logs/mlflow_setup.log",
+    threads: 1
+    script:
+        "../scripts/mlflow_setup.py"
+
+
+rule train:
+    """A killed job resumes from its last checkpointed round when rerun; a finished one is not rerun."""
+    input:
+        manifest="results/partitions/{dataset}/{setting}/seed{seed}/manifest.json",
+        indices="results/partitions/{dataset}/{setting}/seed{seed}/indices.npz",
+        experiment=EXPERIMENT_FILE,
+    output:
+        "results/runs/{dataset}/{setting}/{method}/seed{seed}/metrics.json",
+    params:
+        job=train_job,
+    log:
+        "logs/train/{dataset}/{setting}/{method}/seed{seed}.log",
+    threads: 1
+    resources:
+        mem_mb=train_mem_mb,
+        runtime=train_runtime,
+        gpu=train_gpus,
+    script:
+        "../scripts/train.py"

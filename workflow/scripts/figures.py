@@ -1,0 +1,12 @@
+"""Snakemake script (rule figures): draw every figure of the report into reports/figures/."""
+
+from job_log import logged
+
+from fedakd.io import read_json
+from fedakd.reporting.collect import load_metrics
+from fedakd.reporting.figures import make_figures
+
+with logged(snakemake):
+    runs = load_metrics(snakemake.input.metrics)
+    manifests = [read_json(path, "partition manifest") for path in snakemake.input.manifests]
+    make_figures(runs, manifests, snakemake.output[0])
