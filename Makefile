@@ -43,7 +43,8 @@ reproduce: setup data
 
 # Rebuild tables, figures and report from the runs that exist, training nothing.
 report: setup
-	$(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES) --configfile $(CONFIG) report
+	$(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES) --configfile $(CONFIG) report \
+	    --allowed-rules aggregate figures write_report report --forcerun aggregate figures
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1

@@ -18,8 +18,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from fedakd.jobs import JobError
     from fedakd.partition import PartitionError
     from fedakd.registry import UnknownMethodError
+    from fedakd.tracking import TrackingError
 
-    return ConfigError, DataError, JobError, PartitionError, UnknownMethodError
+    return ConfigError, DataError, JobError, PartitionError, TrackingError, UnknownMethodError
 
 
 def _add_job_arguments(parser: argparse.ArgumentParser, *, method: bool) -> None:

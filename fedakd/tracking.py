@@ -22,6 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+class TrackingError(RuntimeError):
+    """The tracking store cannot take this job's run."""
+
+
 #: Metric that is logged every round, used to find where a resumed run left off.
 ROUND_MARKER = "bytes_up"
 
@@ -109,6 +113,9 @@ class RunTracker:
         from mlflow.entities import Param, RunTag
 
         self._client = client = _client(self.tracking_uri)
+        experiment = client.get_experiment(self.experiment_id)  # raises if the store lacks it
+        if experiment.lifecycle_stage != "active":
+            raise TrackingError(f"experiment {self.experiment_id} is deleted")
         if resume_run_id is not None:
             try:
                 run = client.get_run(resume_run_id)
@@ -169,7 +176,17 @@ class RunTracker:
         _retry(self._client.set_terminated, run_id, status=status)
 
     # -- caller-side ------------------------------------------------------------------
+    def _raise_if_failed(self) -> None:
+        """Stop the job at the next round, not after training, when the run could not be opened."""
+        if self._opened.done() and self._opened.exception() is not None:
+            raise TrackingError(
+                f"MLflow run for {self.job_key} could not be opened in {self.tracking_uri} "
+                f"(experiment {self.experiment_id}): {self._opened.exception()}. If the store was deleted, also "
+                f"delete results/mlflow/experiment.json so the pipeline creates the experiment again"
+            ) from self._opened.exception()
+
     def log_round(self, record: dict[str, Any], timing: dict[str, float] | None = None) -> None:
+        self._raise_if_failed()
         self._pending.append(self._pool.submit(self._log, int(record["round"]), round_metrics(record, timing)))
 
     def log_summary(self, metrics: dict[str, float]) -> None:

@@ -181,14 +181,22 @@ def test_crosscheck_lists_every_mismatch(mlflow_store, runs):
     uri, client = mlflow_store
     logged = _log_runs(client, "mismatched", runs[:4], extra=((collect.job_key(runs[1]["job"]), "FINISHED"),))
     lost = {**logged[0], "mlflow_run_id": "0" * 32}          # its run is not in the store
-    orphan_key = collect.job_key(logged[2]["job"])            # FINISHED run without a metrics.json
+    orphan_key = collect.job_key(logged[2]["job"])            # FINISHED run of a job not collected
     with pytest.raises(ResultsError) as error:
         collect.crosscheck_mlflow([lost, logged[1], logged[3]], uri, "mismatched", page_size=2)
     message = str(error.value)
     assert f"{collect.job_key(lost['job'])}: metrics.json names MLflow run {'0' * 32}" in message
     assert f"{collect.job_key(logged[1]['job'])}: 2 FINISHED MLflow runs" in message
-    assert f"{orphan_key}: FINISHED MLflow run {logged[2]['mlflow_run_id']} has no metrics.json" in message
+    assert orphan_key not in message  # a job outside the collected set is out of scope, not an error
     assert collect.job_key(logged[3]["job"]) not in message
+
+
+def test_crosscheck_notes_runs_of_jobs_outside_the_collection(mlflow_store, runs):
+    uri, client = mlflow_store
+    logged = _log_runs(client, "dropped-method", runs[:3])
+    note = collect.crosscheck_mlflow(logged[:2], uri, "dropped-method")
+    assert "2 finished runs match" in note
+    assert f"ignored 1 finished run(s) of jobs not collected here ({collect.job_key(logged[2]['job'])})" in note
 
 
 def test_crosscheck_unknown_experiment(mlflow_store, runs):

@@ -1,0 +1,67 @@
+"""benchmarks/bench.py --quick end to end, and the reference implementation's averaging by hand."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fashion_mnist_present() -> bool:
+    from fedakd.data import DataError, ensure_dataset
+
+    try:
+        ensure_dataset("fashion-mnist", ROOT / "data", download=False)
+    except DataError:
+        return False
+    return True
+
+
+def test_average_state_dicts_weights_by_example_count():
+    import torch
+
+    from benchmarks.reference import average_state_dicts
+
+    states = [{"w": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.0])},
+              {"w": torch.tensor([4.0, 8.0]), "b": torch.tensor([3.0])}]
+    averaged = average_state_dicts(states, [1, 2])
+    # w: 1/3 * [1, 2] + 2/3 * [4, 8] = [3, 6]; b: 1/3 * 0 + 2/3 * 3 = 2
+    torch.testing.assert_close(averaged["w"], torch.tensor([3.0, 6.0]))
+    torch.testing.assert_close(averaged["b"], torch.tensor([2.0]))
+
+
+@pytest.mark.slow
+@pytest.mark.fmnist
+def test_quick_bench_writes_every_figure(tmp_path):
+    if not _fashion_mnist_present():
+        pytest.skip("Fashion-MNIST is not on this machine (make data)")
+    out = tmp_path / "summary.json"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--quick", "--threads", "1", "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads(out.read_text())
+
+    for key in ("engine_vs_bare", "speedup_vs_reference", "startup_seconds", "peak_rss_mb"):
+        assert 0 < summary[key] < 1e5, (key, summary[key])
+    assert 0.05 < summary["engine_vs_bare"] < 20  # same loop both sides: far from 1 means a broken measurement
+    scaling = summary["scaling"]
+    assert set(scaling["seconds_per_round"]["by_clients"]) == {"10", "50", "100"}
+    assert set(scaling["seconds_per_round"]["by_data_fraction"]) == {"0.25", "0.5", "1.0"}
+    assert all(s > 0 for part in scaling["seconds_per_round"].values() for s in part.values())
+    assert scaling["clients_100_over_10"] > 0 and scaling["data_100_over_25"] > 0
+    overhead = summary["fedakd_overhead"]
+    assert overhead["fedakd_over_fedavg"] > 0 and overhead["fedavg-smote_over_fedavg"] > 0
+    assert summary["pipeline_seconds"] is None  # only with --pipeline
+
+    reference = summary["details"]["speedup_vs_reference"]
+    rounds = len(reference["engine_round_seconds"])
+    assert len(reference["engine_accuracy"]) == len(reference["reference_accuracy"]) == rounds
+    assert all(0 <= a <= 1 for a in reference["engine_accuracy"] + reference["reference_accuracy"])
+    machine = summary["machine"]
+    assert machine["torch_threads"] == 1 and machine["cores"] >= 1 and machine["cpu_model"]
+    assert "engine_vs_bare" in completed.stdout and "speedup_vs_reference" in completed.stdout
