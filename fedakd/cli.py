@@ -15,12 +15,13 @@ import sys
 def _user_errors() -> tuple[type[BaseException], ...]:
     from fedakd.config import ConfigError
     from fedakd.data import DataError
+    from fedakd.io import UnreadableFileError
     from fedakd.jobs import JobError
     from fedakd.partition import PartitionError
     from fedakd.registry import UnknownMethodError
     from fedakd.tracking import TrackingError
 
-    return ConfigError, DataError, JobError, PartitionError, TrackingError, UnknownMethodError
+    return ConfigError, DataError, JobError, PartitionError, TrackingError, UnknownMethodError, UnreadableFileError
 
 
 def _add_job_arguments(parser: argparse.ArgumentParser, *, method: bool) -> None:

@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+class UnreadableFileError(ValueError):
+    """A file the suite wrote earlier is missing or damaged."""
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``."""
@@ -58,14 +62,14 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike, what: str = "file") -> Any:
-    """Parse a JSON file; a missing or corrupt one raises ValueError naming the path."""
+    """Parse a JSON file; a missing or corrupt one raises UnreadableFileError naming the path."""
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"{what} {path} does not exist") from None
+        raise UnreadableFileError(f"{what} {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(
+        raise UnreadableFileError(
             f"{what} {path} is not valid JSON ({exc}); it was damaged or hand-edited: "
             f"delete it and rerun the step that wrote it"
         ) from None

@@ -1,0 +1,136 @@
+"""Bad input through the command line: one clear message, exit status 2, nothing written.
+
+Each case breaks one thing (a config value, the data, a saved partition) and
+names a fragment the message must contain.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedakd.cli import main
+
+BAD_OVERRIDES = [
+    ("settings.lt10-dir1.split.alpha=-0.5", ["settings.lt10-dir1.split.alpha", "-0.5"]),
+    ("settings.lt10-dir1.split.alpha=0", ["settings.lt10-dir1.split.alpha", "0"]),
+    ("settings.lt10-dir1.imbalance.factor=0.5", ["settings.lt10-dir1.imbalance.factor", "0.5"]),
+    ("federation.fraction=0", ["federation.fraction", "0"]),
+    ("federation.fraction=1.5", ["federation.fraction", "1.5"]),
+    ("federation.clients=0", ["federation.clients", "0"]),
+    ("federation.clients=100000", ["federation.clients", "100000"]),
+    ("federation.rounds=0", ["federation.rounds", "0"]),
+    ("federation.lr=-1", ["federation.lr", "-1"]),
+    ("federation.momentum=1", ["federation.momentum", "1"]),
+    ("federation.batch_size='64'", ["federation.batch_size", "'64'"]),
+    ("federation.eval_every=0", ["federation.eval_every", "0"]),
+    ("federation.proxy_per_class=0", ["proxy_per_class"]),
+    ("federation.warmup=3", ["federation", "warmup"]),
+    ("datasets=[imagenet]", ["datasets", "imagenet"]),
+    ("model.backbone=transformer", ["model.backbone", "transformer"]),
+    ("model.backbone=cnn", ["model.backbone", "cnn"]),  # cnn needs 28x28, digits are 8x8
+    ("methods.fedakd.method=fedprox", ["methods.fedakd.method", "fedprox"]),
+    ("methods.fedakd.temperature=hot", ["methods.fedakd.temperature", "hot"]),
+    ("methods.fedakd.kd_site=everywhere", ["methods.fedakd.kd_site", "everywhere"]),
+    ("methods.fedakd.beta=1", ["methods.fedakd", "beta"]),
+    ("seeds=[]", ["seeds"]),
+    ("seeds=[0,0]", ["seeds"]),
+    ("device=tpu", ["device", "tpu"]),
+    ("settings.lt10-dir1.split.kind=pathological", ["settings.lt10-dir1.split.kind", "pathological"]),
+    ("settings.lt10-dir1.imbalance.kind=zipf", ["settings.lt10-dir1.imbalance.kind", "zipf"]),
+    ("banana=1", ["banana"]),
+    ("federation.rounds", ["federation.rounds", "KEY.PATH=VALUE"]),  # malformed override
+]
+
+
+def train(config, out, *extra, method="fedakd", setting="lt10-dir1"):
+    return main(["train", "--config", str(config), "--dataset", "digits", "--setting", setting, "--method", method,
+                 "--seed", "0", "--out", str(out), *extra])
+
+
+@pytest.mark.parametrize("override, fragments", BAD_OVERRIDES, ids=[o for o, _ in BAD_OVERRIDES])
+def test_bad_config_value(digits_config, tmp_path, capsys, override, fragments):
+    out = tmp_path / "run"
+    assert train(digits_config, out, "--set", override) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fedakd: error:") and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    assert not out.exists()
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_unknown_setting_and_method_names(digits_config, tmp_path, capsys):
+    assert train(digits_config, tmp_path / "a", setting="lt99") == 2
+    assert "lt99" in capsys.readouterr().err
+    assert train(digits_config, tmp_path / "b", method="fedbest") == 2
+    assert "fedbest" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert train(tmp_path / "nope.yaml", tmp_path / "run") == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_missing_dataset_says_how_to_get_it(digits_config, tmp_path, capsys, monkeypatch):
+    import fedakd.data
+
+    monkeypatch.setattr(fedakd.data, "SYSTEM_PREFIXES", (tmp_path / "empty-prefix",))
+    out = tmp_path / "run"
+    code = main(["train", "--config", str(digits_config), "--dataset", "fashion-mnist", "--setting", "lt10-dir1",
+                 "--method", "fedavg", "--seed", "0", "--out", str(out), "--set", "datasets=[fashion-mnist]",
+                 "--set", "model.backbone=auto"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "apt-get install dataset-fashion-mnist" in err
+    assert not out.exists()
+
+
+def _partition(config, out):
+    assert main(["partition", "--config", str(config), "--dataset", "digits", "--setting", "lt10-dir1", "--seed", "0",
+                 "--out", str(out)]) == 0
+
+
+def test_tampered_partition_is_refused(digits_config, tmp_path, capsys):
+    part = tmp_path / "part"
+    _partition(digits_config, part)
+    with np.load(part / "indices.npz") as data:
+        arrays = {key: data[key].copy() for key in data.files}
+    client_key = next(k for k in arrays if k != "proxy" and arrays[k].size)
+    arrays[client_key][0] = arrays[client_key][0] + 1
+    np.savez(part / "indices.npz", **arrays)
+    out = tmp_path / "run"
+    assert train(digits_config, out, "--partition", str(part)) == 2
+    err = capsys.readouterr().err
+    assert "indices.npz" in err and "sha256" in err.lower()
+    assert not out.exists()
+
+
+def test_truncated_partition_is_refused(digits_config, tmp_path, capsys):
+    part = tmp_path / "part"
+    _partition(digits_config, part)
+    data = (part / "indices.npz").read_bytes()
+    (part / "indices.npz").write_bytes(data[: len(data) // 2])
+    assert train(digits_config, tmp_path / "run", "--partition", str(part)) == 2
+    assert "indices.npz" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_foreign_metrics_json_is_not_overwritten(digits_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"job_digest": "something else"}))
+    assert train(digits_config, out) == 2
+    assert "different configuration" in capsys.readouterr().err
+    assert json.loads((out / "metrics.json").read_text()) == {"job_digest": "something else"}
+
+
+def test_corrupt_metrics_json_is_named(digits_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"final": {"accuracy": 0.9')
+    assert train(digits_config, out) == 2
+    err = capsys.readouterr().err
+    assert str(out / "metrics.json") in err and "not valid JSON" in err

@@ -1,0 +1,57 @@
+"""More training jobs than cores writing into one SQLite MLflow store at once.
+
+The pipeline's setting: the store and experiment are created once, then jobs
+start in parallel. Nothing may be lost (runs, metric points, artifacts), and a
+job's results must not depend on what ran beside it.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedakd.tracking import ensure_experiment
+
+JOBS = [("fedavg", 0), ("fedavg", 1), ("fedakd", 0), ("fedavg-smote", 0)]  # 4 processes on 2 cores
+
+
+@pytest.mark.slow
+def test_parallel_jobs_lose_nothing_and_match_a_sequential_run(digits_config, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    config = yaml.safe_load(digits_config.read_text())
+    experiment_id = ensure_experiment(config["tracking_uri"], config["experiment"])  # once, before the jobs
+    rounds = config["federation"]["rounds"]
+
+    def command(method, seed, out):
+        return [sys.executable, "-m", "fedakd.cli", "train", "--config", str(digits_config), "--dataset", "digits",
+                "--setting", "lt10-dir1", "--method", method, "--seed", str(seed), "--out", str(out),
+                "--experiment-id", experiment_id, "--threads", "1"]
+
+    procs = [subprocess.Popen(command(m, s, tmp_path / f"{m}-{s}"), stderr=subprocess.PIPE, text=True)
+             for m, s in JOBS]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+
+    client = MlflowClient(tracking_uri=config["tracking_uri"])
+    runs = client.search_runs([experiment_id])
+    assert len(runs) == len(JOBS) and {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["job_key"] for r in runs} == {f"digits/lt10-dir1/{m}/seed{s}" for m, s in JOBS}
+    for run in runs:
+        for key in ("accuracy", "minority_recall", "bytes_up", "recall_class_9"):
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert sorted(steps) == list(range(1, rounds + 1)), (run.data.tags["job_key"], key, steps)
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"job.json", "per_class.csv", "confusion_matrix.png"} <= artifacts
+
+    # the same job run alone gives the same metrics.json (apart from its MLflow run id)
+    alone = tmp_path / "alone"
+    subprocess.run(command("fedakd", 0, alone), check=True, capture_output=True)
+    parallel = json.loads((tmp_path / "fedakd-0" / "metrics.json").read_text())
+    sequential = json.loads((alone / "metrics.json").read_text())
+    parallel.pop("mlflow_run_id"), sequential.pop("mlflow_run_id")
+    assert parallel == sequential
