@@ -5,7 +5,9 @@
 # `set-threads: {train: 4}` or `--set-threads train=4` (the script passes it to torch.set_num_threads).
 # Resources are derived from the config (common.smk): mem_mb and runtime (minutes; a cluster's
 # wall-time) per dataset, gpu=1 when the config's device is cuda (or auto and torch sees CUDA).
-# The local executor limits only what `--resources` names, e.g. `--resources gpu=1` for one GPU.
+# The local executor limits only what `--resources` names. Each job asks gpu=1, so the limit is the
+# number of jobs sharing the GPUs: `--resources gpu=4` lets 4 small jobs share one GPU (a cnn job
+# uses a few hundred MB of device memory), `--resources gpu=1` gives each job a GPU of its own.
 
 
 localrules:
