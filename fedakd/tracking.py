@@ -1,8 +1,8 @@
 """MLflow tracking: one run per training job, logged in batches from a worker thread.
 
 Why a worker thread: importing MLflow and opening the store costs seconds; the
-job starts training at once and the worker catches up, logging each round in one
-``log_batch``. Calls run in submission order, so the store sees what a
+job starts training at once, the run is opened when the first round is logged,
+and the worker catches up, logging each round in one ``log_batch``. Calls run in submission order, so the store sees what a
 synchronous logger would.
 
 Run life cycle (what keeps the store honest):
@@ -106,7 +106,8 @@ class RunTracker:
         self._client = None
         self._last_step = 0
         self._pending: list = []
-        self._opened = self._pool.submit(self._open, tags, params, resume_run_id, on_created)
+        self._open_args = (tags, params, resume_run_id, on_created)
+        self._opened = None  # opened at the first logged round: MLflow's import stays off the start-up path
 
     # -- worker-side ------------------------------------------------------------------
     def _open(self, tags, params, resume_run_id, on_created) -> str:
@@ -176,9 +177,14 @@ class RunTracker:
         _retry(self._client.set_terminated, run_id, status=status)
 
     # -- caller-side ------------------------------------------------------------------
+    def _ensure_open(self):
+        if self._opened is None:
+            self._opened = self._pool.submit(self._open, *self._open_args)
+        return self._opened
+
     def _raise_if_failed(self) -> None:
         """Stop the job at the next round, not after training, when the run could not be opened."""
-        if self._opened.done() and self._opened.exception() is not None:
+        if self._ensure_open().done() and self._opened.exception() is not None:
             raise TrackingError(
                 f"MLflow run for {self.job_key} could not be opened in {self.tracking_uri} "
                 f"(experiment {self.experiment_id}): {self._opened.exception()}. If the store was deleted, also "
@@ -192,6 +198,7 @@ class RunTracker:
     def log_summary(self, metrics: dict[str, float]) -> None:
         """Run-level figures (final/best metrics, counters) at step 0, once."""
         if metrics:
+            self._ensure_open()
             self._pending.append(self._pool.submit(self._log_summary, dict(metrics)))
 
     def log_history(self, records: list[dict[str, Any]]) -> None:
@@ -201,11 +208,14 @@ class RunTracker:
 
     @property
     def run_id(self) -> str:
-        return self._opened.result()
+        return self._ensure_open().result()
 
     def finish(self, status: str = "FINISHED", artifacts: list[tuple[Path, str | None]] = ()) -> None:
         """Log artifacts, set the final status, and wait for every queued call."""
         try:
+            if self._opened is None and status != "FINISHED":
+                return  # interrupted before the first round was logged: no run was opened, none to mark
+            self._ensure_open()
             for future in self._pending:  # surface a failed log call instead of losing it
                 future.result()
             self._pool.submit(self._finish, status, list(artifacts)).result()

@@ -105,7 +105,7 @@ def _wait_for(path: Path, proc, timeout=120):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kill_when", ["run-created", "mid-run"])
+@pytest.mark.parametrize("kill_when", ["first-checkpoint", "mid-run"])
 def test_sigkill_then_rerun_equals_uninterrupted(digits_config, tmp_path, kill_when):
     rounds = 12
     reference = tmp_path / "reference"
@@ -113,10 +113,9 @@ def test_sigkill_then_rerun_equals_uninterrupted(digits_config, tmp_path, kill_w
 
     out = tmp_path / "killed"
     proc = _spawn(digits_config, out, rounds)
-    if kill_when == "run-created":
+    _wait_for(out / "checkpoint.pt", proc)  # "first-checkpoint" races the MLflow run's creation
+    if kill_when == "mid-run":
         _wait_for(out / "run.json", proc)
-    else:
-        _wait_for(out / "checkpoint.pt", proc)
         time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -137,7 +136,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(digits_config, tmp_path, kill_w
 def test_sigterm_marks_the_run_killed(digits_config, tmp_path):
     out = tmp_path / "terminated"
     proc = _spawn(digits_config, out, 200)
-    _wait_for(out / "checkpoint.pt", proc)
+    _wait_for(out / "run.json", proc)  # the MLflow run exists (it is opened when round 1 is logged)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
