@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
+from fedakd.config import config_digest
 from fedakd.io import atomic_write_json, atomic_write_text
 from fedakd.metrics import METRIC_KEYS
 from fedakd.reporting import collect, figures, report, tables
@@ -337,9 +338,9 @@ def written_report(tmp_path, runs, manifests, frame):
 def test_report_setup_partitions_and_tables(written_report):
     path, text, _, _ = written_report
     assert path.name == "report.md" and text.startswith("# fedakd-bench report: synthetic")
-    assert f"`{report.config_digest(CONFIG)}`" in text
-    assert len(report.config_digest(CONFIG)) == 64 and report.config_digest(dict(reversed(CONFIG.items()))) == \
-        report.config_digest(CONFIG)
+    assert f"`{config_digest(CONFIG)}`" in text
+    assert len(config_digest(CONFIG)) == 64 and config_digest(dict(reversed(CONFIG.items()))) == \
+        config_digest(CONFIG)
     for setting in SETTINGS:
         for seed in SEEDS:
             assert f"| digits | {setting} | {seed} | `{partition_hash(setting, seed)}` |" in text

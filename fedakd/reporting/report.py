@@ -7,13 +7,13 @@ from the numbers.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
+from fedakd.config import config_digest
 from fedakd.io import atomic_write_text
 from fedakd.reporting.collect import ResultsError
 from fedakd.reporting.tables import format_comparison, format_summary
@@ -26,11 +26,6 @@ FIGURE_SECTIONS = {
     "accuracy_vs_bytes": "Accuracy against communication",
     "partition": "Partitions (clients x classes)",
 }
-
-
-def config_digest(config: dict[str, Any]) -> str:
-    """SHA-256 of the config's canonical JSON (sorted keys, no spaces): names the exact configuration."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _inline(value: Any) -> str:

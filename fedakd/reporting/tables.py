@@ -148,6 +148,11 @@ def format_comparison(comparison):
 READABLE = {"summary": format_summary, "comparison": format_comparison}
 
 
+def build_tables(frame, baseline: str = "fedavg") -> dict:
+    """The two tables of the pipeline, from one frame of runs (runs_frame)."""
+    return {"summary": summary_table(frame), "comparison": comparison_table(frame, baseline=baseline)}
+
+
 def write_tables(tables: dict, out_dir: str | Path) -> list[Path]:
     """Write each table as <name>.csv (full precision), <name>.md and <name>.tex (readable); return the paths."""
     out_dir = Path(out_dir)
