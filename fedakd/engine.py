@@ -319,6 +319,7 @@ def run_federation(
     _report_startup()
     payload = flat.numel() * flat.element_size()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    predictions = None  # the last evaluation's predicted classes, kept for the final model's artifacts
     for r in range(start_round + 1, rounds + 1):
         ctx = RoundContext(
             round=r, seed=seed, federation=federation, device=device, model=model, flat=flat, spare=spare,
@@ -343,6 +344,7 @@ def run_federation(
             flat.copy_(global_weights)
             probs = torch.softmax(predict_logits(model, x_test).float(), dim=1).cpu().numpy()
             record.update(evaluate_predictions(y_test_np, probs, num_classes, groups))
+            predictions = probs.argmax(axis=1)
             history.append(record)
         t3 = time.perf_counter()
         timing = {"round": r, "client_seconds": t1 - t0, "server_seconds": t2 - t1, "eval_seconds": t3 - t2}
@@ -359,6 +361,7 @@ def run_federation(
         if progress is not None:
             progress(record, timing)
 
-    flat.copy_(global_weights)
-    predictions = predict_logits(model, x_test).argmax(dim=1).cpu().numpy()
+    if predictions is None:  # resumed after the last round: the loop evaluated nothing
+        flat.copy_(global_weights)
+        predictions = predict_logits(model, x_test).argmax(dim=1).cpu().numpy()
     return FederationResult(history, timings, counters, flat.numel(), global_weights.cpu(), predictions)
