@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -55,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> None:
-    from fedakd.config import job_config, load_config
+def run(args: argparse.Namespace, callbacks=()) -> None:
+    from fedakd.config import job_spec, load_config, partition_spec
 
     config = load_config(args.config, args.overrides)
     if args.command == "validate":
@@ -65,24 +66,28 @@ def run(args: argparse.Namespace) -> None:
         return
     from fedakd import jobs
 
-    method = getattr(args, "method", None) or next(iter(config["methods"]))
-    job = job_config(config, dataset=args.dataset, setting=args.setting, method=method, seed=args.seed)
     if args.command == "partition":
-        manifest = jobs.partition_job(job, out_dir=args.out)
-        print(f"wrote {manifest}")
+        spec = partition_spec(config, dataset=args.dataset, setting=args.setting, seed=args.seed)
+        partition = jobs.partition_job(spec, data_root=config["data_root"], out_dir=args.out)
+        from fedakd.reporting.figures import partition_heatmap
+
+        partition_heatmap(partition.manifest(), Path(args.out) / "heatmap.png")
+        print(f"wrote {Path(args.out) / 'manifest.json'}")
     else:
+        job = job_spec(config, dataset=args.dataset, setting=args.setting, method=args.method, seed=args.seed)
         metrics = jobs.train_job(job, out_dir=args.out, partition_dir=args.partition,
-                                 experiment_id=args.experiment_id, threads=args.threads)
+                                 experiment_id=args.experiment_id, threads=args.threads, callbacks=callbacks)
         final = metrics["final"]
-        print(f"{jobs.job_key(job)}: final accuracy {final['accuracy']:.4f}, "
+        print(f"{job.key}: final accuracy {final['accuracy']:.4f}, "
               f"minority recall {final['minority_recall']}, mlflow run {metrics['mlflow_run_id']}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, callbacks=()) -> int:
+    """The command line; ``callbacks`` (fedakd.engine.Callback) join a training job's own (the benchmark's timer)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        run(args)
+        run(args, callbacks)
     except _user_errors() as exc:
         if args.debug:
             raise

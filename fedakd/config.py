@@ -1,27 +1,33 @@
-"""Load, override and validate the benchmark config; slice it into one training job's inputs.
+"""Load, override and validate the benchmark config; resolve it into one spec per job.
 
 Every bad value stops here, before any work starts, with one line per problem:
-``<key.path>: <value> -- <what is allowed>``. The schema (workflow/schemas/config.schema.yaml) is the
-user's reference and supplies the defaults; what a schema cannot express (known datasets, registered
-methods and their own options, k <= classes, clients <= examples, backbone vs input size) is checked
-here in Python against fedakd.data.DATASETS and fedakd.registry.
+``<key.path>: <value> -- <what is allowed>``. The schema (fedakd/schemas/config.schema.yaml, shipped
+inside the package; workflow/schemas/ links to it) is the user's reference and supplies the
+defaults; what a schema cannot express (known datasets, registered methods and their own options,
+k <= classes, clients <= examples, backbone vs input size) is checked here in Python against
+fedakd.data.DATASETS and fedakd.registry. What leaves this module is checked: ``job_spec`` and
+``partition_spec`` turn a validated config into the immutable specs (fedakd.spec) that every later
+step reads without checking again.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+from fedakd.spec import JobSpec, PartitionSpec, digest
+
+#: The schema ships inside the package, so a wheel installed anywhere can validate a config.
+SCHEMA_RESOURCE = resources.files("fedakd") / "schemas" / "config.schema.yaml"
+SCHEMA_NAME = "fedakd/schemas/config.schema.yaml"
 
 #: Input height x width each backbone is built for (``auto`` picks by input size, so it always fits).
 BACKBONE_INPUT = {"cnn": (28, 28), "mlp": (8, 8), "resnet": (32, 32)}
@@ -137,7 +143,7 @@ FillingValidator = _with_defaults(Draft202012Validator)
 
 @lru_cache(maxsize=1)
 def load_schema() -> dict[str, Any]:
-    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return yaml.safe_load(SCHEMA_RESOURCE.read_text(encoding="utf-8"))
 
 
 _TYPE_WORDS = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
@@ -246,20 +252,25 @@ def _check_settings(config: dict, specs: dict, skip) -> list[Problem]:
 
 
 def _check_federation(config: dict, specs: dict, skip) -> list[Problem]:
-    """The transfer set and the clients must fit in every dataset's training split."""
-    clients_path, proxy_path = ("federation", "clients"), ("federation", "proxy_per_class")
-    if skip(clients_path) or skip(proxy_path):
+    """The transfer set, the validation set and the clients must fit in every dataset's training split."""
+    paths = {key: ("federation", key) for key in ("clients", "proxy_per_class", "validation_per_class")}
+    if any(skip(path) for path in paths.values()):
         return []
-    clients, proxy = config["federation"]["clients"], config["federation"]["proxy_per_class"]
-    for spec in sorted(specs.values(), key=lambda s: s.n_train - proxy * s.num_classes):
-        set_aside = proxy * spec.num_classes
+    federation = config["federation"]
+    clients, proxy, validation = (federation[key] for key in paths)
+    held_out_key = "validation_per_class" if validation else "proxy_per_class"
+    for spec in sorted(specs.values(), key=lambda s: s.n_train - (proxy + validation) * s.num_classes):
+        set_aside = (proxy + validation) * spec.num_classes
         if set_aside >= spec.n_train:
-            return [Problem(proxy_path, proxy, f"at most {(spec.n_train - 1) // spec.num_classes}: {spec.name} "
-                                               f"has {spec.n_train} training examples in {spec.num_classes} classes")]
+            most = (spec.n_train - 1) // spec.num_classes - (proxy if validation else 0)
+            return [Problem(paths[held_out_key], federation[held_out_key],
+                            f"at most {most}: {spec.name} has {spec.n_train} training examples in "
+                            f"{spec.num_classes} classes" + (f" and the transfer set takes {proxy} per class"
+                                                            if validation and proxy else ""))]
         if clients > spec.n_train - set_aside:
-            transfer = f" minus {set_aside} for the transfer set ({proxy} per class x {spec.num_classes} classes)"
-            return [Problem(clients_path, clients, f"at most {spec.n_train - set_aside}: {spec.name} has "
-                                                   f"{spec.n_train} training examples{transfer if proxy else ''}")]
+            held = f" minus {set_aside} held out ({proxy} + {validation} per class x {spec.num_classes} classes)"
+            return [Problem(paths["clients"], clients, f"at most {spec.n_train - set_aside}: {spec.name} has "
+                                                       f"{spec.n_train} training examples{held if set_aside else ''}")]
     return []
 
 
@@ -382,7 +393,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict:
         raise ConfigError(f"{path}: invalid YAML -- {_yaml_problem(exc)}; fix the file") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: {_short_repr(config)} -- a YAML mapping of config keys "
-                          f"(see {SCHEMA_PATH.relative_to(SCHEMA_PATH.parents[2])})")
+                          f"(see {SCHEMA_NAME})")
     return validate_config(apply_overrides(config, overrides))
 
 
@@ -419,27 +430,59 @@ def apply_overrides(config: dict, overrides: Sequence[str]) -> dict:
     return result
 
 
-def job_config(config: dict, *, dataset: str, setting: str, method: str, seed: int) -> dict:
-    """The slice of a validated config one training job depends on (Snakemake's params for that job)."""
-    choices = {"dataset": (dataset, config["datasets"]), "setting": (setting, list(config["settings"])),
-               "method": (method, list(config["methods"])), "seed": (seed, config["seeds"])}
-    problems = [  # compared with their types too: True == 1 and 1.0 == 1, but neither is seed 1
-        Problem((key,), value, f"one of the config's {key}s: " + ", ".join(map(repr, known)))
-        for key, (value, known) in choices.items()
-        if not any(value == option and type(value) is type(option) for option in known)
+def _check_choice(config: dict, **choices: Any) -> None:
+    """Each chosen dataset/setting/method/seed must be one of the config's (compared with its type too:
+    True == 1 and 1.0 == 1, but neither is seed 1)."""
+    known = {"dataset": config["datasets"], "setting": list(config["settings"]), "method": list(config["methods"]),
+             "seed": config["seeds"]}
+    problems = [
+        Problem((key,), value, f"one of the config's {key}s: " + ", ".join(map(repr, known[key])))
+        for key, value in choices.items()
+        if not any(value == option and type(value) is type(option) for option in known[key])
     ]
     if problems:
         raise ConfigError("\n".join(map(str, problems)))
+
+
+def resolve_setting(setting: dict, name: str = "setting") -> dict:
+    """One setting ({imbalance, split}) checked against the schema, with its defaults filled (a copy).
+
+    For code that makes partitions outside a config (tests, benchmarks); a config's settings are
+    resolved by validate_config.
+    """
+    schema = load_schema()
+    subschema = {**schema["properties"]["settings"]["additionalProperties"], "$defs": schema["$defs"]}
+    filled = copy.deepcopy(setting)
+    problems = schema_problems(filled, subschema, ("settings", name))
+    if problems:
+        raise ConfigError("\n".join(map(str, problems)))
+    return filled
+
+
+def partition_spec(config: dict, *, dataset: str, setting: str, seed: int) -> PartitionSpec:
+    """What the partition of (dataset, setting, seed) depends on, from a validated config; no method involved."""
+    _check_choice(config, dataset=dataset, setting=setting, seed=seed)
+    federation, params = config["federation"], config["settings"][setting]
+    return PartitionSpec(dataset=dataset, seed=seed, clients=federation["clients"],
+                         proxy_per_class=federation["proxy_per_class"],
+                         validation_per_class=federation["validation_per_class"],
+                         imbalance=params["imbalance"], split=params["split"])
+
+
+def job_spec(config: dict, *, dataset: str, setting: str, method: str, seed: int) -> JobSpec:
+    """One training job's resolved spec, from a validated config (Snakemake's params for that job)."""
+    _check_choice(config, dataset=dataset, setting=setting, method=method, seed=seed)
     entry = config["methods"][method]
-    return copy.deepcopy({
-        "experiment": config["experiment"], "tracking_uri": config["tracking_uri"], "data_root": config["data_root"],
-        "device": config["device"], "amp": config["amp"],
-        "dataset": dataset, "setting": setting, "setting_params": config["settings"][setting],
-        "method": method, "method_class": entry["method"], "method_options": method_options(entry),
-        "federation": config["federation"], "model": config["model"], "seed": seed,
-    })
+    return JobSpec(
+        experiment=config["experiment"], tracking_uri=config["tracking_uri"], data_root=config["data_root"],
+        device=config["device"], amp=config["amp"], deterministic=config["deterministic"],
+        dataset=dataset, setting=setting, setting_params=config["settings"][setting],
+        method=method, method_class=entry["method"], method_options=method_options(entry),
+        federation=config["federation"], model=config["model"], seed=seed,
+        partition=partition_spec(config, dataset=dataset, setting=setting, seed=seed),
+    )
 
 
 def config_digest(config: dict) -> str:
     """SHA-256 of the config's canonical JSON: equal configs, equal digests, whatever the key order."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
+    return digest(config)

@@ -1,41 +1,49 @@
-"""The federated simulation engine: one flat loop that runs every method.
+"""The federated simulation engine: one flat loop that runs every method (METHOD.md §3).
 
-Each round the server samples clients, sends the global weights, each sampled
-client trains locally, uploads weights and its example count, and the server
-aggregates. Methods change only hooks (fedakd.method.Method); the engine knows
-none by name.
+Each round the server samples clients, sends the global weights, each sampled client trains
+locally and uploads its weights and example count, the server aggregates, may train further
+(distillation, classifier re-training), and the global model is evaluated. ``run_federation``
+is that loop, step by step; a method changes only its hooks (fedakd.method.Method) and the
+engine knows none by name.
 
-Why it is fast: all data are tensors already on the device, batches are fetched
-by indexing them, one model object serves every client (weights are loaded into
-one flat parameter buffer, never deep-copied), aggregation is arithmetic over
-flat vectors, and the step loop never synchronises with the host.
+Why it is fast: all data are tensors already on the device, batches are fetched by indexing
+them, one model object serves every client (weights are loaded into one flat parameter buffer,
+never deep-copied), aggregation is arithmetic over flat vectors, and the step loop never
+synchronises with the host.
 
-Why it is reproducible: every random stream is derived from (seed, round,
-purpose, client), so a run resumed from its checkpoint after round r draws
-exactly what an uninterrupted run draws, and every method sees the same client
-sampling and the same initial weights for a given seed.
+Why it is reproducible: every random stream is derived from (seed, round, purpose, client)
+(fedakd.seeding), so a run resumed from its checkpoint after round r draws exactly what an
+uninterrupted run draws, and every method sees the same client sampling and the same initial
+weights for a given seed.
+
+What it counts (the cost table): local SGD steps, server optimisation steps, and bytes sent
+down and up -- the weights each way per sampled client plus every extra upload a method makes
+(``Upload.extras``, ``RoundContext.client_pass``).
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fedakd.io import atomic_path
+from fedakd.seeding import derive_seed, torch_generator
 
-#: Distinct tags for the random streams derived from the seed.
+#: Distinct tags for the engine's random streams derived from the seed.
 STREAM_INIT, STREAM_SAMPLE, STREAM_LOCAL, STREAM_SERVER = 11, 23, 37, 53
+#: Prefix of the validation-set metrics in a round's record (the test-set metrics have none).
+VALIDATION_PREFIX = "val_"
 
 
+# -- what clients hold and send ---------------------------------------------------------------
 @dataclass
 class ClientData:
     """One client's training data, resident on the device."""
@@ -49,29 +57,74 @@ class ClientData:
 
 @dataclass
 class Upload:
-    """What a client sends back: weights (flat) and its example count."""
+    """What a client sends back: weights (flat), its example count and class counts, and any extra tensors."""
 
     client_id: int
     weights: torch.Tensor
     num_examples: int
     class_counts: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. feature statistics; counted in bytes up
+
+    @property
+    def nbytes(self) -> int:
+        return tensor_bytes([self.weights, *self.extras.values()])
 
 
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integer parts; stable across processes and platforms.
-
-    The number of parts is mixed in because SeedSequence ignores trailing zeros:
-    (1, 2) and (1, 2, 0) must give different streams.
-    """
-    return int(np.random.SeedSequence([len(parts), *(int(p) for p in parts)]).generate_state(2, dtype=np.uint32).view(np.uint64)[0] >> 1)
+def tensor_bytes(tensors) -> int:
+    """Bytes a list of tensors takes on the wire (their element count x element size)."""
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def make_generator(*parts: int) -> torch.Generator:
-    generator = torch.Generator()  # CPU: index permutations are drawn on the host, then moved
-    generator.manual_seed(derive_seed(*parts))
-    return generator
+@dataclass
+class FederatedData:
+    """Everything a federation trains and evaluates on, resident on the device."""
+
+    clients: list[ClientData]
+    test_x: torch.Tensor
+    test_y: np.ndarray  # labels on the host: metrics are computed there
+    num_classes: int
+    groups: dict[str, list[int]] | None  # head/medium/tail/minority classes (METHOD.md §1)
+    proxy_x: torch.Tensor | None = None  # the server's labelled transfer set
+    proxy_y: torch.Tensor | None = None
+    validation_x: torch.Tensor | None = None  # held out from the pool for tuning (never the test set)
+    validation_y: np.ndarray | None = None
+
+    @classmethod
+    def from_indices(cls, x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor, *,
+                     client_indices: Sequence, num_classes: int, groups: dict[str, list[int]] | None,
+                     device: torch.device, proxy_indices=None, validation_indices=None) -> "FederatedData":
+        """Slice a dataset by a partition's index lists and move each part to ``device`` once."""
+
+        def take(indices):
+            index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+            return x_train[index].to(device), y_train[index]
+
+        clients = []
+        for k, indices in enumerate(client_indices):
+            x, y = take(indices)
+            clients.append(ClientData(k, x, y.to(device), int(y.numel()), torch.bincount(y, minlength=num_classes)))
+        data = cls(clients, x_test.to(device), y_test.cpu().numpy(), num_classes, groups)
+        if proxy_indices is not None and len(proxy_indices):
+            data.proxy_x, proxy_y = take(proxy_indices)
+            data.proxy_y = proxy_y.to(device)
+        if validation_indices is not None and len(validation_indices):
+            data.validation_x, validation_y = take(validation_indices)
+            data.validation_y = validation_y.numpy()
+        return data
 
 
+@dataclass(frozen=True)
+class RunSetup:
+    """The protocol every method shares in one job: federation settings, model, seed and device."""
+
+    federation: Mapping[str, Any]  # rounds, fraction, local_epochs, batch_size, lr, momentum, weight_decay, eval_every
+    backbone: str
+    seed: int
+    device: torch.device
+    amp: bool = False
+
+
+# -- flat weights -----------------------------------------------------------------------------
 def flatten_parameters(model: torch.nn.Module) -> torch.Tensor:
     """Re-home every parameter (and floating buffer) of ``model`` in one flat tensor.
 
@@ -98,6 +151,12 @@ def flatten_parameters(model: torch.nn.Module) -> torch.Tensor:
     return flat
 
 
+def flat_layout(model: torch.nn.Module, flat: torch.Tensor) -> dict[str, tuple[int, torch.Size]]:
+    """Name -> (offset, shape) of each parameter of ``model`` inside its flat buffer (flatten_parameters)."""
+    base, size = flat.data_ptr(), flat.element_size()
+    return {name: ((param.data_ptr() - base) // size, param.shape) for name, param in model.named_parameters()}
+
+
 def weighted_average(weights: list[torch.Tensor], counts: list[int]) -> torch.Tensor:
     """Sum_k n_k w_k / Sum_k n_k, accumulated in float64 for stability."""
     if not weights:
@@ -111,9 +170,17 @@ def weighted_average(weights: list[torch.Tensor], counts: list[int]) -> torch.Te
     return out.to(weights[0].dtype)
 
 
+def clients_per_round(num_clients: int, fraction: float) -> int:
+    """NIID-Bench's int(fraction * K), at least one client.
+
+    Rounded down with a tolerance of 1e-9, so that 0.29 * 100 = 28.999999999999996 counts as 29.
+    """
+    return max(1, min(num_clients, math.floor(fraction * num_clients + 1e-9)))
+
+
 def sample_clients(num_clients: int, fraction: float, seed: int, round_idx: int) -> list[int]:
     """Seeded client sampling: the same clients for every method in a round."""
-    m = max(1, int(round(fraction * num_clients)))
+    m = clients_per_round(num_clients, fraction)
     if m >= num_clients:
         return list(range(num_clients))
     rng = np.random.default_rng(derive_seed(seed, STREAM_SAMPLE, round_idx))
@@ -137,38 +204,38 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 40
     return torch.cat(logits)
 
 
-def _report_startup() -> None:
-    """For benchmarks/bench.py: seconds from FEDAKD_BENCH_T0 (set at launch) to the first local step."""
-    t0 = os.environ.get("FEDAKD_BENCH_T0")
-    if t0:
-        print(f"FEDAKD_STARTUP_SECONDS={time.time() - float(t0):.3f}", file=sys.stderr, flush=True)
-
-
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+# -- what a method's hooks see ----------------------------------------------------------------
 @dataclass
 class RoundContext:
-    """What a method's hooks see in one round."""
+    """One round as the hooks see it: the models, the global weights, this round's clients, and counters."""
 
     round: int
     seed: int
-    federation: dict[str, Any]
+    federation: Mapping[str, Any]
     device: torch.device
     model: torch.nn.Module  # the working model; its parameters are views of ``flat``
     flat: torch.Tensor
-    spare: torch.nn.Module  # a second model object (teachers), with its own flat buffer
+    spare: torch.nn.Module  # a second model object (teachers, frozen global models), with its own flat buffer
     spare_flat: torch.Tensor
     global_weights: torch.Tensor
     num_classes: int
+    clients: list[ClientData] = field(default_factory=list)  # this round's sampled clients
     proxy_x: torch.Tensor | None = None
     proxy_y: torch.Tensor | None = None
     amp: bool = False
-    counters: dict[str, float] = field(default_factory=dict)
-    train_loss: list[torch.Tensor] = field(default_factory=list)
+    #: What the server evaluates and deploys, when it is not the weights it broadcasts (CReFF, CCVR).
+    eval_weights: torch.Tensor | None = None
+    local_steps: int = 0
+    server_steps: int = 0
+    extra_bytes_down: int = 0
+    extra_bytes_up: int = 0
+    losses: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # name -> per-client mean losses
 
     def generator(self, *parts: int) -> torch.Generator:
-        return make_generator(self.seed, self.round, *parts)
+        return torch_generator(self.seed, self.round, *parts)
 
     def autocast(self):
         """bfloat16 autocast on CUDA when ``amp: true``; a no-op on the CPU."""
@@ -176,11 +243,21 @@ class RoundContext:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
-    def local_sgd(self, client: ClientData, loss_fn: LossFn | None = None, tag: int = 0) -> Upload:
+    def views(self, flat: torch.Tensor, prefix: str = "") -> dict[str, torch.Tensor]:
+        """Parameter name -> the view of ``flat`` (any weight vector of this model) that holds it."""
+        return {name: flat[offset : offset + math.prod(shape)].view(shape)
+                for name, (offset, shape) in flat_layout(self.model, self.flat).items() if name.startswith(prefix)}
+
+    def count_server_steps(self, steps: int) -> None:
+        self.server_steps += steps
+
+    def local_sgd(self, client: ClientData, loss_fn: LossFn | None = None, tag: int = 0,
+                  loss_name: str = "train_loss") -> Upload:
         """E local epochs of SGD from the global weights on the client's data.
 
         ``loss_fn(model, xb, yb, idx)`` replaces cross-entropy (``idx`` indexes the
-        client's data, e.g. to look up precomputed teacher logits).
+        client's data, e.g. to look up precomputed teacher logits); the mean loss is
+        recorded under ``loss_name``.
         """
         fed = self.federation
         self.flat.copy_(self.global_weights)
@@ -204,8 +281,68 @@ class RoundContext:
                 optimizer.step()
                 loss_sum += loss.detach()
         steps = fed["local_epochs"] * -(-n // batch_size)
-        self.train_loss.append(loss_sum / max(steps, 1))
+        self.local_steps += steps
+        self.losses.setdefault(loss_name, []).append(loss_sum / max(steps, 1))
         return Upload(client.client_id, self.flat.clone(), client.num_examples, client.class_counts)
+
+    def client_pass(self, compute: Callable[["RoundContext", ClientData], dict[str, torch.Tensor]],
+                    weights: torch.Tensor | None = None) -> list[tuple[ClientData, dict[str, torch.Tensor]]]:
+        """A further exchange with this round's clients: the server sends ``weights`` (default: the
+        global ones), each client returns ``compute(ctx, client)`` computed on its own data with
+        ``ctx.model`` holding those weights. Both directions are counted in the bytes."""
+        weights = self.global_weights if weights is None else weights
+        results = []
+        for client in self.clients:
+            self.flat.copy_(weights)
+            answer = compute(self, client)
+            self.extra_bytes_down += tensor_bytes([weights])
+            self.extra_bytes_up += tensor_bytes(answer.values())
+            results.append((client, answer))
+        return results
+
+
+# -- callbacks and checkpoints ----------------------------------------------------------------
+class Callback:
+    """Notified by ``run_federation``; override what you need (tracking, progress, benchmark timers)."""
+
+    def on_resume(self, history: list[dict[str, Any]]) -> None:
+        """Once, when a run resumes from its checkpoint, with the rounds already done."""
+
+    def on_round_start(self, round_idx: int) -> None:
+        """Before a round's first local step."""
+
+    def on_round_end(self, record: dict[str, Any], timing: dict[str, float]) -> None:
+        """After a round has been evaluated (if due) and checkpointed."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a run saves itself after every round, and what identifies it (checked on resume)."""
+
+    path: Path
+    identity: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Totals:
+    """Cumulative cost of a run (METHOD.md §3, compute parity)."""
+
+    bytes_down: int = 0
+    bytes_up: int = 0
+    local_steps: int = 0
+    server_steps: int = 0
+
+
+@dataclass
+class FederationResult:
+    history: list[dict[str, Any]]
+    timings: list[dict[str, float]]
+    counters: dict[str, float]
+    num_params: int
+    final_weights: torch.Tensor  # of the model the server deploys (evaluated in the last round)
+    final_predictions: np.ndarray  # that model's predicted classes on the test set
+    totals: Totals
+    clients_per_round: int
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -218,150 +355,142 @@ def resolve_device(requested: str) -> torch.device:
 
 
 @dataclass
-class FederationResult:
-    history: list[dict[str, Any]]
-    timings: list[dict[str, float]]
-    counters: dict[str, float]
-    num_params: int
-    final_weights: torch.Tensor
-    final_predictions: np.ndarray  # the final global model's predicted classes on the test set
+class _Server:
+    """The state that carries from round to round (and into a checkpoint)."""
+
+    model: torch.nn.Module
+    flat: torch.Tensor
+    spare: torch.nn.Module
+    spare_flat: torch.Tensor
+    global_weights: torch.Tensor
+    eval_weights: torch.Tensor | None = None
+    round: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    timings: list[dict[str, float]] = field(default_factory=list)
+    totals: Totals = field(default_factory=Totals)
 
 
-def _build_clients(x, y, client_indices, num_classes, device) -> list[ClientData]:
-    clients = []
-    for k, idx in enumerate(client_indices):
-        index = torch.as_tensor(np.asarray(idx, dtype=np.int64))
-        cy = y[index]
-        clients.append(
-            ClientData(
-                client_id=k,
-                x=x[index].to(device),
-                y=cy.to(device),
-                num_examples=int(index.numel()),
-                class_counts=torch.bincount(cy, minlength=num_classes),
-            )
-        )
-    return clients
-
-
-def run_federation(
-    method,
-    *,
-    x_train: torch.Tensor,
-    y_train: torch.Tensor,
-    x_test: torch.Tensor,
-    y_test: torch.Tensor,
-    client_indices: list,
-    proxy_indices,
-    num_classes: int,
-    groups: dict[str, list[int]] | None,
-    federation: dict[str, Any],
-    backbone: str,
-    seed: int,
-    device: torch.device,
-    amp: bool = False,
-    checkpoint: Path | None = None,
-    checkpoint_extra: dict[str, Any] | None = None,
-    on_round: Callable[[dict[str, Any], dict[str, float]], None] | None = None,
-    on_resume: Callable[[dict[str, Any]], None] | None = None,
-    progress=None,
-) -> FederationResult:
-    """Run ``federation['rounds']`` rounds of ``method``; resume from ``checkpoint`` if it exists.
-
-    ``checkpoint_extra`` is stored in the checkpoint and must match on resume (it
-    identifies the job); ``on_round(record, timing)`` is called after every
-    round has been checkpointed, ``on_resume(state)`` once when resuming.
-    """
-    from fedakd.metrics import evaluate_predictions
+def _build_server(method, data: FederatedData, setup: RunSetup) -> _Server:
     from fedakd.models import build_model
 
-    torch.manual_seed(derive_seed(seed, STREAM_INIT))
-    model = build_model(backbone, in_shape=tuple(x_train.shape[1:]), num_classes=num_classes, **method.model_options())
-    spare = build_model(backbone, in_shape=tuple(x_train.shape[1:]), num_classes=num_classes, **method.model_options())
-    model.to(device)
-    spare.to(device)
+    torch.manual_seed(derive_seed(setup.seed, STREAM_INIT))
+    in_shape = tuple(data.test_x.shape[1:])
+    model, spare = (build_model(setup.backbone, in_shape=in_shape, num_classes=data.num_classes,
+                                **method.model_options()).to(setup.device) for _ in range(2))
     flat, spare_flat = flatten_parameters(model), flatten_parameters(spare)
-    global_weights = flat.clone()
+    return _Server(model, flat, spare, spare_flat, global_weights=flat.clone())
 
-    clients = _build_clients(x_train, y_train, client_indices, num_classes, device)
-    counters: dict[str, float] = {}
-    prepared = []
-    for client in clients:
-        client, client_counters = method.prepare_client_data(client, derive_seed(seed, client.client_id))
-        for key, value in client_counters.items():
-            counters[key] = counters.get(key, 0) + value
-        prepared.append(client)
-    clients = prepared
 
-    proxy_x = proxy_y = None
-    if proxy_indices is not None and len(proxy_indices):
-        pidx = torch.as_tensor(np.asarray(proxy_indices, dtype=np.int64))
-        proxy_x, proxy_y = x_train[pidx].to(device), y_train[pidx].to(device)
-    x_test, y_test_np = x_test.to(device), y_test.cpu().numpy()
+def save_checkpoint(checkpoint: Checkpoint, server: _Server, method) -> None:
+    state = {
+        "round": server.round, "global_weights": server.global_weights.cpu(),
+        "eval_weights": None if server.eval_weights is None else server.eval_weights.cpu(),
+        "history": server.history, "timings": server.timings,
+        "bytes_down": server.totals.bytes_down, "bytes_up": server.totals.bytes_up,
+        "local_steps": server.totals.local_steps, "server_steps": server.totals.server_steps,
+        "method_state": method.state_dict(), "extra": dict(checkpoint.identity),
+    }
+    with atomic_path(checkpoint.path) as tmp:
+        torch.save(state, tmp)
 
-    history: list[dict[str, Any]] = []
-    timings: list[dict[str, float]] = []
-    start_round, bytes_down, bytes_up = 0, 0, 0
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if state.get("extra") != (checkpoint_extra or {}):
-            raise RuntimeError(
-                f"checkpoint {checkpoint} belongs to a different job or configuration; "
-                f"delete it to start this job afresh"
-            )
-        global_weights.copy_(state["global_weights"].to(device))
-        start_round, history, timings = state["round"], state["history"], state["timings"]
-        bytes_down, bytes_up = state["bytes_down"], state["bytes_up"]
-        if on_resume is not None:
-            on_resume(state)
+
+def restore_checkpoint(checkpoint: Checkpoint, server: _Server, method, device: torch.device) -> bool:
+    """Load a saved round into ``server`` and ``method``; False when there is none to load."""
+    if not checkpoint.path.exists():
+        return False
+    state = torch.load(checkpoint.path, map_location="cpu", weights_only=True)
+    if state.get("extra") != dict(checkpoint.identity):
+        raise RuntimeError(f"checkpoint {checkpoint.path} belongs to a different job or configuration; "
+                           f"delete it to start this job afresh")
+    server.global_weights.copy_(state["global_weights"].to(device))
+    if state.get("eval_weights") is not None:
+        server.eval_weights = state["eval_weights"].to(device)
+    server.round, server.history, server.timings = state["round"], state["history"], state["timings"]
+    server.totals = Totals(state["bytes_down"], state["bytes_up"], state.get("local_steps", 0),
+                           state.get("server_steps", 0))
+    method.load_state_dict(state.get("method_state") or {}, device)
+    return True
+
+
+# -- the steps of a round ---------------------------------------------------------------------
+def evaluate(server: _Server, x: torch.Tensor, y: np.ndarray, data: FederatedData) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics (METHOD.md §4) of the deployed model on (x, y), and its predicted classes."""
+    from fedakd.metrics import evaluate_predictions
+
+    server.flat.copy_(server.global_weights if server.eval_weights is None else server.eval_weights)
+    probs = torch.softmax(predict_logits(server.model, x).float(), dim=1).cpu().numpy()
+    return evaluate_predictions(y, probs, data.num_classes, data.groups), probs.argmax(axis=1)
+
+
+def _round_record(server: _Server, ctx: RoundContext) -> dict[str, Any]:
+    record: dict[str, Any] = {"round": ctx.round, "bytes_down": server.totals.bytes_down,
+                              "bytes_up": server.totals.bytes_up, "local_steps": server.totals.local_steps,
+                              "server_steps": server.totals.server_steps,
+                              "train_loss": None}
+    for name, values in ctx.losses.items():
+        record[name] = float(torch.stack(values).mean())
+    return record
+
+
+def _account(server: _Server, ctx: RoundContext, uploads: list[Upload], payload: int) -> None:
+    totals = server.totals
+    totals.bytes_down += payload * len(ctx.clients) + ctx.extra_bytes_down
+    totals.bytes_up += sum(upload.nbytes for upload in uploads) + ctx.extra_bytes_up
+    totals.local_steps += ctx.local_steps
+    totals.server_steps += ctx.server_steps
+
+
+def run_federation(method, data: FederatedData, setup: RunSetup, *, checkpoint: Checkpoint | None = None,
+                   callbacks: Sequence[Callback] = ()) -> FederationResult:
+    """Run ``setup.federation['rounds']`` rounds of ``method``; resume from ``checkpoint`` if one was saved."""
+    federation, device = setup.federation, setup.device
+    server = _build_server(method, data, setup)
+    clients, counters = method.prepare_clients(data.clients, setup.seed)
+    if checkpoint is not None and restore_checkpoint(checkpoint, server, method, device):
+        for callback in callbacks:
+            callback.on_resume(server.history)
 
     rounds, eval_every = federation["rounds"], federation["eval_every"]
-    _report_startup()
-    payload = flat.numel() * flat.element_size()
+    payload = tensor_bytes([server.flat])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     predictions = None  # the last evaluation's predicted classes, kept for the final model's artifacts
-    for r in range(start_round + 1, rounds + 1):
-        ctx = RoundContext(
-            round=r, seed=seed, federation=federation, device=device, model=model, flat=flat, spare=spare,
-            spare_flat=spare_flat, global_weights=global_weights, num_classes=num_classes,
-            proxy_x=proxy_x, proxy_y=proxy_y, amp=amp,
-        )
+    for r in range(server.round + 1, rounds + 1):
+        for callback in callbacks:
+            callback.on_round_start(r)
         t0 = time.perf_counter()
-        sampled = sample_clients(len(clients), federation["fraction"], seed, r)
-        uploads = [method.client_update(ctx, clients[k]) for k in sampled]
+        sampled = [clients[k] for k in sample_clients(len(clients), federation["fraction"], setup.seed, r)]
+        ctx = RoundContext(round=r, seed=setup.seed, federation=federation, device=device, model=server.model,
+                           flat=server.flat, spare=server.spare, spare_flat=server.spare_flat,
+                           global_weights=server.global_weights, num_classes=data.num_classes, clients=sampled,
+                           proxy_x=data.proxy_x, proxy_y=data.proxy_y, amp=setup.amp)
+        uploads = [method.client_update(ctx, client) for client in sampled]
         sync()
         t1 = time.perf_counter()
         ctx.global_weights = method.aggregate(ctx, uploads)
         method.server_update(ctx, uploads)
-        global_weights = ctx.global_weights
+        server.global_weights, server.eval_weights = ctx.global_weights, ctx.eval_weights
         sync()
         t2 = time.perf_counter()
-        bytes_down += payload * len(sampled)
-        bytes_up += payload * len(sampled)
-        record: dict[str, Any] = {"round": r, "bytes_down": bytes_down, "bytes_up": bytes_up,
-                                  "train_loss": float(torch.stack(ctx.train_loss).mean()) if ctx.train_loss else None}
+        _account(server, ctx, uploads, payload)
+        record = _round_record(server, ctx)
         if r % eval_every == 0 or r == rounds:
-            flat.copy_(global_weights)
-            probs = torch.softmax(predict_logits(model, x_test).float(), dim=1).cpu().numpy()
-            record.update(evaluate_predictions(y_test_np, probs, num_classes, groups))
-            predictions = probs.argmax(axis=1)
-            history.append(record)
+            metrics, predictions = evaluate(server, data.test_x, data.test_y, data)
+            record.update(metrics)
+            if data.validation_x is not None:
+                validation, _ = evaluate(server, data.validation_x, data.validation_y, data)
+                record.update({VALIDATION_PREFIX + key: value for key, value in validation.items()})
+            server.history.append(record)
         t3 = time.perf_counter()
         timing = {"round": r, "client_seconds": t1 - t0, "server_seconds": t2 - t1, "eval_seconds": t3 - t2}
-        timings.append(timing)
+        server.timings.append(timing)
+        server.round = r
         if checkpoint is not None:
-            state = {
-                "round": r, "global_weights": global_weights.cpu(), "history": history, "timings": timings,
-                "bytes_down": bytes_down, "bytes_up": bytes_up, "extra": checkpoint_extra or {},
-            }
-            with atomic_path(checkpoint) as tmp:
-                torch.save(state, tmp)
-        if on_round is not None:
-            on_round(record, timing)
-        if progress is not None:
-            progress(record, timing)
+            save_checkpoint(checkpoint, server, method)
+        for callback in callbacks:
+            callback.on_round_end(record, timing)
 
     if predictions is None:  # resumed after the last round: the loop evaluated nothing
-        flat.copy_(global_weights)
-        predictions = predict_logits(model, x_test).argmax(dim=1).cpu().numpy()
-    return FederationResult(history, timings, counters, flat.numel(), global_weights.cpu(), predictions)
+        _, predictions = evaluate(server, data.test_x, data.test_y, data)
+    deployed = server.global_weights if server.eval_weights is None else server.eval_weights
+    return FederationResult(server.history, server.timings, counters, server.flat.numel(), deployed.cpu(),
+                            predictions, server.totals, clients_per_round(len(clients), federation["fraction"]))

@@ -1,42 +1,35 @@
 """The two jobs of the pipeline: make a partition, train one (dataset, setting, method, seed).
 
-Both are plain functions called by the CLI and by the Snakemake scripts. A train
-job is restartable: a finished one does nothing, a killed one resumes from its
-last checkpointed round into the same MLflow run, and the metrics.json it ends
-with is byte-identical to an uninterrupted run's.
+Both are plain functions of a resolved spec (fedakd.spec), called by the CLI and by the Snakemake
+scripts. A train job is restartable: a finished one does nothing, a killed one resumes from its
+last checkpointed round into the same MLflow run, and the metrics.json it ends with is
+byte-identical to an uninterrupted run's.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from fedakd.io import atomic_write_json, read_json
+from fedakd.layout import CHECKPOINT_FILE, METRICS_FILE, RUN_FILE, TIMINGS_FILE
+from fedakd.spec import JobSpec, PartitionSpec
+
+if TYPE_CHECKING:
+    from fedakd.engine import Callback
+    from fedakd.partition import Partition
 
 log = logging.getLogger("fedakd")
-
-METRICS_FILE, TIMINGS_FILE, CHECKPOINT_FILE, RUN_FILE = "metrics.json", "timings.json", "checkpoint.pt", "run.json"
 
 
 class JobError(RuntimeError):
     """A job cannot run as asked (inconsistent inputs, foreign outputs in its folder)."""
-
-
-def job_key(job: dict[str, Any]) -> str:
-    return f"{job['dataset']}/{job['setting']}/{job['method']}/seed{job['seed']}"
-
-
-def job_digest(job: dict[str, Any]) -> str:
-    """What identifies a job's results: everything in its config slice except where it logs to."""
-    from fedakd.config import config_digest
-
-    return config_digest({k: v for k, v in job.items() if k not in ("experiment", "tracking_uri")})
 
 
 def git_commit() -> str:
@@ -54,45 +47,23 @@ def git_commit() -> str:
 
 
 # -- partitions -----------------------------------------------------------------------------
-def partition_params(job: dict[str, Any]) -> dict[str, Any]:
-    """The arguments of make_partition that a job's config determines."""
-    fed = job["federation"]
-    return {"imbalance": job["setting_params"]["imbalance"], "split": job["setting_params"]["split"],
-            "clients": fed["clients"], "proxy_per_class": fed["proxy_per_class"], "seed": job["seed"],
-            "dataset": job["dataset"]}
-
-
-def build_partition(job: dict[str, Any], labels, num_classes: int):
+def build_partition(spec: PartitionSpec, data_root: str, labels=None) -> "Partition":
+    """The partition ``spec`` describes, from the dataset's training labels (loaded unless given)."""
+    from fedakd.data import dataset_spec, load_train_labels
     from fedakd.partition import make_partition
 
-    return make_partition(labels, num_classes, **partition_params(job))
+    if labels is None:
+        labels = load_train_labels(spec.dataset, data_root)
+    return make_partition(labels, dataset_spec(spec.dataset).num_classes, spec)
 
 
-def check_partition_matches(partition, job: dict[str, Any], where: Path) -> None:
-    """A saved partition must have been made with exactly this job's partition parameters."""
-    wanted = partition_params(job)
-    found = {key: partition.params.get(key) for key in wanted}
-    if json.dumps(found, sort_keys=True) != json.dumps(wanted, sort_keys=True):
-        differing = sorted(k for k in wanted if json.dumps(found[k], sort_keys=True) != json.dumps(wanted[k], sort_keys=True))
-        raise JobError(
-            f"partition {where} was made with other parameters than this job ({', '.join(differing)} differ); "
-            f"delete {where} and rerun the partition step (or `fedakd partition`)"
-        )
-
-
-def partition_job(job: dict[str, Any], *, out_dir: str | Path) -> Path:
-    """Make and save the partition of ``job`` (its dataset, setting and seed) with its heatmap."""
-    from fedakd.data import dataset_spec, load_train_labels
+def partition_job(spec: PartitionSpec, *, data_root: str, out_dir: str | Path) -> "Partition":
+    """Make and save one partition (indices.npz + manifest.json) into ``out_dir``."""
     from fedakd.partition import save_partition
-    from fedakd.reporting.figures import partition_heatmap
 
-    out_dir = Path(out_dir)
-    spec = dataset_spec(job["dataset"])
-    labels = load_train_labels(job["dataset"], job["data_root"])
-    partition = build_partition(job, labels, spec.num_classes)
+    partition = build_partition(spec, data_root)
     save_partition(partition, out_dir)
-    partition_heatmap(partition.manifest(), out_dir / "heatmap.png")
-    return out_dir / "manifest.json"
+    return partition
 
 
 # -- training -------------------------------------------------------------------------------
@@ -100,29 +71,33 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _progress(job: dict[str, Any]):
+def _progress(job: JobSpec) -> "Callback":
     """A tqdm bar on a terminal; one plain line per round in a log file."""
-    rounds = job["federation"]["rounds"]
-    if sys.stderr.isatty():
-        from tqdm import tqdm
+    from fedakd.engine import Callback
 
-        bar = tqdm(total=rounds, desc=job_key(job), unit="round", file=sys.stderr)
+    rounds = job.federation["rounds"]
 
-        def update(record, timing):
-            bar.update(record["round"] - bar.n)
+    class Progress(Callback):
+        bar = None
+
+        def on_round_end(self, record, timing):
+            if not sys.stderr.isatty():
+                acc = f" accuracy {record['accuracy']:.4f}" if "accuracy" in record else ""
+                seconds = timing["client_seconds"] + timing["server_seconds"] + timing["eval_seconds"]
+                print(f"{job.key} round {record['round']}/{rounds}{acc} ({seconds:.2f} s)", file=sys.stderr,
+                      flush=True)
+                return
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=rounds, desc=job.key, unit="round", file=sys.stderr)
+            self.bar.update(record["round"] - self.bar.n)
             if "accuracy" in record:
-                bar.set_postfix(acc=f"{record['accuracy']:.4f}", minority=record.get("minority_recall"))
+                self.bar.set_postfix(acc=f"{record['accuracy']:.4f}", minority=record.get("minority_recall"))
             if record["round"] == rounds:
-                bar.close()
+                self.bar.close()
 
-        return update
-
-    def line(record, timing):
-        acc = f" accuracy {record['accuracy']:.4f}" if "accuracy" in record else ""
-        seconds = timing["client_seconds"] + timing["server_seconds"] + timing["eval_seconds"]
-        print(f"{job_key(job)} round {record['round']}/{rounds}{acc} ({seconds:.2f} s)", file=sys.stderr, flush=True)
-
-    return line
+    return Progress()
 
 
 def _summaries(history: list[dict[str, Any]]) -> tuple[dict, dict]:
@@ -136,25 +111,45 @@ def _summaries(history: list[dict[str, Any]]) -> tuple[dict, dict]:
     return pick(history[-1]), {**pick(best), "round": best["round"]}
 
 
-def train_job(job: dict[str, Any], *, out_dir: str | Path, partition_dir: str | Path | None = None,
-              experiment_id: str | None = None, threads: int | None = None) -> dict[str, Any]:
-    """Train one job into ``out_dir``; return the metrics.json content."""
-    out_dir = Path(out_dir)
-    digest = job_digest(job)
-    metrics_path = out_dir / METRICS_FILE
-    if metrics_path.exists():
-        existing = read_json(metrics_path, "metrics file")
-        if existing.get("job_digest") == digest:
-            log.info("%s is finished already (%s); nothing to do", job_key(job), metrics_path)
-            (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
-            return existing
+def configure_determinism(device, deterministic: bool) -> None:
+    """On CUDA, deterministic kernels unless the config says ``deterministic: false`` (the CPU needs nothing)."""
+    if device.type != "cuda" or not deterministic:
+        return
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts, before any matmul
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def _finished_metrics(job: JobSpec, metrics_path: Path, out_dir: Path) -> dict[str, Any] | None:
+    """The metrics.json of a finished run of this job, None if there is none; refuses a foreign one."""
+    if not metrics_path.exists():
+        return None
+    existing = read_json(metrics_path, "metrics file")
+    if existing.get("job_digest") != job.digest:
         raise JobError(f"{metrics_path} holds the results of a different configuration; "
                        f"delete it or choose another output folder")
+    log.info("%s is finished already (%s); nothing to do", job.key, metrics_path)
+    (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+    return existing
+
+
+def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | None = None,
+              experiment_id: str | None = None, threads: int | None = None,
+              callbacks: Sequence["Callback"] = ()) -> dict[str, Any]:
+    """Train one job into ``out_dir``; return the metrics.json content."""
+    out_dir = Path(out_dir)
+    metrics_path = out_dir / METRICS_FILE
+    finished = _finished_metrics(job, metrics_path, out_dir)
+    if finished is not None:
+        return finished
 
     import torch
 
     from fedakd.data import load_dataset
-    from fedakd.engine import resolve_device, run_federation
+    from fedakd.engine import Checkpoint, FederatedData, RunSetup, resolve_device, run_federation
     from fedakd.partition import load_partition
     from fedakd.registry import get_method
     from fedakd.tracking import RunTracker, ensure_experiment
@@ -162,67 +157,66 @@ def train_job(job: dict[str, Any], *, out_dir: str | Path, partition_dir: str | 
     started = time.perf_counter()
     if threads:
         torch.set_num_threads(int(threads))
-    device = resolve_device(job["device"])
-    dataset = load_dataset(job["dataset"], job["data_root"])
+    device = resolve_device(job.device)
+    configure_determinism(device, job.deterministic)
+    dataset = load_dataset(job.dataset, job.data_root)
     if partition_dir is not None:
-        partition = load_partition(partition_dir)
-        check_partition_matches(partition, job, Path(partition_dir))
+        partition = load_partition(partition_dir, job.partition)
     else:
-        partition = build_partition(job, dataset.y_train.numpy(), dataset.num_classes)
-    method_cls = get_method(job["method_class"])
-    method = method_cls(job["method_options"])
-    if method_cls.needs_transfer_set(job["method_options"]) and len(partition.proxy_indices) == 0:
-        raise JobError(f"method {job['method']} trains on the transfer set but proxy_per_class is 0; "
-                       f"set federation.proxy_per_class > 0")
+        partition = build_partition(job.partition, job.data_root, labels=dataset.y_train.numpy())
+    method_cls = get_method(job.method_class)
+    method = method_cls(dict(job.method_options))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     run_file = out_dir / RUN_FILE
     resume_run_id = read_json(run_file, "run file").get("mlflow_run_id") if run_file.exists() else None
-    experiment_id = experiment_id or ensure_experiment(job["tracking_uri"], job["experiment"])
+    experiment_id = experiment_id or ensure_experiment(job.tracking_uri, job.experiment)
     commit = git_commit()
-    tags = {"dataset": job["dataset"], "setting": job["setting"], "method": job["method"],
-            "method_class": job["method_class"], "seed": str(job["seed"]), "partition_sha256": partition.sha256,
+    tags = {"dataset": job.dataset, "setting": job.setting, "method": job.method,
+            "method_class": job.method_class, "seed": str(job.seed), "partition_sha256": partition.sha256,
             "git_commit": commit, "device": str(device)}
-    tracker = RunTracker(job["tracking_uri"], experiment_id, job_key(job), tags, params=job,
+    tracker = RunTracker(job.tracking_uri, experiment_id, job.key, tags, params=job.to_dict(),
                          resume_run_id=resume_run_id,
                          on_created=lambda run_id: atomic_write_json(run_file, {"mlflow_run_id": run_id}))
+    data = FederatedData.from_indices(
+        dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, client_indices=partition.client_indices,
+        num_classes=dataset.num_classes, groups=partition.groups, device=device,
+        proxy_indices=partition.proxy_indices, validation_indices=partition.validation_indices)
+    setup = RunSetup(job.federation, job.model["backbone"], job.seed, device, job.amp)
+    checkpoint = Checkpoint(out_dir / CHECKPOINT_FILE, {"job_digest": job.digest, "partition_sha256": partition.sha256})
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        result = run_federation(
-            method, x_train=dataset.x_train, y_train=dataset.y_train, x_test=dataset.x_test,
-            y_test=dataset.y_test, client_indices=partition.client_indices, proxy_indices=partition.proxy_indices,
-            num_classes=dataset.num_classes, groups=partition.groups, federation=job["federation"],
-            backbone=job["model"]["backbone"], seed=job["seed"], device=device, amp=job.get("amp", False),
-            checkpoint=out_dir / CHECKPOINT_FILE,
-            checkpoint_extra={"job_digest": digest, "partition_sha256": partition.sha256},
-            on_round=tracker.log_round, on_resume=lambda state: tracker.log_history(state["history"]),
-            progress=_progress(job),
-        )
+        result = run_federation(method, data, setup, checkpoint=checkpoint,
+                                callbacks=[tracker.callback(), _progress(job), *callbacks])
         final, best = _summaries(result.history)
+        totals = result.totals
         metrics = {
-            "job": {"dataset": job["dataset"], "setting": job["setting"], "method": job["method"],
-                    "method_class": job["method_class"], "seed": job["seed"]},
-            "job_digest": digest,
-            "setting": job["setting_params"], "method_options": job["method_options"],
-            "federation": job["federation"],
-            "model": {"backbone": job["model"]["backbone"], "num_params": result.num_params},
+            "job": {"dataset": job.dataset, "setting": job.setting, "method": job.method,
+                    "method_class": job.method_class, "seed": job.seed},
+            "job_digest": job.digest, "reference": method_cls.reference,
+            "setting": job.setting_params, "method_options": job.method_options,
+            "federation": job.federation,
+            "model": {"backbone": job.model["backbone"], "num_params": result.num_params},
             "num_classes": dataset.num_classes, "class_counts": partition.class_counts,
             "groups": partition.groups, "partition_sha256": partition.sha256,
             "client_counters": result.counters,
+            "cost": {"local_steps": totals.local_steps, "server_steps": totals.server_steps,
+                     "bytes_down": totals.bytes_down, "bytes_up": totals.bytes_up,
+                     "rounds": job.federation["rounds"], "clients_per_round": result.clients_per_round},
             "final": final, "best": best, "history": result.history,
             "mlflow_run_id": tracker.run_id, "mlflow_experiment_id": experiment_id,
             "git_commit": commit, "device": str(device),
         }
         from fedakd.run_artifacts import write_run_artifacts
 
-        artifacts = write_run_artifacts(out_dir / "artifacts", job=job, metrics=metrics,
+        artifacts = write_run_artifacts(out_dir / "artifacts", job=job.to_dict(), metrics=metrics,
                                         y_true=dataset.y_test.numpy(), y_pred=result.final_predictions,
                                         class_names=dataset.class_names,
                                         manifest=Path(partition_dir) / "manifest.json" if partition_dir else None)
         summary = {f"final_{k}": v for k, v in final.items() if k != "per_class_recall" and v is not None}
         tracker.log_summary({**summary, **{f"best_{k}": v for k, v in best.items()
                                            if k not in ("per_class_recall", "round") and v is not None},
-                             **result.counters})
+                             **result.counters, **{f"cost_{k}": v for k, v in metrics["cost"].items()}})
         tracker.finish("FINISHED", artifacts)
     except BaseException as exc:
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"

@@ -4,10 +4,16 @@ The engine (fedakd.engine) runs rounds and knows no method by name. A method is
 a small object whose hooks say what differs from plain FedAvg:
 
 - ``model_options()``        how the global model is built (e.g. with attention);
-- ``prepare_client_data()``  once per run, what a client does to its own data (SMOTE);
-- ``client_update()``        local training from the global weights; returns the upload;
+- ``prepare_clients()``      once per run, what the clients do to their own data (SMOTE),
+                             by default ``prepare_client_data()`` for each client;
+- ``client_update()``        local training from the global weights; returns the upload
+                             (weights, counts, and any extra tensors, which count as bytes up);
 - ``aggregate()``            server: uploads -> new global weights (weighted mean);
-- ``server_update()``        server: after aggregation (distillation, fine-tuning).
+- ``server_update()``        server: after aggregation (distillation, fine-tuning, classifier
+                             re-training); may set ``ctx.eval_weights`` to deploy another model
+                             than the one it broadcasts;
+- ``state_dict()`` / ``load_state_dict()``  server state that lives across rounds (saved
+                             in the checkpoint, so a resumed run equals an uninterrupted one).
 
 Options come from the config (``methods.<name>``) and are validated against
 ``options_schema`` (JSON Schema properties with defaults) before any work starts.
@@ -30,6 +36,8 @@ class Method:
     options_schema: ClassVar[dict[str, Any]] = {}
     #: True if the method trains on the server's labelled transfer (proxy) set.
     needs_proxy: ClassVar[bool] = False
+    #: True for a reference row (e.g. centralised training): tabulated, never a declared competitor.
+    reference: ClassVar[bool] = False
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[str]:
@@ -50,6 +58,18 @@ class Method:
         return {"attention": False}
 
     # -- client side ------------------------------------------------------------------
+    def prepare_clients(self, clients: list["ClientData"], seed: int) -> tuple[list["ClientData"], dict[str, float]]:
+        """Once per run: each client transforms its own data; returns the clients and summed counters."""
+        from fedakd.seeding import derive_seed
+
+        prepared, counters = [], {}
+        for client in clients:
+            client, found = self.prepare_client_data(client, derive_seed(seed, client.client_id))
+            for key, value in found.items():
+                counters[key] = counters.get(key, 0) + value
+            prepared.append(client)
+        return prepared, counters
+
     def prepare_client_data(self, client: "ClientData", seed: int) -> tuple["ClientData", dict[str, float]]:
         """Transform a client's data once per run; returns it and counters to log."""
         return client, {}
@@ -68,3 +88,11 @@ class Method:
     def server_update(self, ctx: "RoundContext", uploads: list["Upload"]) -> None:
         """After aggregation; may replace ``ctx.global_weights``. FedAvg does nothing."""
         return None
+
+    # -- state across rounds ----------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Server-side state kept across rounds (tensors and plain values); FedAvg keeps none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any], device: "torch.device") -> None:
+        """Restore what ``state_dict`` returned (from a checkpoint)."""

@@ -1,15 +1,19 @@
 """Imbalanced federated partitions (METHOD.md §1): transfer set, global imbalance, client split.
 
-A partition is made in three seeded stages, each with its own random stream, so that
-changing one stage's parameters never shifts the draws of another:
+A partition is made in seeded stages, each with its own random stream, so that changing one
+stage's parameters never shifts the draws of another:
 
 1. the transfer (proxy) set: ``proxy_per_class`` examples of every class, set aside;
-2. the global imbalance of the remaining pool (``none``, ``longtail``, ``step``);
-3. the split of the imbalanced pool over the clients (``iid``, ``dirichlet``, ``classes``,
+2. the validation set: ``validation_per_class`` examples of every class, held out for tuning
+   (METHOD.md §5; 0 by default, which leaves every other stage and the hash as they were);
+3. the global imbalance of the remaining pool (``none``, ``longtail``, ``step``);
+4. the split of the imbalanced pool over the clients (``iid``, ``dirichlet``, ``classes``,
    ``quantity``; the last three follow NIID-Bench).
 
 It is saved once per (dataset, setting, seed) as ``indices.npz`` + ``manifest.json`` and
-reused by every method; the SHA-256 over the indices ties every run to it.
+reused by every method; the SHA-256 over the indices ties every run to it. The parameters come
+resolved and checked (fedakd.spec.PartitionSpec, made by fedakd.config); what is checked here
+depends on the data (a class too small for the transfer set, a pool too small for the clients).
 """
 
 from __future__ import annotations
@@ -24,21 +28,16 @@ from typing import Any
 import numpy as np
 
 from fedakd.io import atomic_path, atomic_write_json, read_json
+from fedakd.seeding import numpy_rng
+from fedakd.spec import PartitionSpec
 
-FORMAT_VERSION = 1
+#: 2: params are the resolved PartitionSpec and its digest; an optional validation array.
+FORMAT_VERSION = 2
 INDICES_FILE = "indices.npz"
 MANIFEST_FILE = "manifest.json"
 
-# Fixed tags that give every stage its own random stream from the one seed.
-_PROXY_STREAM, _IMBALANCE_STREAM, _SPLIT_STREAM = 1, 2, 3
-
-_IMBALANCE_DEFAULTS = {"none": {"shuffle_classes": False},
-                       "longtail": {"shuffle_classes": False},
-                       "step": {"minority_fraction": 0.5, "shuffle_classes": False}}
-_IMBALANCE_KEYS = {"kind", "factor", "minority_fraction", "shuffle_classes"}
-_SPLIT_DEFAULTS = {"iid": {}, "dirichlet": {"min_size": 10, "max_retries": 100},
-                   "classes": {}, "quantity": {"min_size": 10, "max_retries": 100}}
-_SPLIT_KEYS = {"kind", "alpha", "k", "min_size", "max_retries"}
+# Fixed tags that give every stage its own random stream from the one seed (fedakd.seeding).
+_PROXY_STREAM, _IMBALANCE_STREAM, _SPLIT_STREAM, _VALIDATION_STREAM = 1, 2, 3, 4
 
 
 class PartitionError(ValueError):
@@ -47,16 +46,17 @@ class PartitionError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class Partition:
-    """Which training examples each client holds, which form the transfer set, and why."""
+    """Which training examples each client holds, which form the transfer and validation sets, and why."""
 
     client_indices: list[np.ndarray]  # one sorted int64 array of training-set indices per client
     proxy_indices: np.ndarray  # sorted int64, the server's class-balanced transfer set
+    validation_indices: np.ndarray  # sorted int64, held out for tuning; empty when validation_per_class is 0
     num_classes: int
-    class_counts: np.ndarray  # (C,) the imbalanced pool's count per class
+    class_counts: np.ndarray  # (C,) count per class of the examples the clients hold (the imbalanced pool)
     client_class_counts: np.ndarray  # (K, C)
     proxy_counts: np.ndarray  # (C,)
     groups: dict[str, list[int]]  # head, medium, tail, minority
-    params: dict[str, Any]
+    params: dict[str, Any]  # the PartitionSpec, its digest, and the sizes each stage left
     sha256: str
 
     def manifest(self) -> dict[str, Any]:
@@ -72,6 +72,7 @@ class Partition:
             "client_class_counts": [[int(n) for n in row] for row in self.client_class_counts],
             "client_sizes": [len(indices) for indices in self.client_indices],
             "proxy_counts": [int(n) for n in self.proxy_counts],
+            "validation_size": int(len(self.validation_indices)),
             "groups": {name: list(classes) for name, classes in self.groups.items()},
         }
 
@@ -109,19 +110,32 @@ def step_counts(n_max: int, num_classes: int, factor: float, minority_fraction: 
 def class_groups(class_counts, minority: list[int] | None = None) -> dict[str, list[int]]:
     """Head/medium/tail by share of the pool (FedLoGe/FedGraB convention) and the minority classes.
 
-    Classes sorted by count (ties by class id): head = the fewest that hold >= 75 % of the pool,
-    medium = the further ones up to >= 95 %, tail = the rest. Minority = the tail unless
-    ``minority`` is given (``step`` passes its reduced classes). A balanced pool has no groups.
+    Classes sorted by count: head = the fewest that hold >= 75 % of the pool, medium = the
+    further ones up to >= 95 %, tail = the rest; a boundary never separates classes of equal
+    count (it moves on past them), so a class's group depends on its count, not on its id.
+    Minority = the tail unless ``minority`` is given (``step`` passes its reduced classes).
+    Classes with no examples (a ``classes`` split that no client drew) belong to no group. A
+    balanced pool has no groups.
     """
     counts = np.asarray(class_counts, dtype=np.int64)
-    if counts.size == 0 or np.all(counts == counts[0]):
+    used = np.flatnonzero(counts > 0)
+    if used.size == 0 or np.all(counts[used] == counts[used[0]]):
         return {"head": [], "medium": [], "tail": [], "minority": []}
-    order = np.argsort(-counts, kind="stable")
-    total = int(counts.sum())
-    cumulative = np.cumsum(counts[order])
-    # Integer arithmetic: cumulative >= 75 % of total  <=>  4 * cumulative >= 3 * total.
-    head_end = int(np.argmax(4 * cumulative >= 3 * total)) + 1
-    medium_end = max(head_end, int(np.argmax(20 * cumulative >= 19 * total)) + 1)
+    order = used[np.argsort(-counts[used], kind="stable")]
+    sorted_counts = counts[order]
+    total = int(sorted_counts.sum())
+    cumulative = np.cumsum(sorted_counts)
+
+    def end_of_share(numerator: int, denominator: int, start: int) -> int:
+        """First position whose cumulative share reaches numerator/denominator, moved past equal counts."""
+        # Integer arithmetic: cumulative >= 75 % of total  <=>  4 * cumulative >= 3 * total.
+        end = max(start, int(np.argmax(denominator * cumulative >= numerator * total)) + 1)
+        while end < order.size and sorted_counts[end] == sorted_counts[end - 1]:
+            end += 1
+        return end
+
+    head_end = end_of_share(3, 4, 0)
+    medium_end = end_of_share(19, 20, head_end)
     tail = sorted(int(c) for c in order[medium_end:])
     return {
         "head": sorted(int(c) for c in order[:head_end]),
@@ -132,19 +146,29 @@ def class_groups(class_counts, minority: list[int] | None = None) -> dict[str, l
 
 
 # -- hashing and files -----------------------------------------------------------------------
-def partition_sha256(proxy_indices, client_indices) -> str:
+def partition_sha256(proxy_indices, client_indices, validation_indices=()) -> str:
     """SHA-256 over the index arrays in a fixed byte layout, independent of how they were stored.
 
     Layout, all little-endian int64: the number of arrays (1 + K), then for the proxy array and
-    each client's array in client order: its length followed by its values.
+    each client's array in client order: its length followed by its values. A validation set,
+    when there is one, follows as -1 (a length no array has, so no partition without one can
+    hash alike), its length and its values; without one the layout, and so the hash, is the one
+    every partition had before validation sets existed.
     """
     arrays = [proxy_indices, *client_indices]
     digest = hashlib.sha256()
     digest.update(np.array([len(arrays)], dtype="<i8").tobytes())
-    for array in arrays:
+
+    def add(array) -> None:
         values = np.asarray(array, dtype="<i8")
         digest.update(np.array([values.size], dtype="<i8").tobytes())
         digest.update(values.tobytes())
+
+    for array in arrays:
+        add(array)
+    if len(validation_indices):
+        digest.update(np.array([-1], dtype="<i8").tobytes())
+        add(validation_indices)
     return digest.hexdigest()
 
 
@@ -153,6 +177,8 @@ def save_partition(partition: Partition, out_dir) -> Path:
     out_dir = Path(out_dir)
     arrays = {"proxy": partition.proxy_indices}
     arrays.update({f"client_{i}": indices for i, indices in enumerate(partition.client_indices)})
+    if len(partition.validation_indices):
+        arrays["validation"] = partition.validation_indices
     with atomic_path(out_dir / INDICES_FILE) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)  # a file object, so numpy does not append ".npz" to the temporary name
     return atomic_write_json(out_dir / MANIFEST_FILE, partition.manifest())
@@ -164,7 +190,7 @@ def _refuse(path: Path, problem: str, out_dir: Path) -> PartitionError:
     )
 
 
-def _read_indices(path: Path, num_clients: int, out_dir: Path) -> tuple[np.ndarray, list[np.ndarray]]:
+def _read_indices(path: Path, num_clients: int, with_validation: bool, out_dir: Path) -> dict[str, np.ndarray]:
     try:
         # Our own handle: np.load leaks the one it opens when the archive is damaged.
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as stored:
@@ -173,18 +199,20 @@ def _read_indices(path: Path, num_clients: int, out_dir: Path) -> tuple[np.ndarr
         raise _refuse(path, "does not exist", out_dir) from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise _refuse(path, f"cannot be read ({exc})", out_dir) from None
-    expected = {"proxy"} | {f"client_{i}" for i in range(num_clients)}
+    expected = {"proxy"} | {f"client_{i}" for i in range(num_clients)} | ({"validation"} if with_validation else set())
     if set(arrays) != expected:
-        raise _refuse(path, f"holds arrays {sorted(arrays)}, not the proxy and the {num_clients} clients "
-                            f"that {MANIFEST_FILE} lists", out_dir)
+        raise _refuse(path, f"holds arrays {sorted(arrays)}, not the proxy, the {num_clients} clients"
+                            f"{' and the validation set' if with_validation else ''} that {MANIFEST_FILE} lists",
+                      out_dir)
     for name, values in arrays.items():
         if values.ndim != 1 or values.dtype != np.int64:
             raise _refuse(path, f"array {name} is {values.dtype} of shape {values.shape}, not 1-D int64", out_dir)
-    return arrays["proxy"], [arrays[f"client_{i}"] for i in range(num_clients)]
+    return arrays
 
 
-def load_partition(out_dir) -> Partition:
-    """Read a saved partition, refusing it unless the indices hash to the manifest's sha256."""
+def load_partition(out_dir, spec: PartitionSpec | None = None) -> Partition:
+    """Read a saved partition, refusing it unless the indices hash to the manifest's sha256 and,
+    when ``spec`` is given, it was made from exactly that spec."""
     out_dir = Path(out_dir)
     manifest_path = out_dir / MANIFEST_FILE
     try:
@@ -197,6 +225,8 @@ def load_partition(out_dir) -> Partition:
     try:
         num_clients = len(manifest["client_sizes"])
         expected_sha = manifest["sha256"]
+        with_validation = int(manifest["validation_size"]) > 0
+        made_from = manifest["params"]["spec_digest"]
         fields = {
             "num_classes": int(manifest["num_classes"]),
             "class_counts": np.asarray(manifest["class_counts"], dtype=np.int64),
@@ -207,72 +237,24 @@ def load_partition(out_dir) -> Partition:
         }
     except (KeyError, TypeError, ValueError) as exc:
         raise _refuse(manifest_path, f"lacks or garbles a field ({exc!r})", out_dir) from None
-    proxy_indices, client_indices = _read_indices(out_dir / INDICES_FILE, num_clients, out_dir)
-    found_sha = partition_sha256(proxy_indices, client_indices)
+    if spec is not None and made_from != spec.digest:
+        differing = sorted(key for key, value in spec.to_dict().items() if manifest["params"].get(key) != value)
+        raise PartitionError(
+            f"partition {out_dir} was made with other parameters than this job ({', '.join(differing) or 'spec'} "
+            f"differ); delete {out_dir} and rerun the partition step (or `fedakd partition`)"
+        )
+    arrays = _read_indices(out_dir / INDICES_FILE, num_clients, with_validation, out_dir)
+    clients = [arrays[f"client_{i}"] for i in range(num_clients)]
+    validation = arrays.get("validation", np.zeros(0, dtype=np.int64))
+    found_sha = partition_sha256(arrays["proxy"], clients, validation)
     if found_sha != expected_sha:
         raise _refuse(out_dir / INDICES_FILE, f"has sha256 {found_sha}, but {MANIFEST_FILE} records "
                                               f"{expected_sha} (changed or from another run)", out_dir)
-    return Partition(client_indices=client_indices, proxy_indices=proxy_indices, sha256=found_sha, **fields)
+    return Partition(client_indices=clients, proxy_indices=arrays["proxy"], validation_indices=validation,
+                     sha256=found_sha, **fields)
 
 
-# -- parameter checks ------------------------------------------------------------------------
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_number(value) -> bool:
-    return (_is_int(value) or isinstance(value, (float, np.floating))) and math.isfinite(value)
-
-
-def _resolve(section: str, given: dict, defaults: dict[str, dict], known: set[str]) -> dict:
-    if not isinstance(given, dict) or given.get("kind") not in defaults:
-        kind = given.get("kind") if isinstance(given, dict) else given
-        raise PartitionError(f"{section}.kind is {kind!r}; use one of {', '.join(defaults)}")
-    unknown = sorted(set(given) - known)
-    if unknown:
-        raise PartitionError(f"{section} has unknown keys {unknown}; the known keys are {sorted(known)}")
-    return {**defaults[given["kind"]], **given}
-
-
-def _resolve_imbalance(imbalance: dict) -> dict:
-    resolved = _resolve("imbalance", imbalance, _IMBALANCE_DEFAULTS, _IMBALANCE_KEYS)
-    if resolved["kind"] != "none":
-        factor = resolved.get("factor")
-        if not _is_number(factor) or factor < 1:
-            raise PartitionError(f"imbalance.factor is {factor!r}; it must be a number >= 1 "
-                                 f"(1 = balanced, e.g. 10 or 100)")
-    if resolved["kind"] == "step":
-        fraction = resolved["minority_fraction"]
-        if not _is_number(fraction) or not 0 < fraction <= 1:
-            raise PartitionError(f"imbalance.minority_fraction is {fraction!r}; it must lie in (0, 1], e.g. 0.5")
-    if not isinstance(resolved["shuffle_classes"], (bool, np.bool_)):
-        raise PartitionError(f"imbalance.shuffle_classes is {resolved['shuffle_classes']!r}; use true or false")
-    return resolved
-
-
-def _resolve_split(split: dict, num_classes: int) -> dict:
-    resolved = _resolve("split", split, _SPLIT_DEFAULTS, _SPLIT_KEYS)
-    kind = resolved["kind"]
-    if kind in ("dirichlet", "quantity"):
-        alpha = resolved.get("alpha")
-        if not _is_number(alpha) or alpha <= 0:
-            raise PartitionError(f"split.alpha is {alpha!r}; it must be a number > 0 "
-                                 f"(small = skewed, e.g. 0.1; large = near-iid, e.g. 100)")
-        if not _is_int(resolved["min_size"]) or resolved["min_size"] < 0:
-            raise PartitionError(f"split.min_size is {resolved['min_size']!r}; it must be an integer >= 0")
-        if not _is_int(resolved["max_retries"]) or resolved["max_retries"] < 1:
-            raise PartitionError(f"split.max_retries is {resolved['max_retries']!r}; it must be an integer >= 1")
-    if kind == "classes":
-        k = resolved.get("k")
-        if not _is_int(k) or not 1 <= k <= num_classes:
-            raise PartitionError(f"split.k is {k!r}; each client holds k classes, so k must be an integer "
-                                 f"from 1 to the number of classes ({num_classes})")
-    return resolved
-
-
-def _check_labels(labels, num_classes) -> np.ndarray:
-    if not _is_int(num_classes) or num_classes < 1:
-        raise PartitionError(f"num_classes is {num_classes!r}; it must be an integer >= 1")
+def _check_labels(labels, num_classes: int) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise PartitionError(f"labels must be a 1-D integer array, got {labels.dtype} of shape {labels.shape}")
@@ -282,18 +264,16 @@ def _check_labels(labels, num_classes) -> np.ndarray:
     return labels.astype(np.int64, copy=False)
 
 
-def _rng(seed: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, stream]))
-
-
-# -- the three stages ------------------------------------------------------------------------
-def _draw_proxy(labels: np.ndarray, num_classes: int, per_class: int, rng) -> np.ndarray:
+# -- the stages ------------------------------------------------------------------------------
+def _draw_per_class(labels: np.ndarray, candidates: np.ndarray, num_classes: int, per_class: int, rng,
+                    key: str) -> np.ndarray:
+    """``per_class`` examples of every class from ``candidates`` (sorted indices), seeded."""
     chosen = []
     for c in range(num_classes):
-        members = np.flatnonzero(labels == c)
+        members = candidates[labels[candidates] == c]
         if members.size < per_class:
-            raise PartitionError(f"class {c} has {members.size} training examples, fewer than "
-                                 f"proxy_per_class = {per_class}; lower federation.proxy_per_class")
+            raise PartitionError(f"class {c} has {members.size} training examples left, fewer than "
+                                 f"{key} = {per_class}; lower federation.{key}")
         chosen.append(rng.choice(members, size=per_class, replace=False))
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
@@ -401,69 +381,68 @@ def _split_quantity(pool, clients, split, rng) -> list[np.ndarray]:
     raise _retry_error(split, clients, smallest, required)
 
 
-def make_partition(labels: np.ndarray, num_classes: int, *, imbalance: dict, split: dict, clients: int,
-                   proxy_per_class: int, seed: int, dataset: str = "") -> Partition:
-    """Set aside the transfer set, impose the global imbalance, split the pool over the clients."""
+def make_partition(labels: np.ndarray, num_classes: int, spec: PartitionSpec) -> Partition:
+    """Set aside the transfer and validation sets, impose the global imbalance, split the pool over the clients."""
     labels = _check_labels(labels, num_classes)
-    if not _is_int(seed) or seed < 0:
-        raise PartitionError(f"seed is {seed!r}; it must be an integer >= 0")
-    if not _is_int(clients) or clients < 1:
-        raise PartitionError(f"federation.clients is {clients!r}; it must be an integer >= 1")
-    if not _is_int(proxy_per_class) or proxy_per_class < 0:
-        raise PartitionError(f"federation.proxy_per_class is {proxy_per_class!r}; it must be an integer >= 0")
-    resolved_imbalance = _resolve_imbalance(imbalance)
-    resolved_split = _resolve_split(split, num_classes)
-
-    proxy = _draw_proxy(labels, num_classes, proxy_per_class, _rng(seed, _PROXY_STREAM))
-    pool = np.setdiff1d(np.arange(labels.size, dtype=np.int64), proxy, assume_unique=True)
+    everything = np.arange(labels.size, dtype=np.int64)
+    proxy = _draw_per_class(labels, everything, num_classes, spec.proxy_per_class,
+                            numpy_rng(spec.seed, _PROXY_STREAM), "proxy_per_class")
+    pool = np.setdiff1d(everything, proxy, assume_unique=True)
+    validation = np.zeros(0, dtype=np.int64)
+    if spec.validation_per_class:  # its own stream, drawn only when asked: without it nothing else moves
+        validation = _draw_per_class(labels, pool, num_classes, spec.validation_per_class,
+                                     numpy_rng(spec.seed, _VALIDATION_STREAM), "validation_per_class")
+        pool = np.setdiff1d(pool, validation, assume_unique=True)
     if np.any(np.bincount(labels[pool], minlength=num_classes) == 0):
         missing = np.flatnonzero(np.bincount(labels[pool], minlength=num_classes) == 0).tolist()
         raise PartitionError(f"classes {missing} have no training examples left for the clients "
-                             f"(proxy_per_class = {proxy_per_class}); lower federation.proxy_per_class")
-    kept, class_counts, minority = _imbalance_pool(labels, pool, num_classes, resolved_imbalance,
-                                                   _rng(seed, _IMBALANCE_STREAM))
+                             f"(proxy_per_class = {spec.proxy_per_class}, validation_per_class = "
+                             f"{spec.validation_per_class}); lower them")
+    kept, class_counts, minority = _imbalance_pool(labels, pool, num_classes, spec.imbalance,
+                                                   numpy_rng(spec.seed, _IMBALANCE_STREAM))
+    clients, split = spec.clients, spec.split
     if clients > kept.size:
         raise PartitionError(f"federation.clients = {clients} exceeds the {kept.size} examples in the pool; "
                              f"use fewer clients or a smaller imbalance factor")
-
-    if resolved_split.get("min_size", 0) * clients > kept.size:
-        raise PartitionError(f"split.min_size = {resolved_split['min_size']} for each of {clients} clients needs "
+    if split["min_size"] * clients > kept.size:
+        raise PartitionError(f"split.min_size = {split['min_size']} for each of {clients} clients needs "
                              f"more than the {kept.size} examples in the pool; lower split.min_size or the clients")
-    rng = _rng(seed, _SPLIT_STREAM)
-    kind = resolved_split["kind"]
+    rng = numpy_rng(spec.seed, _SPLIT_STREAM)
+    kind = split["kind"]
     if kind == "iid":
         parts = _split_iid(kept, clients, rng)
     elif kind == "dirichlet":
-        parts = _split_dirichlet(labels, kept, num_classes, clients, resolved_split, rng)
+        parts = _split_dirichlet(labels, kept, num_classes, clients, split, rng)
     elif kind == "classes":
-        parts = _split_classes(labels, kept, num_classes, clients, resolved_split["k"], rng)
+        parts = _split_classes(labels, kept, num_classes, clients, split["k"], rng)
     else:
-        parts = _split_quantity(kept, clients, resolved_split, rng)
+        parts = _split_quantity(kept, clients, split, rng)
     client_indices = [np.sort(part).astype(np.int64) for part in parts]
     empty = [i for i, part in enumerate(client_indices) if part.size == 0]
     if empty:
         raise PartitionError(f"clients {empty} would get no examples (split {kind}); use fewer clients, "
                              f"a larger split.k or a smaller imbalance factor")
 
-    balanced = resolved_imbalance["kind"] == "none"  # the pool's natural counts are not a skew to report
-    groups = class_groups(np.ones(num_classes) if balanced else class_counts, minority)
+    client_class_counts = np.stack([np.bincount(labels[part], minlength=num_classes) for part in client_indices])
+    held = client_class_counts.sum(axis=0)  # = class_counts, except for classes a `classes` split left unused
+    balanced = spec.imbalance["kind"] == "none"  # the pool's natural counts are not a skew to report
+    unused = [int(c) for c in np.flatnonzero(held == 0)]
+    groups = class_groups(np.where(held > 0, 1, 0) if balanced else held,
+                          None if minority is None else [c for c in minority if c not in unused])
     params = {
-        "dataset": dataset, "seed": int(seed), "clients": int(clients), "proxy_per_class": int(proxy_per_class),
-        # As given, so a job can check a saved partition against its config verbatim ...
-        "imbalance": dict(imbalance), "split": dict(split),
-        # ... and with defaults filled: everything that determined the partition.
-        "resolved": {"imbalance": resolved_imbalance, "split": resolved_split},
-        "num_classes": int(num_classes), "train_size": int(labels.size), "pool_size": int(pool.size),
-        "imbalanced_pool_size": int(kept.size),
+        **spec.to_dict(), "spec_digest": spec.digest, "num_classes": int(num_classes),
+        "train_size": int(labels.size), "pool_size": int(pool.size), "imbalanced_pool_size": int(kept.size),
+        "imbalanced_pool_counts": [int(n) for n in class_counts], "unused_classes": unused,
     }
     return Partition(
         client_indices=client_indices,
         proxy_indices=proxy,
+        validation_indices=validation,
         num_classes=int(num_classes),
-        class_counts=class_counts.astype(np.int64),
-        client_class_counts=np.stack([np.bincount(labels[part], minlength=num_classes) for part in client_indices]),
+        class_counts=held.astype(np.int64),
+        client_class_counts=client_class_counts,
         proxy_counts=np.bincount(labels[proxy], minlength=num_classes).astype(np.int64),
         groups=groups,
         params=params,
-        sha256=partition_sha256(proxy, client_indices),
+        sha256=partition_sha256(proxy, client_indices, validation),
     )

@@ -206,6 +206,21 @@ class RunTracker:
         for record in records:
             self.log_round(record)
 
+    def callback(self):
+        """The engine's view of this tracker: log every round, and re-log what a resumed run may lack."""
+        from fedakd.engine import Callback
+
+        tracker = self
+
+        class Tracking(Callback):
+            def on_resume(self, history):
+                tracker.log_history(history)
+
+            def on_round_end(self, record, timing):
+                tracker.log_round(record, timing)
+
+        return Tracking()
+
     @property
     def run_id(self) -> str:
         return self._ensure_open().result()

@@ -12,9 +12,10 @@ from jsonschema import Draft202012Validator
 import fedakd.data
 from fedakd import registry
 from fedakd.config import (
-    ConfigError, apply_overrides, config_digest, job_config, load_config, load_schema, validate_config,
-    validate_method_options,
+    SCHEMA_RESOURCE, ConfigError, apply_overrides, config_digest, job_spec, load_config, load_schema, partition_spec,
+    validate_config, validate_method_options,
 )
+from fedakd.spec import JobSpec, PartitionSpec
 from fedakd.method import Method
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,6 +130,10 @@ BAD_CONFIGS = {
                                                 "federation.proxy_per_class: 0"),
     "transfer set bigger than the data": (_set("federation.proxy_per_class", 1000),
                                           "federation.proxy_per_class: 1000"),
+    "negative validation set": (_set("federation.validation_per_class", -1), "federation.validation_per_class: -1"),
+    "validation set bigger than the data": (_set("federation.validation_per_class", 200),
+                                            "federation.validation_per_class: 200"),
+    "deterministic as a string": (_set("deterministic", "yes"), "deterministic: 'yes'"),
     "device tpu": (_set("device", "tpu"), "device: 'tpu'"),
     "amp on cpu": (lambda c: c.update(amp=True, device="cpu"), "amp: True"),
     "empty experiment name": (_set("experiment", " "), "experiment: ' '"),
@@ -136,8 +141,15 @@ BAD_CONFIGS = {
 }
 
 
-def test_the_smoke_config_is_valid(base):
-    validate_config(base)
+@pytest.mark.parametrize("name", sorted(path.name for path in (ROOT / "config").glob("*.yaml")))
+def test_every_shipped_config_is_valid_and_resolves_into_specs(name):
+    config = load_config(ROOT / "config" / name)
+    specs = [job_spec(config, dataset=d, setting=s, method=m, seed=seed)
+             for d in config["datasets"] for s in config["settings"] for m in config["methods"] for seed in config["seeds"]]
+    assert len({spec.key for spec in specs}) == len(specs) > 0
+    for spec in specs:  # every default filled: the spec carries the whole federation and every method option
+        assert set(spec.federation) == set(load_schema()["properties"]["federation"]["properties"])
+        assert spec.partition == partition_spec(config, dataset=spec.dataset, setting=spec.setting, seed=spec.seed)
 
 
 @pytest.mark.parametrize("mutate, expected", BAD_CONFIGS.values(), ids=BAD_CONFIGS.keys())
@@ -168,8 +180,8 @@ def test_size_limits_are_computed_from_the_dataset(base, monkeypatch):
     problems = str(pytest.raises(ConfigError, validate_config, base).value).splitlines()
     assert problems == [
         "settings.lt10-dir1.split.k: 4 -- at most 3: tiny has 3 classes",
-        "federation.clients: 86 -- at most 85: tiny has 100 training examples minus 15 for the transfer set "
-        "(5 per class x 3 classes)",
+        "federation.clients: 86 -- at most 85: tiny has 100 training examples minus 15 held out "
+        "(5 + 0 per class x 3 classes)",
     ]
     base["federation"]["clients"] = 85
     base["settings"]["lt10-dir1"]["split"]["k"] = 3
@@ -180,10 +192,12 @@ def test_a_minimal_config_gets_every_default():
     assert validate_config(MINIMAL) == {
         "experiment": "e", "seeds": [0], "datasets": ["digits"],
         "tracking_uri": "sqlite:///results/mlflow.db", "data_root": "data", "device": "auto", "amp": False,
+        "deterministic": True,
         "settings": {"bal": {"imbalance": {"kind": "none", "shuffle_classes": False},
                              "split": {"kind": "iid", "min_size": 10, "max_retries": 100}}},
         "federation": {"clients": 10, "fraction": 1.0, "rounds": 20, "local_epochs": 1, "batch_size": 64,
-                       "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "eval_every": 1, "proxy_per_class": 50},
+                       "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "eval_every": 1, "proxy_per_class": 50,
+                       "validation_per_class": 0},
         "model": {"backbone": "auto"},
         "methods": {"avg": {"method": "fedavg"}},
     }
@@ -274,42 +288,65 @@ def test_missing_config_file_is_named(tmp_path):
         load_config(tmp_path / "nowhere.yaml")
 
 
-def test_job_config_is_the_slice_a_job_depends_on(base):
+def test_job_spec_is_what_a_job_depends_on(base):
     config = validate_config(base)
-    avg = job_config(config, dataset="digits", setting="lt10-dir1", method="fedavg", seed=1)
-    assert avg == job_config(config, dataset="digits", setting="lt10-dir1", method="fedavg", seed=1)
-    assert avg["method_class"] == "fedavg" and avg["method_options"] == {} and avg["seed"] == 1
-    assert avg["setting_params"] == config["settings"]["lt10-dir1"]
-    assert set(avg) == {"experiment", "tracking_uri", "data_root", "device", "amp", "dataset", "setting",
-                        "setting_params", "method", "method_class", "method_options", "federation", "model", "seed"}
-    kd = job_config(config, dataset="digits", setting="lt10-dir1", method="kd", seed=1)
-    assert kd["method_options"] == {"steps": 10, "warm": False}
-    assert config_digest(kd) != config_digest(avg)
+    avg = job_spec(config, dataset="digits", setting="lt10-dir1", method="fedavg", seed=1)
+    assert avg == job_spec(config, dataset="digits", setting="lt10-dir1", method="fedavg", seed=1)
+    assert avg.method_class == "fedavg" and avg.method_options == {} and avg.seed == 1
+    assert avg.setting_params == config["settings"]["lt10-dir1"]
+    assert avg.key == "digits/lt10-dir1/fedavg/seed1"
+    kd = job_spec(config, dataset="digits", setting="lt10-dir1", method="kd", seed=1)
+    assert kd.method_options == {"steps": 10, "warm": False}
+    assert kd.digest != avg.digest and kd.partition == avg.partition
 
-    # Changing one method's option changes that method's jobs only; a federation value changes all.
+    # Changing one method's option changes that method's jobs only; a federation value changes all,
+    # and the partition only when it depends on it.
     changed = validate_config(apply_overrides(base, ["methods.kd.steps=20"]))
-    assert job_config(changed, dataset="digits", setting="lt10-dir1", method="fedavg", seed=1) == avg
-    assert job_config(changed, dataset="digits", setting="lt10-dir1", method="kd", seed=1) != kd
+    assert job_spec(changed, dataset="digits", setting="lt10-dir1", method="fedavg", seed=1) == avg
+    assert job_spec(changed, dataset="digits", setting="lt10-dir1", method="kd", seed=1) != kd
     slower = validate_config(apply_overrides(base, ["federation.rounds=4"]))
-    assert job_config(slower, dataset="digits", setting="lt10-dir1", method="fedavg", seed=1) != avg
+    slow_avg = job_spec(slower, dataset="digits", setting="lt10-dir1", method="fedavg", seed=1)
+    assert slow_avg != avg and slow_avg.partition == avg.partition
+    held_out = validate_config(apply_overrides(base, ["federation.validation_per_class=3"]))
+    assert partition_spec(held_out, dataset="digits", setting="lt10-dir1", seed=1).digest != avg.partition.digest
 
 
-def test_job_config_is_a_copy(base):
+def test_partition_spec_holds_exactly_what_makes_a_partition(base):
     config = validate_config(base)
-    job = job_config(config, dataset="digits", setting="lt10-dir1", method="kd", seed=0)
-    job["federation"]["rounds"] = 99
-    job["method_options"]["steps"] = 99
+    spec = partition_spec(config, dataset="digits", setting="lt10-dir1", seed=0)
+    assert spec.to_dict() == {
+        "dataset": "digits", "seed": 0, "clients": 4, "proxy_per_class": 5, "validation_per_class": 0,
+        "imbalance": {"kind": "longtail", "factor": 10, "shuffle_classes": False},
+        "split": {"kind": "dirichlet", "alpha": 1.0, "min_size": 10, "max_retries": 100},
+    }
+    assert PartitionSpec.from_dict(spec.to_dict()) == spec and len(spec.digest) == 64
+
+
+def test_job_spec_is_immutable_and_survives_a_round_trip(base):
+    import pickle
+
+    config = validate_config(base)
+    job = job_spec(config, dataset="digits", setting="lt10-dir1", method="kd", seed=0)
+    with pytest.raises(TypeError, match="read-only"):
+        job.federation["rounds"] = 99
+    with pytest.raises(TypeError, match="read-only"):
+        job.method_options.update(steps=99)
+    with pytest.raises(AttributeError):
+        job.seed = 3
     assert config["federation"]["rounds"] == 3 and config["methods"]["kd"]["steps"] == 10
+    assert JobSpec.from_dict(job.to_dict()) == job  # as a Snakemake param: a plain dict, rebuilt unchecked
+    assert pickle.loads(pickle.dumps(job)) == job
+    assert job.to_dict()["federation"]["rounds"] == 3 and type(job.to_dict()["federation"]) is dict
 
 
 @pytest.mark.parametrize("key, value", [
     ("dataset", "mnist"), ("setting", "iid"), ("method", "fedprox"), ("seed", 7), ("seed", "0"), ("seed", True),
 ])
-def test_job_config_rejects_what_the_config_lacks(base, key, value):
+def test_job_spec_rejects_what_the_config_lacks(base, key, value):
     config = validate_config(base)
     job = dict(dataset="digits", setting="lt10-dir1", method="fedavg", seed=1) | {key: value}
     with pytest.raises(ConfigError, match=f"^{key}: {value!r} -- one of the config's {key}s"):
-        job_config(config, **job)
+        job_spec(config, **job)
 
 
 def test_config_digest_is_sha256_of_canonical_json():
@@ -342,10 +379,8 @@ def test_schema_is_valid_2020_12_and_documents_every_property():
 def test_snakemake_validate_accepts_the_schema_and_fills_the_same_defaults(base):
     from snakemake.utils import validate
 
-    from fedakd.config import SCHEMA_PATH
-
     by_snakemake = copy.deepcopy(base)
-    validate(by_snakemake, str(SCHEMA_PATH))
+    validate(by_snakemake, str(SCHEMA_RESOURCE))
     ours = validate_config(base)
     # Snakemake cannot see the method classes' own options, so their defaults are ours alone.
     assert {**by_snakemake, "methods": None} == {**ours, "methods": None}

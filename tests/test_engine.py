@@ -5,7 +5,8 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 
-from fedakd.engine import derive_seed, flatten_parameters, sample_clients, weighted_average
+from fedakd.engine import clients_per_round, flatten_parameters, sample_clients, weighted_average
+from fedakd.seeding import derive_seed
 
 
 def test_weighted_average_by_example_counts():
@@ -62,3 +63,16 @@ def test_derived_seeds_are_stable_and_distinct():
     assert len({derive_seed(1, 2), derive_seed(2, 1), derive_seed(1, 2, 0)}) == 3
     assert 0 <= derive_seed(7) < 2**63
     assert isinstance(derive_seed(np.int64(4)), int)
+
+
+@pytest.mark.parametrize("clients, fraction, expected", [
+    (10, 1.0, 10), (10, 0.5, 5),
+    (10, 0.35, 3),    # int(3.5) = 3; Python's round() would give 4 (round half to even)
+    (10, 0.25, 2),    # int(2.5) = 2
+    (100, 0.29, 29),  # 0.29 * 100 = 28.999999999999996 in floating point: still 29
+    (10, 0.01, 1),    # at least one client
+    (3, 0.99, 2),
+])
+def test_clients_per_round_is_niid_benchs_int_of_fraction_times_clients(clients, fraction, expected):
+    assert clients_per_round(clients, fraction) == expected
+    assert len(sample_clients(clients, fraction, seed=0, round_idx=1)) == expected

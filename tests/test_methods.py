@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from fedakd.config import resolve_setting
 from fedakd.data import load_dataset
-from fedakd.engine import predict_logits, run_federation
+from fedakd.engine import FederatedData, RunSetup, predict_logits, run_federation
 from fedakd.models import build_model
 from fedakd.partition import make_partition
 from fedakd.registry import get_method
+from fedakd.spec import PartitionSpec
 
 FEDERATION = dict(clients=4, fraction=1.0, rounds=5, local_epochs=2, batch_size=32, lr=0.05, momentum=0.9,
                   weight_decay=0.0, eval_every=1, proxy_per_class=5)
@@ -23,11 +25,10 @@ FEDERATION = dict(clients=4, fraction=1.0, rounds=5, local_epochs=2, batch_size=
 def digits():
     torch.set_num_threads(1)
     data = load_dataset("digits", "unused")
-    partition = make_partition(data.y_train.numpy(), data.num_classes,
-                               imbalance={"kind": "longtail", "factor": 10.0, "shuffle_classes": False},
-                               split={"kind": "dirichlet", "alpha": 1.0, "min_size": 10, "max_retries": 100},
-                               clients=4, proxy_per_class=5, seed=0, dataset="digits")
-    return data, partition
+    setting = resolve_setting({"imbalance": {"kind": "longtail", "factor": 10.0},
+                               "split": {"kind": "dirichlet", "alpha": 1.0}})
+    spec = PartitionSpec(dataset="digits", seed=0, clients=4, proxy_per_class=5, validation_per_class=0, **setting)
+    return data, make_partition(data.y_train.numpy(), data.num_classes, spec)
 
 
 def run(digits, method_class, options=None, **federation):
@@ -36,12 +37,11 @@ def run(digits, method_class, options=None, **federation):
     data, partition = digits
     cls = get_method(method_class)
     method = cls(validate_method_options(method_class, options or {}))
-    return run_federation(
-        method, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test,
-        client_indices=partition.client_indices, proxy_indices=partition.proxy_indices,
-        num_classes=data.num_classes, groups=partition.groups, federation={**FEDERATION, **federation},
-        backbone="mlp", seed=0, device=torch.device("cpu"),
-    )
+    federated = FederatedData.from_indices(
+        data.x_train, data.y_train, data.x_test, data.y_test, client_indices=partition.client_indices,
+        num_classes=data.num_classes, groups=partition.groups, device=torch.device("cpu"),
+        proxy_indices=partition.proxy_indices)
+    return run_federation(method, federated, RunSetup({**FEDERATION, **federation}, "mlp", 0, torch.device("cpu")))
 
 
 def untrained_accuracy(digits):

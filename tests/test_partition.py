@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
 
+from fedakd.config import ConfigError, resolve_setting
 from fedakd.partition import (
     Partition,
     PartitionError,
@@ -22,15 +23,22 @@ from fedakd.partition import (
     save_partition,
     step_counts,
 )
+from fedakd.spec import PartitionSpec
 
 LABELS = np.repeat(np.arange(10), 600)  # 10 classes x 600, grouped by class
 RNG_LABELS = np.random.default_rng(123).permutation(LABELS)  # the same, interleaved
 LONGTAIL = {"kind": "longtail", "factor": 10.0}
 
 
-def partition(split, imbalance=LONGTAIL, labels=RNG_LABELS, clients=5, proxy_per_class=5, seed=0):
-    return make_partition(labels, 10, imbalance=imbalance, split=split, clients=clients,
-                          proxy_per_class=proxy_per_class, seed=seed, dataset="synthetic")
+def spec(split, imbalance=LONGTAIL, clients=5, proxy_per_class=5, seed=0, validation_per_class=0) -> PartitionSpec:
+    """A resolved spec, its setting's defaults filled by the config schema as a config's would be."""
+    setting = resolve_setting({"imbalance": imbalance, "split": split})
+    return PartitionSpec(dataset="synthetic", seed=seed, clients=clients, proxy_per_class=proxy_per_class,
+                         validation_per_class=validation_per_class, **setting)
+
+
+def partition(split, imbalance=LONGTAIL, labels=RNG_LABELS, **spec_fields):
+    return make_partition(labels, 10, spec(split, imbalance, **spec_fields))
 
 
 def assert_invariants(p: Partition, labels: np.ndarray, proxy_per_class: int, every_example_assigned: bool):
@@ -45,12 +53,17 @@ def assert_invariants(p: Partition, labels: np.ndarray, proxy_per_class: int, ev
     assert_array_equal(np.bincount(labels[p.proxy_indices], minlength=10), p.proxy_counts)
     for counts, indices in zip(p.client_class_counts, p.client_indices):
         assert_array_equal(counts, np.bincount(labels[indices], minlength=10))
-    # Clients draw from the imbalanced pool only: never more of a class than the pool holds.
+    # Clients draw from the imbalanced pool only: never more of a class than the pool holds; the
+    # class counts (and so the groups) describe what the clients hold.
     assigned = p.client_class_counts.sum(axis=0)
-    assert (assigned <= p.class_counts).all()
+    pool = np.asarray(p.params["imbalanced_pool_counts"])
+    assert (assigned <= pool).all()
+    assert_array_equal(assigned, p.class_counts)
     if every_example_assigned:
-        assert_array_equal(assigned, p.class_counts)
-    assert p.sha256 == partition_sha256(p.proxy_indices, p.client_indices)
+        assert_array_equal(assigned, pool)
+    assert p.params["unused_classes"] == np.flatnonzero(assigned == 0).tolist()
+    assert not set(p.params["unused_classes"]) & {c for group in p.groups.values() for c in group}
+    assert p.sha256 == partition_sha256(p.proxy_indices, p.client_indices, p.validation_indices)
 
 
 # -- count profiles ---------------------------------------------------------------------------
@@ -78,16 +91,14 @@ def test_step_counts():
 
 def test_fmnist_sized_pool_gets_the_published_profile():
     labels = np.repeat(np.arange(10), 6000)
-    p = make_partition(labels, 10, imbalance={"kind": "longtail", "factor": 100}, split={"kind": "iid"},
-                       clients=10, proxy_per_class=0, seed=0)
+    p = partition({"kind": "iid"}, {"kind": "longtail", "factor": 100}, labels, clients=10, proxy_per_class=0)
     assert_array_equal(p.class_counts, [6000, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60])
 
 
 def test_n_max_is_the_smallest_class_left_after_the_proxy():
     sizes = [600, 590, 580, 570, 560, 550, 540, 530, 520, 510]
     labels = np.repeat(np.arange(10), sizes)
-    p = make_partition(labels, 10, imbalance={"kind": "longtail", "factor": 1}, split={"kind": "iid"},
-                       clients=3, proxy_per_class=10, seed=0)
+    p = partition({"kind": "iid"}, {"kind": "longtail", "factor": 1}, labels, clients=3, proxy_per_class=10)
     assert_array_equal(p.class_counts, [500] * 10)  # 510 - 10 proxy examples; no class truncated below it
 
 
@@ -105,9 +116,10 @@ def test_step_minority_is_exactly_the_reduced_classes():
     # 8 classes keep 595, classes 8 and 9 keep floor(595 / 10) = 59; total 4878.
     assert_array_equal(p.class_counts, [595] * 8 + [59] * 2)
     assert p.groups["minority"] == [8, 9]
-    # Sorted by count (ties by id): 75 % of 4878 = 3658.5 -> 7 * 595 = 4165 is the first cumulative sum
-    # above it (6 * 595 = 3570 is not); 95 % = 4634.1 -> 8 * 595 = 4760. So head 0-6, medium 7, tail 8-9.
-    assert p.groups == {"head": [0, 1, 2, 3, 4, 5, 6], "medium": [7], "tail": [8, 9], "minority": [8, 9]}
+    # Sorted by count: 75 % of 4878 = 3658.5 -> 7 * 595 = 4165 is the first cumulative sum above it
+    # (6 * 595 = 3570 is not), but class 7 has the same count as class 6, so the head takes it too:
+    # head 0-7. 95 % = 4634.1 is reached there (8 * 595 = 4760): no medium class, tail 8-9.
+    assert p.groups == {"head": [0, 1, 2, 3, 4, 5, 6, 7], "medium": [], "tail": [8, 9], "minority": [8, 9]}
 
 
 def test_no_imbalance_keeps_the_pool_and_has_no_groups():
@@ -127,6 +139,18 @@ def test_class_groups_by_hand():
 def test_class_groups_boundaries_are_inclusive():
     # Cumulative 75 (exactly 75 %), 95 (exactly 95 %), 100.
     assert class_groups([75, 20, 5]) == {"head": [0], "medium": [1], "tail": [2], "minority": [2]}
+
+
+def test_class_groups_keep_equal_counts_together():
+    # Sorted 40, 30, 10, 10, 10 (total 100): 75 % is reached at the third class (80), and the two
+    # further classes of 10 join it, whatever their ids; so medium and tail are empty.
+    assert class_groups([10, 40, 10, 30, 10]) == {"head": [0, 1, 2, 3, 4], "medium": [], "tail": [], "minority": []}
+    # 50, 30, 5, 5, 5, 5: head {50, 30} (80 %), 95 % at the third 5 -> all four 5s are medium, tail empty.
+    assert class_groups([5, 50, 5, 30, 5, 5])["medium"] == [0, 2, 4, 5]
+
+
+def test_class_groups_leave_out_classes_without_examples():
+    assert class_groups([75, 20, 0, 5]) == {"head": [0], "medium": [1], "tail": [3], "minority": [3]}
 
 
 def test_class_groups_explicit_minority_and_balanced():
@@ -189,6 +213,47 @@ def test_classes_gives_each_client_exactly_k_classes(k):
         assert shares.max() - shares.min() <= 1
 
 
+def test_classes_split_with_too_few_clients_describes_only_the_classes_used():
+    # 2 clients x 1 class: clients hold classes 0 and 1 (i % C); classes 2-9 are drawn by nobody.
+    p = partition({"kind": "classes", "k": 1}, clients=2)
+    assert p.params["unused_classes"] == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert p.class_counts.tolist() == [595, 460] + [0] * 8  # class 1 keeps floor(595 * 10**(-1/9)) = 460
+    assert p.groups == {"head": [0, 1], "medium": [], "tail": [], "minority": []}
+
+
+# -- the validation split ---------------------------------------------------------------------------
+def test_validation_set_is_disjoint_from_everything_else_and_balanced():
+    p = partition({"kind": "dirichlet", "alpha": 0.5}, validation_per_class=20)
+    assert_array_equal(np.bincount(RNG_LABELS[p.validation_indices], minlength=10), [20] * 10)
+    others = [p.proxy_indices, *p.client_indices]
+    assert not set(p.validation_indices.tolist()) & set(np.concatenate(others).tolist())
+    assert_invariants(p, RNG_LABELS, proxy_per_class=5, every_example_assigned=True)
+    # held out before the imbalance: n_max is 600 - 5 - 20 = 575
+    assert p.class_counts[0] == 575
+
+
+@pytest.mark.parametrize("split, imbalance, seed, expected", [
+    ({"kind": "dirichlet", "alpha": 0.5}, LONGTAIL, 0,
+     "7ee202657d2e01a49f927f188598fa11ca252aabbda8bc2a26f5e9a25a00acfd"),
+    ({"kind": "iid"}, {"kind": "step", "factor": 10, "minority_fraction": 0.2}, 3,
+     "91ce7826a564c7e04a5c1e02125749c4ac54df43ede5b274970d9607315ef8f8"),
+])
+def test_without_a_validation_set_the_hash_is_the_one_partitions_had_before(split, imbalance, seed, expected):
+    # The expected hashes were computed by the code before validation sets existed (git 6fb4dcf).
+    p = partition(split, imbalance, seed=seed)
+    assert p.sha256 == expected and len(p.validation_indices) == 0
+    assert partition(split, imbalance, seed=seed, validation_per_class=1).sha256 != expected
+
+
+def test_validation_hash_layout_by_hand():
+    import hashlib
+
+    # proxy [3], client [1, 2], validation [4]: 2 arrays; 1, 3; 2, 1, 2; then -1 and 1, 4.
+    words = [2, 1, 3, 2, 1, 2, -1, 1, 4]
+    expected = hashlib.sha256(b"".join(w.to_bytes(8, "little", signed=True) for w in words)).hexdigest()
+    assert partition_sha256(np.array([3]), [np.array([1, 2])], np.array([4])) == expected
+
+
 # -- seeds and streams ---------------------------------------------------------------------------
 def test_same_seed_same_hash_other_seed_other_hash():
     split = {"kind": "dirichlet", "alpha": 0.5}
@@ -226,41 +291,39 @@ def test_impossible_dirichlet_fails_quickly_with_the_knobs():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"split": {"kind": "dirichlet", "alpha": 0}}, "split.alpha is 0"),
-    ({"split": {"kind": "quantity", "alpha": -1.0}}, "split.alpha is -1.0"),
-    ({"split": {"kind": "dirichlet"}}, "split.alpha is None"),
-    ({"imbalance": {"kind": "longtail", "factor": 0.5}}, "imbalance.factor is 0.5"),
     ({"imbalance": {"kind": "longtail", "factor": 1000}}, "use a factor <= 595"),
-    ({"imbalance": {"kind": "step", "factor": 2, "minority_fraction": 0}}, "minority_fraction is 0"),
-    ({"imbalance": {"kind": "step", "factor": 2, "minority_fraction": 1.5}}, "minority_fraction is 1.5"),
-    ({"imbalance": {"kind": "zipf", "factor": 2}}, "imbalance.kind is 'zipf'"),
-    ({"imbalance": {"kind": "longtail", "factr": 2}}, "unknown keys \\['factr'\\]"),
-    ({"split": {"kind": "pathological"}}, "split.kind is 'pathological'"),
-    ({"split": {"kind": "classes", "k": 0}}, "split.k is 0"),
-    ({"split": {"kind": "classes", "k": 11}}, "split.k is 11"),
-    ({"clients": 0}, "federation.clients is 0"),
     ({"clients": 6001, "imbalance": {"kind": "none"}, "proxy_per_class": 0}, "exceeds the 6000 examples"),
-    ({"proxy_per_class": -1}, "proxy_per_class is -1"),
-    ({"proxy_per_class": 601}, "class 0 has 600 training examples"),
+    ({"proxy_per_class": 601}, "class 0 has 600 training examples left, fewer than proxy_per_class = 601"),
     ({"proxy_per_class": 600}, "no training examples left"),
-    ({"seed": -3}, "seed is -3"),
+    ({"proxy_per_class": 300, "validation_per_class": 301}, "fewer than validation_per_class = 301"),
 ])
-def test_bad_parameters_name_the_problem(overrides, message):
-    arguments = {"split": {"kind": "iid"}, "imbalance": LONGTAIL, "clients": 5, "proxy_per_class": 5, "seed": 0,
-                 **overrides}
+def test_what_only_the_data_can_refuse_names_the_problem(overrides, message):
+    arguments = {"split": {"kind": "iid"}, "imbalance": LONGTAIL, **overrides}
     with pytest.raises(PartitionError, match=message):
-        make_partition(RNG_LABELS, 10, dataset="synthetic", **arguments)
+        partition(**arguments)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"split": {"kind": "dirichlet", "alpha": 0}}, "split.alpha: 0"),
+    ({"split": {"kind": "dirichlet"}}, "split.alpha: \\(missing\\)"),
+    ({"imbalance": {"kind": "longtail", "factor": 0.5}}, "imbalance.factor: 0.5"),
+    ({"imbalance": {"kind": "step", "factor": 2, "minority_fraction": 1.5}}, "minority_fraction: 1.5"),
+    ({"imbalance": {"kind": "longtail", "factr": 2}}, "imbalance.factr: 2"),
+    ({"split": {"kind": "classes", "k": 0}}, "split.k: 0"),
+])
+def test_parameters_are_checked_by_the_config_schema_not_here(setting, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve_setting({"split": {"kind": "iid"}, "imbalance": LONGTAIL, **setting})
 
 
 def test_bad_labels():
     with pytest.raises(PartitionError, match="outside 0..9"):
-        make_partition(np.array([0, 1, 10]), 10, imbalance={"kind": "none"}, split={"kind": "iid"}, clients=1,
-                       proxy_per_class=0, seed=0)
+        make_partition(np.array([0, 1, 10]), 10, spec({"kind": "iid"}, {"kind": "none"}, clients=1, proxy_per_class=0))
 
 
 # -- the saved record -----------------------------------------------------------------------------
 MANIFEST_KEYS = {"format_version", "dataset", "seed", "sha256", "params", "num_classes", "class_counts",
-                 "client_class_counts", "client_sizes", "proxy_counts", "groups"}
+                 "client_class_counts", "client_sizes", "proxy_counts", "validation_size", "groups"}
 
 
 @pytest.fixture()
@@ -276,7 +339,7 @@ def test_save_load_round_trip(saved):
     assert sorted(path.name for path in out.iterdir()) == ["indices.npz", "manifest.json"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest) == MANIFEST_KEYS
-    assert manifest["format_version"] == 1 and manifest["seed"] == 0 and manifest["dataset"] == "synthetic"
+    assert manifest["format_version"] == 2 and manifest["seed"] == 0 and manifest["dataset"] == "synthetic"
     assert manifest["client_sizes"] == [len(i) for i in p.client_indices]
     assert manifest["params"]["split"] == {"kind": "dirichlet", "alpha": 0.5, "min_size": 10, "max_retries": 100}
     loaded = load_partition(out)
@@ -284,17 +347,34 @@ def test_save_load_round_trip(saved):
     assert_array_equal(loaded.proxy_indices, p.proxy_indices)
     for a, b in zip(loaded.client_indices, p.client_indices, strict=True):
         assert_array_equal(a, b)
-    for field in ("class_counts", "client_class_counts", "proxy_counts"):
+    for field in ("class_counts", "client_class_counts", "proxy_counts", "validation_indices"):
         assert_array_equal(getattr(loaded, field), getattr(p, field))
     assert loaded.manifest() == manifest
 
 
-def test_params_record_the_setting_as_given_and_resolved():
-    p = partition({"kind": "quantity", "alpha": 2}, imbalance={"kind": "step", "factor": 4})
-    assert p.params["imbalance"] == {"kind": "step", "factor": 4}
-    assert p.params["resolved"]["imbalance"]["minority_fraction"] == 0.5
-    assert p.params["resolved"]["split"] == {"kind": "quantity", "alpha": 2, "min_size": 10, "max_retries": 100}
+def test_validation_set_round_trips(tmp_path):
+    p = partition({"kind": "iid"}, validation_per_class=3)
+    save_partition(p, tmp_path)
+    loaded = load_partition(tmp_path, spec({"kind": "iid"}, validation_per_class=3))
+    assert_array_equal(loaded.validation_indices, p.validation_indices) and loaded.sha256 == p.sha256
+    assert json.loads((tmp_path / "manifest.json").read_text())["validation_size"] == 30
+
+
+def test_params_record_the_resolved_spec_and_what_each_stage_left():
+    s = spec({"kind": "quantity", "alpha": 2}, imbalance={"kind": "step", "factor": 4})
+    p = make_partition(RNG_LABELS, 10, s)
+    assert p.params["imbalance"] == {"kind": "step", "factor": 4, "minority_fraction": 0.5, "shuffle_classes": False}
+    assert p.params["split"] == {"kind": "quantity", "alpha": 2, "min_size": 10, "max_retries": 100}
+    assert p.params["spec_digest"] == s.digest
     assert p.params["pool_size"] == 5950 and p.params["train_size"] == 6000
+
+
+def test_a_partition_made_from_another_spec_is_refused(saved):
+    _, out = saved
+    other = spec({"kind": "dirichlet", "alpha": 0.5}, seed=1)
+    with pytest.raises(PartitionError, match="made with other parameters than this job \\(seed differ\\)"):
+        load_partition(out, other)
+    load_partition(out, spec({"kind": "dirichlet", "alpha": 0.5}))  # its own spec is accepted
 
 
 def test_tampered_indices_are_refused(saved):
@@ -319,7 +399,7 @@ def test_truncated_indices_are_refused(saved):
 
 def test_missing_or_corrupt_files_are_refused(saved):
     _, out = saved
-    (out / "manifest.json").write_text('{"format_version": 1, "sha256": ')
+    (out / "manifest.json").write_text('{"format_version": 2, "sha256": ')
     with pytest.raises(PartitionError, match="manifest.json is missing or not valid JSON"):
         load_partition(out)
     (out / "manifest.json").unlink()
@@ -357,9 +437,9 @@ splits = st.one_of(
        seed=st.integers(0, 2**32))
 def test_every_valid_partition_keeps_the_invariants(imbalance, split, clients, proxy, seed):
     labels = RNG_LABELS[:3000]  # about 300 per class
-    arguments = dict(imbalance=imbalance, split=split, clients=clients, proxy_per_class=proxy, seed=seed)
+    made = spec(split, imbalance, clients=clients, proxy_per_class=proxy, seed=seed)
     try:
-        p = make_partition(labels, 10, **arguments)
+        p = make_partition(labels, 10, made)
     except PartitionError as error:  # an unlucky run of draws is a documented outcome, not a broken invariant
         assume("draws, but min_size asks for" not in str(error))
         raise
@@ -371,4 +451,4 @@ def test_every_valid_partition_keeps_the_invariants(imbalance, split, clients, p
     if split["kind"] == "classes":
         assert ((p.client_class_counts > 0).sum(axis=1) == split["k"]).all()
     assert set(p.groups["minority"]) <= set(range(10))
-    assert p.sha256 == make_partition(labels, 10, **arguments).sha256
+    assert p.sha256 == make_partition(labels, 10, made).sha256

@@ -12,27 +12,17 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from fedakd.io import read_json
-from fedakd.jobs import job_key
+from fedakd.layout import JOB_KEYS, job_key, missing_keys
 from fedakd.metrics import METRIC_KEYS
 
 log = logging.getLogger(__name__)
 
-REQUIRED_KEYS = ("job", "setting", "method_options", "federation", "model", "num_classes", "class_counts", "groups",
-                 "partition_sha256", "final", "best", "history", "mlflow_run_id", "mlflow_experiment_id")
-JOB_KEYS = ("dataset", "setting", "method", "method_class", "seed")
 FRAME_COLUMNS = ("dataset", "setting", "method", "method_class", "seed", *METRIC_KEYS, "per_class_recall",
                  "imbalance_kind", "imbalance_factor", "split_kind", "split_alpha", "split_k")
 
 
 class ResultsError(ValueError):
     """The collected results are damaged, incomplete or disagree with the MLflow store."""
-
-
-def _missing_keys(run: dict[str, Any]) -> list[str]:
-    missing = [key for key in REQUIRED_KEYS if key not in run]
-    missing += [f"job.{key}" for key in JOB_KEYS if key not in run.get("job", {})]
-    missing += [f"final.{key}" for key in (*METRIC_KEYS, "per_class_recall") if key not in run.get("final", {})]
-    return missing
 
 
 def load_metrics(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -44,7 +34,7 @@ def load_metrics(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         except ValueError as exc:
             problems.append(str(exc))
             continue
-        missing = _missing_keys(run) if isinstance(run, dict) else ["(not a JSON object)"]
+        missing = missing_keys(run) if isinstance(run, dict) else ["(not a JSON object)"]
         if missing:
             problems.append(f"metrics file {path} lacks {', '.join(missing)}: it was written by another version "
                             f"or damaged; delete it and rerun that job")

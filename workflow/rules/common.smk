@@ -1,5 +1,5 @@
 # Validates the config (one clear message and no job at all for a bad one), names the output paths,
-# and derives from the config the target list, each job's config slice and the training resources.
+# and derives from the config the target list, each job's resolved spec and the training resources.
 # Parse-time imports stay light (fedakd.config); anything heavier is imported inside a function.
 
 import math
@@ -9,7 +9,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
-from fedakd.config import ConfigError, job_config, validate_config
+from fedakd.config import ConfigError, job_spec, partition_spec, validate_config
 
 try:
     config.update(validate_config(config))  # in place, so the scripts' snakemake.config has the defaults
@@ -61,25 +61,16 @@ def final_targets():
 
 
 def train_job(wildcards):
-    """One training job's config slice; as the train rule's params, a change reruns only the jobs it affects."""
-    return job_config(
+    """One training job's resolved spec (as a dict); as the train rule's params, a change reruns only the
+    jobs it affects."""
+    return job_spec(
         config, dataset=wildcards.dataset, setting=wildcards.setting, method=wildcards.method, seed=int(wildcards.seed)
-    )
-
-
-def partition_job(wildcards):
-    """A partition's config slice, for any method (a partition does not depend on the method)."""
-    any_method = next(iter(config["methods"]))
-    return job_config(
-        config, dataset=wildcards.dataset, setting=wildcards.setting, method=any_method, seed=int(wildcards.seed)
-    )
+    ).to_dict()
 
 
 def partition_config(wildcards):
     """Only what makes the partition: changing rounds or a method option must not remake it (and retrain all)."""
-    from fedakd.jobs import partition_params
-
-    return partition_params(partition_job(wildcards))
+    return partition_spec(config, dataset=wildcards.dataset, setting=wildcards.setting, seed=int(wildcards.seed)).to_dict()
 
 
 def train_mem_mb(wildcards):

@@ -4,12 +4,11 @@ from pathlib import Path
 
 from job_log import logged
 
-from fedakd.config import job_config
 from fedakd.jobs import partition_job
+from fedakd.reporting.figures import partition_heatmap
+from fedakd.spec import PartitionSpec
 
 with logged(snakemake):
-    config, wildcards = snakemake.config, snakemake.wildcards
-    # Any method will do: the partition depends only on snakemake.params.partition.
-    job = job_config(config, dataset=wildcards.dataset, setting=wildcards.setting,
-                     method=next(iter(config["methods"])), seed=int(wildcards.seed))
-    partition_job(job, out_dir=Path(snakemake.output.manifest).parent)
+    partition = partition_job(PartitionSpec.from_dict(snakemake.params.partition),
+                              data_root=snakemake.config["data_root"], out_dir=Path(snakemake.output.manifest).parent)
+    partition_heatmap(partition.manifest(), snakemake.output.heatmap)

@@ -6,9 +6,10 @@ from job_log import logged
 
 from fedakd.io import read_json
 from fedakd.jobs import train_job
+from fedakd.spec import JobSpec
 
 with logged(snakemake):
     experiment = read_json(snakemake.input.experiment, "MLflow experiment file")
-    train_job(snakemake.params.job, out_dir=Path(snakemake.output[0]).parent,
+    train_job(JobSpec.from_dict(snakemake.params.job), out_dir=Path(snakemake.output[0]).parent,
               partition_dir=Path(snakemake.input.manifest).parent,
               experiment_id=experiment["experiment_id"], threads=snakemake.threads)

@@ -1,0 +1,101 @@
+"""What every benchmark module shares: the data, the partitions, the sizes, the machine description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET = "fashion-mnist"
+BACKBONE = "cnn"
+#: NIID-Bench's FedAvg setting (METHOD.md §6), local epochs and rounds set by each measurement.
+NIID_FEDERATION = {"clients": 10, "fraction": 1.0, "batch_size": 64, "lr": 0.01, "momentum": 0.9,
+                   "weight_decay": 0.0, "eval_every": 1, "proxy_per_class": 0, "validation_per_class": 0}
+BALANCED = {"kind": "none"}
+NIID_SPLIT = {"kind": "dirichlet", "alpha": 0.5}
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot run as asked (missing config, a failed subprocess)."""
+
+
+def stage(message: str) -> None:
+    """A progress line: the full benchmark takes many minutes."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much data each measurement uses; --quick shrinks everything to a smoke test of seconds."""
+
+    train_examples: int | None  # None: the whole training split
+    test_examples: int | None
+    bare_examples: int  # one client's data for engine_vs_bare
+    scaling_clients: tuple[int, ...]
+    data_fractions: tuple[float, ...]
+    proxy_per_class: int
+    fedakd_options: dict[str, Any]  # over the schema defaults
+
+
+FULL = Sizes(None, None, 12000, (10, 50, 100), (0.25, 0.5, 1.0), 50, {})
+QUICK = Sizes(1000, 300, 1000, (10, 50, 100), (0.25, 0.5, 1.0), 10, {"distill_steps": 10})
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    import torch
+
+    cpu_model = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    return {"cpu_model": cpu_model, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": threads,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+@dataclass
+class Data:
+    x_train: Any
+    y_train: Any
+    x_test: Any
+    y_test: Any
+    num_classes: int
+
+    def prefix(self, examples: int) -> "Data":
+        """The first ``examples`` training examples (the IDX training split is already shuffled)."""
+        return Data(self.x_train[:examples], self.y_train[:examples], self.x_test, self.y_test, self.num_classes)
+
+
+def load_data(data_root: str, sizes: Sizes) -> Data:
+    from fedakd.data import load_dataset
+
+    dataset = load_dataset(DATASET, data_root)
+    n_train = sizes.train_examples or len(dataset.y_train)
+    n_test = sizes.test_examples or len(dataset.y_test)
+    return Data(dataset.x_train[:n_train], dataset.y_train[:n_train], dataset.x_test[:n_test],
+                dataset.y_test[:n_test], dataset.num_classes)
+
+
+def make_split(data: Data, *, clients: int, split: dict, proxy_per_class: int, seed: int):
+    """A balanced pool split over ``clients`` (the partition spec resolved as a config's would be)."""
+    from fedakd.config import resolve_setting
+    from fedakd.partition import make_partition
+    from fedakd.spec import PartitionSpec
+
+    setting = resolve_setting({"imbalance": BALANCED, "split": split})
+    spec = PartitionSpec(dataset=DATASET, seed=seed, clients=clients, proxy_per_class=proxy_per_class,
+                         validation_per_class=0, **setting)
+    return make_partition(data.y_train.numpy(), data.num_classes, spec)
+
+
+def default_options(method_name: str) -> dict[str, Any]:
+    """A method's options with every schema default filled, as config validation would."""
+    from fedakd.config import validate_method_options
+
+    return validate_method_options(method_name, {})
