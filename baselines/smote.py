@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from baselines.resampling import ResamplingInputError, base_counters, check_inputs, sampler_random_state
 
-class SmoteInputError(ValueError):
-    """Inputs that SMOTE oversampling cannot use."""
+SmoteInputError = ResamplingInputError  # the name the tests and callers know
 
 
 def smote_oversample(x: np.ndarray, y: np.ndarray, *, k_neighbors: int = 5,
@@ -39,21 +39,12 @@ def smote_oversample(x: np.ndarray, y: np.ndarray, *, k_neighbors: int = 5,
     from imblearn.utils import check_sampling_strategy
 
     x, y = np.asarray(x), np.asarray(y)
-    if x.shape[0] != y.shape[0] or y.ndim != 1:
-        raise SmoteInputError(
-            f"x and y must hold the same number of examples and y must be 1-D, got x {x.shape} and y {y.shape}"
-        )
     if k_neighbors < 1:
         raise SmoteInputError(f"k_neighbors must be >= 1, got {k_neighbors}; SMOTE needs a neighbour to interpolate")
-    classes, counts = np.unique(y, return_counts=True)
-    if num_classes is not None and len(classes) and (classes.min() < 0 or classes.max() >= num_classes):
-        raise SmoteInputError(f"labels must lie in 0..{num_classes - 1} (num_classes={num_classes}), got {classes}")
+    classes, counts = check_inputs(x, y, num_classes)
     flat = x.reshape(len(y), -1).astype(np.float32)
-    counters = {
-        "n_before": len(y), "n_after": len(y), "smote_added": 0, "reduced_k_classes": 0,
-        "duplicated_singleton_classes": 0,
-        "absent_classes": num_classes - len(classes) if num_classes is not None else 0,
-    }
+    counters = {**base_counters(y, classes, num_classes), "smote_added": 0, "reduced_k_classes": 0,
+                "duplicated_singleton_classes": 0}
     if len(classes) < 2:  # nothing to balance against
         return flat.reshape(x.shape), y.copy(), counters
 
@@ -65,9 +56,7 @@ def smote_oversample(x: np.ndarray, y: np.ndarray, *, k_neighbors: int = 5,
             k = min(k_neighbors, count_of[label] - 1)
             targets_by_k.setdefault(k, {})[label] = count_of[label] + n_new
 
-    # One seeded stream, consumed in a fixed order. MT19937 takes any non-negative int (the engine
-    # derives 63-bit seeds); a plain RandomState(seed) would reject seeds >= 2**32.
-    random_state = np.random.RandomState(np.random.MT19937(seed))
+    random_state = sampler_random_state(seed)  # one seeded stream, consumed in a fixed order
     new_x, new_y = [flat], [y]
     for k in sorted(targets_by_k, reverse=True):
         targets = targets_by_k[k]

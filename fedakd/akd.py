@@ -4,7 +4,8 @@ kd_site: server (default) -- after averaging, the server distils the uploaded
 client models into the averaged one on the transfer set (fedakd.distill).
 kd_site: client -- each client, after local training, distils its local model
 into a fresh copy of the global model on its own data with the same loss and
-uploads that copy (no transfer set, twice the local compute).
+uploads that copy (no transfer set, twice the local compute). The local pass's
+loss is logged as train_loss, the distillation pass's as client_kd_loss.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class FedAKD(Method):
         def distil(model, xb, yb, idx):
             return kd_loss(model(xb), teacher[:, idx], yb, lam=lam, temperature=temperature)
 
-        return ctx.local_sgd(client, loss_fn=distil, tag=CLIENT_KD_STREAM)
+        return ctx.local_sgd(client, loss_fn=distil, tag=CLIENT_KD_STREAM, loss_name="client_kd_loss")
 
     def server_update(self, ctx, uploads):
         if self.options["kd_site"] != "server":

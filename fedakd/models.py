@@ -52,6 +52,11 @@ class Classifier(nn.Module):
             features, attention = self.attention(features)
         return self.head(features), attention
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """What the head sees: the backbone's features, attention-weighted when the model has attention."""
+        features = self.features(x)
+        return features if self.attention is None else self.attention(features)[0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)[0]
 

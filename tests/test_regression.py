@@ -11,8 +11,12 @@ seed gives the same bits, tests/test_jobs.py), but a CI machine with another CPU
 another BLAS kernel and differ in the last digits. A refactor that changes a random stream or
 the order of updates moves these numbers by far more than that.
 
-Regenerate (only for an intended change of results, saying why in the commit):
-    .venv/bin/python -m tests.test_regression --write
+Regenerate (only for an intended change of results, saying why in the commit), all jobs or some:
+    .venv/bin/python -m tests.test_regression --write [NAME ...]
+Check bit for bit (on the machine that wrote the file): .venv/bin/python -m tests.test_regression --exact
+
+History of intended changes: fedakd-client's train_loss became the local pass's loss alone (the
+distillation pass's is client_kd_loss), issue 10.
 """
 
 from __future__ import annotations
@@ -63,26 +67,28 @@ def train(config: Path, out: Path, method: str, overrides: list[str]) -> dict:
     return {key: value for key, value in metrics.items() if key not in VOLATILE}
 
 
-def differences(stored, found, path: str = "") -> list[str]:
-    """Where ``found`` fails to contain ``stored`` (floats to 1e-6 relative); extra keys in ``found`` are fine."""
+def differences(stored, found, path: str = "", rel_tol: float = 1e-6) -> list[str]:
+    """Where ``found`` fails to contain ``stored`` (floats to ``rel_tol``); extra keys in ``found`` are fine."""
     if isinstance(stored, dict):
         if not isinstance(found, dict):
             return [f"{path}: expected a mapping, found {found!r}"]
         return [problem for key, value in stored.items()
-                for problem in (differences(value, found[key], f"{path}.{key}") if key in found
+                for problem in (differences(value, found[key], f"{path}.{key}", rel_tol) if key in found
                                 else [f"{path}.{key}: missing"])]
     if isinstance(stored, list):
         if not isinstance(found, list) or len(found) != len(stored):
             return [f"{path}: expected {len(stored)} items, found {found!r}"]
-        return [problem for i, (a, b) in enumerate(zip(stored, found)) for problem in differences(a, b, f"{path}[{i}]")]
+        return [problem for i, (a, b) in enumerate(zip(stored, found))
+                for problem in differences(a, b, f"{path}[{i}]", rel_tol)]
     if isinstance(stored, float) and isinstance(found, (int, float)) and not isinstance(found, bool):
-        return [] if math.isclose(stored, found, rel_tol=1e-6, abs_tol=1e-9) else [f"{path}: {stored!r} -> {found!r}"]
+        close = stored == found or (rel_tol > 0 and math.isclose(stored, found, rel_tol=rel_tol, abs_tol=1e-9))
+        return [] if close else [f"{path}: {stored!r} -> {found!r}"]
     return [] if stored == found and type(stored) is type(found) else [f"{path}: {stored!r} -> {found!r}"]
 
 
-def run_all(folder: Path) -> dict[str, dict]:
+def run_all(folder: Path, names=tuple(JOBS)) -> dict[str, dict]:
     config = smoke_config(folder)
-    return {name: train(config, folder / name, method, overrides) for name, (method, overrides) in JOBS.items()}
+    return {name: train(config, folder / name, *JOBS[name]) for name in names}
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +113,7 @@ def test_the_comparison_notices_a_change():
     assert differences({"n": 1}, {"n": 1.0}) == [".n: 1 -> 1.0"]
 
 
-if __name__ == "__main__" and "--write" in sys.argv:
+if __name__ == "__main__" and sys.argv[1:2] == ["--exact"]:
     import tempfile
 
     import torch
@@ -115,6 +121,20 @@ if __name__ == "__main__" and "--write" in sys.argv:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
         found = run_all(Path(folder))
+    for name, stored in json.loads(EXPECTED.read_text()).items():
+        problems = differences(stored, found[name], rel_tol=0.0)
+        print(f"{name}: {'bit for bit' if not problems else 'differs: ' + '; '.join(problems[:5])}")
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--write"]:
+    import tempfile
+
+    import torch
+
+    torch.set_num_threads(1)
+    names = sys.argv[2:] or list(JOBS)
+    with tempfile.TemporaryDirectory() as folder:
+        found = run_all(Path(folder), names)
+    stored = json.loads(EXPECTED.read_text()) if EXPECTED.exists() else {}
     EXPECTED.parent.mkdir(parents=True, exist_ok=True)
-    EXPECTED.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {EXPECTED}")
+    EXPECTED.write_text(json.dumps({**stored, **found}, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {', '.join(names)} into {EXPECTED}")
