@@ -334,6 +334,23 @@ def _check_methods(config: dict, skip) -> list[Problem]:
     return problems
 
 
+def _check_comparisons(config: dict, skip) -> list[Problem]:
+    """Declared comparisons must name the config's own methods (unset baseline/focus fall back to
+    fedavg/fedakd only when the config has them)."""
+    if skip(("comparisons",)) or skip(("methods",)):
+        return []
+    comparisons, methods = config["comparisons"], set(config["methods"])
+    allowed = "one of the config's methods: " + ", ".join(sorted(methods))
+    problems = [Problem(("comparisons", key), comparisons[key], allowed + ", or null")
+                for key in ("baseline", "focus") if comparisons.get(key) is not None and comparisons[key] not in methods]
+    for index, pair in enumerate(comparisons["pairs"]):
+        problems += [Problem(("comparisons", "pairs", index, side), name, allowed)
+                     for side, name in enumerate(pair) if name not in methods]
+        if pair[0] == pair[1]:
+            problems.append(Problem(("comparisons", "pairs", index), pair, "two different methods"))
+    return problems
+
+
 def _semantic_problems(config: dict, schema_found: list[Problem]) -> list[Problem]:
     """Checks that need the datasets' sizes and the method registry; parts with schema problems are skipped."""
 
@@ -353,6 +370,11 @@ def _semantic_problems(config: dict, schema_found: list[Problem]) -> list[Proble
     problems += _check_amp(config, skip)
     if not unusable("methods"):
         problems += _check_methods(config, skip)
+        problems += _check_comparisons(config, skip)
+        if not any(p.path[:1] == ("methods",) for p in problems):  # candidates are checked against valid methods
+            from fedakd.tuning import tuning_problems
+
+            problems += tuning_problems(config, skip)
     return problems
 
 
@@ -460,8 +482,11 @@ def resolve_setting(setting: dict, name: str = "setting") -> dict:
 
 
 def partition_spec(config: dict, *, dataset: str, setting: str, seed: int) -> PartitionSpec:
-    """What the partition of (dataset, setting, seed) depends on, from a validated config; no method involved."""
-    _check_choice(config, dataset=dataset, setting=setting, seed=seed)
+    """What the partition of (dataset, setting, seed) depends on, from a validated config; no method involved.
+
+    ``seed`` may be an evaluation seed or a tuning seed (tune.seeds)."""
+    seeds = config["seeds"] + config.get("tune", {}).get("seeds", [])
+    _check_choice({**config, "seeds": seeds}, dataset=dataset, setting=setting, seed=seed)
     federation, params = config["federation"], config["settings"][setting]
     return PartitionSpec(dataset=dataset, seed=seed, clients=federation["clients"],
                          proxy_per_class=federation["proxy_per_class"],
@@ -469,18 +494,25 @@ def partition_spec(config: dict, *, dataset: str, setting: str, seed: int) -> Pa
                          imbalance=params["imbalance"], split=params["split"])
 
 
-def job_spec(config: dict, *, dataset: str, setting: str, method: str, seed: int) -> JobSpec:
-    """One training job's resolved spec, from a validated config (Snakemake's params for that job)."""
-    _check_choice(config, dataset=dataset, setting=setting, method=method, seed=seed)
+def build_job_spec(config: dict, *, dataset: str, setting: str, method: str, seed: int,
+                   options: dict | None = None, experiment: str | None = None) -> JobSpec:
+    """A job's spec from a validated config, with ``options`` over the method's configured ones (a tuning
+    candidate, already checked) and another MLflow experiment if given; the choices are not checked."""
     entry = config["methods"][method]
     return JobSpec(
-        experiment=config["experiment"], tracking_uri=config["tracking_uri"], data_root=config["data_root"],
-        device=config["device"], amp=config["amp"], deterministic=config["deterministic"],
-        dataset=dataset, setting=setting, setting_params=config["settings"][setting],
-        method=method, method_class=entry["method"], method_options=method_options(entry),
-        federation=config["federation"], model=config["model"], seed=seed,
-        partition=partition_spec(config, dataset=dataset, setting=setting, seed=seed),
+        experiment=experiment or config["experiment"], tracking_uri=config["tracking_uri"],
+        data_root=config["data_root"], device=config["device"], amp=config["amp"],
+        deterministic=config["deterministic"], dataset=dataset, setting=setting,
+        setting_params=config["settings"][setting], method=method, method_class=entry["method"],
+        method_options={**method_options(entry), **(options or {})}, federation=config["federation"],
+        model=config["model"], seed=seed, partition=partition_spec(config, dataset=dataset, setting=setting, seed=seed),
     )
+
+
+def job_spec(config: dict, *, dataset: str, setting: str, method: str, seed: int) -> JobSpec:
+    """One evaluation job's resolved spec, from a validated config (Snakemake's params for that job)."""
+    _check_choice(config, dataset=dataset, setting=setting, method=method, seed=seed)
+    return build_job_spec(config, dataset=dataset, setting=setting, method=method, seed=seed)
 
 
 def config_digest(config: dict) -> str:

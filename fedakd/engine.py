@@ -43,6 +43,10 @@ STREAM_INIT, STREAM_SAMPLE, STREAM_LOCAL, STREAM_SERVER = 11, 23, 37, 53
 VALIDATION_PREFIX = "val_"
 
 
+class TrainingDiverged(RuntimeError):
+    """The global model's weights stopped being finite numbers (a learning rate too large, usually)."""
+
+
 # -- what clients hold and send ---------------------------------------------------------------
 @dataclass
 class ClientData:
@@ -187,7 +191,7 @@ def sample_clients(num_clients: int, fraction: float, seed: int, round_idx: int)
     return sorted(rng.choice(num_clients, size=m, replace=False).tolist())
 
 
-def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 4096, with_attention: bool = False):
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024, with_attention: bool = False):
     """Logits (and attention, if asked) of ``model`` on ``x`` in large batches, in eval mode."""
     was_training = model.training
     model.eval()
@@ -469,6 +473,10 @@ def run_federation(method, data: FederatedData, setup: RunSetup, *, checkpoint: 
         ctx.global_weights = method.aggregate(ctx, uploads)
         method.server_update(ctx, uploads)
         server.global_weights, server.eval_weights = ctx.global_weights, ctx.eval_weights
+        if not bool(torch.isfinite(server.global_weights).all()):
+            raise TrainingDiverged(
+                f"training diverged in round {r}: the global model's weights are no longer finite numbers; "
+                f"lower federation.lr (now {federation['lr']}) or the method's own learning rates")
         sync()
         t2 = time.perf_counter()
         _account(server, ctx, uploads, payload)

@@ -174,6 +174,7 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
     commit = git_commit()
     tags = {"dataset": job.dataset, "setting": job.setting, "method": job.method,
             "method_class": job.method_class, "seed": str(job.seed), "partition_sha256": partition.sha256,
+            **({"candidate": str(job.candidate)} if job.candidate is not None else {}),
             "git_commit": commit, "device": str(device)}
     tracker = RunTracker(job.tracking_uri, experiment_id, job.key, tags, params=job.to_dict(),
                          resume_run_id=resume_run_id,
@@ -192,7 +193,8 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
         totals = result.totals
         metrics = {
             "job": {"dataset": job.dataset, "setting": job.setting, "method": job.method,
-                    "method_class": job.method_class, "seed": job.seed},
+                    "method_class": job.method_class, "seed": job.seed,
+                    **({"candidate": job.candidate} if job.candidate is not None else {})},
             "job_digest": job.digest, "reference": method_cls.reference,
             "setting": job.setting_params, "method_options": job.method_options,
             "federation": job.federation,

@@ -24,8 +24,10 @@ COST_KEYS = ("local_steps", "server_steps", "bytes_down", "bytes_up", "rounds", 
 
 
 def job_key(job: Mapping[str, Any]) -> str:
-    """dataset/setting/method/seed<seed> of a metrics.json's "job" (or any mapping with those keys)."""
-    return f"{job['dataset']}/{job['setting']}/{job['method']}/seed{job['seed']}"
+    """dataset/setting/method/seed<seed> of a metrics.json's "job" (or any mapping with those keys); a tuning
+    job's candidate comes before the seed: dataset/setting/method/c<candidate>/seed<seed>."""
+    candidate = f"c{job['candidate']}/" if job.get("candidate") is not None else ""
+    return f"{job['dataset']}/{job['setting']}/{job['method']}/{candidate}seed{job['seed']}"
 
 
 def run_dir(results: str | Path, job: Mapping[str, Any]) -> Path:

@@ -1,10 +1,10 @@
 """Test-set metrics of one evaluated round (METHOD.md section 4).
 
-Runs every evaluated round on the whole test set, so the label-only metrics are
-derived from one confusion matrix instead of letting each scikit-learn scorer
-build its own; tests/test_metrics.py checks they equal scikit-learn's scorers.
-scikit-learn and imbalanced-learn are imported lazily: the training job's
-start-up time is measured.
+Runs every evaluated round on the whole test set, so every metric is derived from
+one confusion matrix and the probabilities with NumPy alone, instead of letting each
+scikit-learn scorer build its own: importing scikit-learn, imbalanced-learn and
+scipy.stats would add about two seconds to every training job.
+tests/test_metrics.py checks each number equals scikit-learn's or imbalanced-learn's.
 """
 
 from __future__ import annotations
@@ -42,6 +42,19 @@ def _group_accuracy(confusion: np.ndarray, classes: list[int]) -> float | None:
     return float(np.diag(confusion)[classes].sum() / examples)
 
 
+def _geometric_mean(recall: np.ndarray) -> float:
+    """imbalanced-learn's multi-class G-mean with its default correction 0: 0 if any class has recall 0."""
+    if np.any(recall == 0):
+        return 0.0
+    return float(np.exp(np.mean(np.log(recall))))
+
+
+def _log_loss(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """scikit-learn's log_loss: mean -ln p(true class), probabilities clipped to [eps, 1 - eps] (eps of their dtype)."""
+    eps = np.finfo(probs.dtype).eps
+    return float(np.mean(-np.log(np.clip(probs, eps, 1 - eps)[np.arange(len(y_true)), y_true])))
+
+
 def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, num_classes: int,
                          groups: dict[str, list[int]] | None) -> dict:
     """All METRICS of the metrics.json contract, as plain Python floats.
@@ -57,14 +70,11 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, num_classes: int
     the dtype's machine epsilon). Group metrics are None when ``groups`` is None
     or the group is empty (a balanced pool has no groups).
     """
-    from imblearn.metrics import geometric_mean_score
-    from sklearn.metrics import confusion_matrix, log_loss
-
     y_true, probs = np.asarray(y_true), np.asarray(probs)
     _check_inputs(y_true, probs, num_classes)
-    labels = list(range(num_classes))
     y_pred = probs.argmax(axis=1)
-    confusion = confusion_matrix(y_true, y_pred, labels=labels)  # rows: true class, columns: predicted
+    # rows: true class, columns: predicted (scikit-learn's confusion_matrix)
+    confusion = np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(num_classes, num_classes)
     hits = np.diag(confusion).astype(float)
     true_counts = confusion.sum(axis=1)
     predicted_counts = confusion.sum(axis=0)
@@ -81,8 +91,8 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, num_classes: int
         "macro_f1": float(f1.mean()),
         "minority_recall": float(recall[minority].mean()) if minority else None,
         "worst_class_recall": float(recall.min()),
-        "gmean": float(geometric_mean_score(y_true, y_pred, labels=labels, average="multiclass")),
-        "nll": float(log_loss(y_true, probs, labels=labels)),
+        "gmean": _geometric_mean(recall),
+        "nll": _log_loss(y_true, probs),
         **{f"{group}_accuracy": _group_accuracy(confusion, list(groups.get(group) or []))
            for group in ACCURACY_GROUPS},
         "per_class_recall": [float(r) for r in recall],

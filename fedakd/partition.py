@@ -281,10 +281,14 @@ def _draw_per_class(labels: np.ndarray, candidates: np.ndarray, num_classes: int
 def _imbalance_pool(labels: np.ndarray, pool: np.ndarray, num_classes: int, imbalance: dict, rng):
     """Subsample the pool to the profile; returns (kept indices, per-class counts, minority classes or None)."""
     available = np.bincount(labels[pool], minlength=num_classes)
-    if imbalance["kind"] == "none":
-        return pool, available, None
     n_max = int(available.min())
-    if imbalance["kind"] == "longtail":
+    if imbalance.get("n_max") is not None and imbalance["n_max"] < n_max:
+        n_max = int(imbalance["n_max"])  # a smaller pool, asked for by name
+    elif imbalance["kind"] == "none":
+        return pool, available, None
+    if imbalance["kind"] == "none":
+        by_rank = [n_max] * num_classes
+    elif imbalance["kind"] == "longtail":
         by_rank = longtail_counts(n_max, num_classes, imbalance["factor"])
     else:
         by_rank = step_counts(n_max, num_classes, imbalance["factor"], imbalance["minority_fraction"])

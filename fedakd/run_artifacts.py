@@ -1,5 +1,7 @@
-"""Files attached to a job's MLflow run: its resolved config, partition manifest,
-per-class report and confusion matrix, so a run in the UI explains itself."""
+"""Files attached to a job's MLflow run, so that a run in the UI explains itself: its resolved spec, the
+partition manifest, a per-class report, and three figures (learning curve, per-class recall, confusion
+matrix) drawn with matplotlib's Agg canvas directly (no pyplot, no scikit-learn display classes: every
+job draws them, and their imports would add seconds to each)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from fedakd.io import atomic_path, atomic_write_json
+
+DPI = 110
 
 
 def _group_of(groups: dict[str, list[int]]) -> dict[int, str]:
@@ -28,35 +32,91 @@ def write_per_class_report(path: Path, metrics: dict[str, Any], class_names: lis
     return path
 
 
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+    return path
+
+
 def write_confusion_matrix(path: Path, y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str],
                            title: str) -> Path:
-    import matplotlib
+    """The final model's confusion matrix on the test set, each row normalised to the true class's count."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    fig, ax = plt.subplots(figsize=(7, 6))
-    ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=list(range(len(class_names))),
-                                            display_labels=class_names, normalize="true", values_format=".2f",
-                                            ax=ax, colorbar=False, xticks_rotation=45)
+    n = len(class_names)
+    counts = np.bincount(np.asarray(y_true) * n + np.asarray(y_pred), minlength=n * n).reshape(n, n)
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig = Figure(figsize=(7, 6), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    if n <= 20:
+        for (row, col), value in np.ndenumerate(rates):
+            ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if value > 0.5 else "black")
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=150)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def write_learning_curve(path: Path, history: list[dict[str, Any]], title: str) -> Path:
+    """Balanced accuracy, accuracy and minority recall of the global model against the round."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4), layout="constrained")
+    ax = fig.subplots()
+    for key, label in (("balanced_accuracy", "balanced accuracy"), ("accuracy", "accuracy"),
+                       ("minority_recall", "minority recall"), ("val_balanced_accuracy", "validation balanced accuracy")):
+        points = [(r["round"], r[key]) for r in history if r.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+    ax.set_xlabel("communication round")
+    ax.set_ylabel("test metric (fraction)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def write_per_class_recall(path: Path, metrics: dict[str, Any], class_names: list[str], title: str) -> Path:
+    """Final recall per class, coloured by head / medium / tail group, with each class's pool count."""
+    from matplotlib.figure import Figure
+
+    group = _group_of(metrics["groups"])
+    colours = {"head": "#0072B2", "medium": "#E69F00", "tail": "#D55E00", "": "#999999"}
+    recall = metrics["final"]["per_class_recall"]
+    fig = Figure(figsize=(7, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.bar(range(len(recall)), recall, color=[colours[group.get(c, "")] for c in range(len(recall))])
+    ax.set_xticks(range(len(recall)), [f"{name}\n(n={metrics['class_counts'][c]})"
+                                       for c, name in enumerate(class_names)], fontsize=7, rotation=45, ha="right")
+    from matplotlib.patches import Patch
+
+    present = [name for name in ("head", "medium", "tail") if name in group.values()]
+    if present:
+        ax.legend(handles=[Patch(color=colours[name], label=f"{name} classes") for name in present],
+                  fontsize="small", loc="upper right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("final test recall")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
 
 
 def write_run_artifacts(folder: Path, *, job: dict[str, Any], metrics: dict[str, Any], y_true: np.ndarray,
                         y_pred: np.ndarray, class_names: list[str], manifest: Path | None) -> list[tuple[Path, str | None]]:
     """Write the artifacts into ``folder``; return (path, artifact folder) pairs for MLflow."""
     folder.mkdir(parents=True, exist_ok=True)
-    title = f"{job['dataset']}/{job['setting']}/{job['method']}/seed{job['seed']} (final round, row-normalised)"
+    name = f"{job['method']} on {job['dataset']}/{job['setting']}, seed {job['seed']}"
     files = [
         (atomic_write_json(folder / "job.json", job), None),
         (write_per_class_report(folder / "per_class.csv", metrics, class_names), None),
-        (write_confusion_matrix(folder / "confusion_matrix.png", y_true, y_pred, class_names, title), None),
+        (write_learning_curve(folder / "learning_curve.png", metrics["history"], name), "figures"),
+        (write_per_class_recall(folder / "per_class_recall.png", metrics, class_names, name), "figures"),
+        (write_confusion_matrix(folder / "confusion_matrix.png", y_true, y_pred, class_names,
+                                f"{name}: final round, row-normalised"), "figures"),
     ]
     if manifest is not None and manifest.exists():
         files.append((manifest, "partition"))

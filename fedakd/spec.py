@@ -100,6 +100,7 @@ class JobSpec:
     model: Mapping[str, Any]
     seed: int
     partition: PartitionSpec
+    candidate: int | None = None  # a tuning job's candidate (its index in the method's grid); None otherwise
     tracking: Mapping[str, Any] = field(default_factory=dict)  # how patient the job is with its tracking server
 
     def __post_init__(self):
@@ -108,8 +109,11 @@ class JobSpec:
 
     @property
     def key(self) -> str:
-        """dataset/setting/method/seed<seed>: the job's name in MLflow and its folder under results/runs/."""
-        return f"{self.dataset}/{self.setting}/{self.method}/seed{self.seed}"
+        """dataset/setting/method[/c<candidate>]/seed<seed>: the job's name in MLflow and its run folder."""
+        from fedakd.layout import job_key
+
+        return job_key({"dataset": self.dataset, "setting": self.setting, "method": self.method, "seed": self.seed,
+                        "candidate": self.candidate})
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: thaw(getattr(self, f.name)) for f in fields(self) if f.name != "partition"}

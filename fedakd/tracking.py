@@ -88,8 +88,9 @@ def round_metrics(record: dict[str, Any], timing: dict[str, float] | None = None
     for key, value in {**record, **(timing or {})}.items():
         if key == "round" or value is None:
             continue
-        if key == "per_class_recall":
-            metrics.update({f"recall_class_{c}": float(v) for c, v in enumerate(value)})
+        if key.endswith("per_class_recall"):  # per_class_recall, val_per_class_recall
+            prefix = key.removesuffix("per_class_recall")
+            metrics.update({f"{prefix}recall_class_{c}": float(v) for c, v in enumerate(value)})
         else:
             metrics[key] = float(value)
     return metrics

@@ -30,7 +30,7 @@ BAD_OVERRIDES = [
     ("datasets=[imagenet]", ["datasets", "imagenet"]),
     ("model.backbone=transformer", ["model.backbone", "transformer"]),
     ("model.backbone=cnn", ["model.backbone", "cnn"]),  # cnn needs 28x28, digits are 8x8
-    ("methods.fedakd.method=fedprox", ["methods.fedakd.method", "fedprox"]),
+    ("methods.fedakd.method=fedsgd", ["methods.fedakd.method", "fedsgd"]),
     ("methods.fedakd.temperature=hot", ["methods.fedakd.temperature", "hot"]),
     ("methods.fedakd.kd_site=everywhere", ["methods.fedakd.kd_site", "everywhere"]),
     ("methods.fedakd.beta=1", ["methods.fedakd", "beta"]),
@@ -134,3 +134,11 @@ def test_corrupt_metrics_json_is_named(digits_config, tmp_path, capsys):
     assert train(digits_config, out) == 2
     err = capsys.readouterr().err
     assert str(out / "metrics.json") in err and "not valid JSON" in err
+
+
+def test_a_diverging_run_stops_with_one_line_naming_the_learning_rate(digits_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(digits_config, out, "--set", "federation.lr=1e12", method="fedavg") == 2
+    err = capsys.readouterr().err  # MLflow may log its store's creation first
+    assert "\nfedakd: error: training diverged in round 1" in "\n" + err and "federation.lr" in err
+    assert "Traceback" not in err and not (out / "metrics.json").exists()

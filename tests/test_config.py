@@ -93,7 +93,7 @@ BAD_CONFIGS = {
     "unknown dataset": (_set("datasets", ["digits", "imagenet"]), "datasets[1]: 'imagenet'"),
     "unknown backbone": (_set("model.backbone", "vgg"), "model.backbone: 'vgg'"),
     "backbone too big for digits": (_set("model.backbone", "cnn"), "model.backbone: 'cnn'"),
-    "unknown method": (_set("methods.fedavg.method", "fedprox"), "methods.fedavg.method: 'fedprox'"),
+    "unknown method": (_set("methods.fedavg.method", "fedsgd"), "methods.fedavg.method: 'fedsgd'"),
     "method without method key": (_set("methods.kd", {"steps": 1}), "methods.kd.method: (missing)"),
     "unknown method option": (_set("methods.kd.stepz", 1), "methods.kd.stepz: 1"),
     "method option of wrong type": (_set("methods.kd.steps", "ten"), "methods.kd.steps: 'ten'"),
@@ -138,6 +138,14 @@ BAD_CONFIGS = {
     "amp on cpu": (lambda c: c.update(amp=True, device="cpu"), "amp: True"),
     "empty experiment name": (_set("experiment", " "), "experiment: ' '"),
     "settings not a mapping": (_set("settings", ["lt10-dir1"]), "settings: ['lt10-dir1']"),
+    "comparison baseline not a method": (_set("comparisons.baseline", "fedsgd"), "comparisons.baseline: 'fedsgd'"),
+    "comparison pair of unknown methods": (_set("comparisons.pairs", [["fedavg", "fedsgd"]]),
+                                           "comparisons.pairs[0][1]: 'fedsgd'"),
+    "comparison pair of one method": (_set("comparisons.pairs", [["fedavg", "fedavg"]]),
+                                      "comparisons.pairs[0]: ['fedavg', 'fedavg']"),
+    "unknown comparison metric": (_set("comparisons.metrics", ["nll"]), "comparisons.metrics[0]: 'nll'"),
+    "comparison level 1": (_set("comparisons.alpha", 1), "comparisons.alpha: 1"),
+    "n_max 0": (_set(f"{IMBALANCE}.n_max", 0), f"{IMBALANCE}.n_max: 0"),
 }
 
 
@@ -200,6 +208,11 @@ def test_a_minimal_config_gets_every_default():
                        "validation_per_class": 0},
         "model": {"backbone": "auto"},
         "methods": {"avg": {"method": "fedavg"}},
+        "comparisons": {"pairs": [], "alpha": 0.05,
+                        "metrics": ["balanced_accuracy", "minority_recall", "worst_class_recall", "macro_f1",
+                                    "accuracy"],
+                        "ladder": ["fedavg", "fedavg-ft", "fedakd-noattn", "fedakd"],
+                        "convergence": {"window": 0.2, "threshold": 0.01, "reach": 0.95}},
     }
 
 
@@ -340,7 +353,7 @@ def test_job_spec_is_immutable_and_survives_a_round_trip(base):
 
 
 @pytest.mark.parametrize("key, value", [
-    ("dataset", "mnist"), ("setting", "iid"), ("method", "fedprox"), ("seed", 7), ("seed", "0"), ("seed", True),
+    ("dataset", "mnist"), ("setting", "iid"), ("method", "fedsgd"), ("seed", 7), ("seed", "0"), ("seed", True),
 ])
 def test_job_spec_rejects_what_the_config_lacks(base, key, value):
     config = validate_config(base)

@@ -52,7 +52,9 @@ def test_train_writes_metrics_and_a_finished_run(digits_config, tmp_path):
     assert run.data.tags["partition_sha256"] == metrics["partition_sha256"]
     assert len(client.get_metric_history(run.info.run_id, "accuracy")) == 3
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"job.json", "per_class.csv", "confusion_matrix.png"} <= artifacts
+    assert {"job.json", "per_class.csv", "figures"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {
+        "figures/learning_curve.png", "figures/per_class_recall.png", "figures/confusion_matrix.png"}
 
     mtime = (out / "metrics.json").stat().st_mtime_ns
     assert main(train_args(digits_config, out, "fedakd")) == 0  # finished: nothing to do
@@ -144,3 +146,28 @@ def test_sigterm_marks_the_run_killed(digits_config, tmp_path):
     run_id = json.loads((out / "run.json").read_text())["mlflow_run_id"]
     client, _ = mlflow_runs(digits_config)
     assert client.get_run(run_id).info.status == "KILLED"
+
+
+def test_on_cuda_deterministic_algorithms_are_switched_on_unless_the_config_says_not(monkeypatch):
+    import torch
+
+    from fedakd.jobs import configure_determinism
+
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda flag: calls.append(flag))
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    configure_determinism(torch.device("cpu"), True)  # the CPU needs nothing
+    assert calls == [] and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    configure_determinism(torch.device("cuda"), False)  # the config said deterministic: false
+    assert calls == []
+    configure_determinism(torch.device("cuda"), True)
+    assert calls == [True] and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert torch.backends.cudnn.deterministic is True and torch.backends.cudnn.benchmark is False
+
+
+def test_client_side_distillation_logs_both_losses(digits_config, tmp_path):
+    assert main(train_args(digits_config, tmp_path / "run", "fedakd", 0, "--set", "methods.fedakd.kd_site=client")) == 0
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["history"]
+    assert all(record["train_loss"] > 0 and record["client_kd_loss"] > 0 for record in history)
+    assert any(record["train_loss"] != record["client_kd_loss"] for record in history)

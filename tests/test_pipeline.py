@@ -50,9 +50,9 @@ def test_lint_flags_only_the_per_rule_software_environment(tmp_path):
 
 
 @pytest.mark.parametrize(("config_name", "train_jobs", "partitions"), [
-    ("smoke.yaml", 1 * 1 * 4 * 2, 1 * 1 * 2),       # digits x 1 setting x 4 methods x 2 seeds
-    ("config.yaml", 1 * 2 * 4 * 3, 1 * 2 * 3),      # fashion-mnist x 2 settings x 4 methods x 3 seeds
-    ("paper.yaml", 2 * 12 * 7 * 5, 2 * 12 * 5),     # 2 datasets x (4 factors x 3 alphas) x 7 methods x 5 seeds
+    ("smoke.yaml", 1 * 1 * 18 * 2, 1 * 1 * 2),      # digits x 1 setting x 18 methods x 2 seeds
+    ("config.yaml", 1 * 2 * 7 * 5, 1 * 2 * 5),      # fashion-mnist x 2 settings x 7 methods x 5 seeds
+    ("paper.yaml", 2 * 12 * 19 * 5, 2 * 12 * 5),    # 2 datasets x (4 factors x 3 alphas) x 19 methods x 5 seeds
 ])
 def test_dry_run_plans_one_train_job_per_grid_point(tmp_path, config_name, train_jobs, partitions):
     result = snakemake(tmp_path, "-n", configfile=REPO / "config" / config_name)
@@ -85,35 +85,81 @@ def finished_runs_per_job(workdir: Path) -> Counter:
     return Counter(run.data.tags["job_key"] for run in runs if run.info.status == "FINISHED")
 
 
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The smoke pipeline (every method, digits) run once for the whole test session: the tests that read its
+    outputs share it. Returns the working folder and the first run's result."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    return workdir, snakemake(workdir)
+
+
+def smoke_methods() -> list[str]:
+    import yaml
+
+    return list(yaml.safe_load(SMOKE.read_text())["methods"])
+
+
+def test_the_smoke_grid_holds_every_registered_method():
+    import yaml
+
+    from fedakd.registry import method_names
+
+    classes = {spec["method"] for spec in yaml.safe_load(SMOKE.read_text())["methods"].values()}
+    assert set(method_names()) <= classes
+
+
 @pytest.mark.slow
-def test_smoke_pipeline_end_to_end(tmp_path):
-    expected_jobs = {f"digits/lt10-dir1/{method}/seed{seed}"
-                     for method in ("fedavg", "fedavg-smote", "fedavg-ft", "fedakd") for seed in (0, 1)}
-    first = snakemake(tmp_path)
+def test_smoke_pipeline_end_to_end(smoke_run):
+    tmp_path, first = smoke_run
+    methods = smoke_methods()
+    expected_jobs = {f"digits/lt10-dir1/{method}/seed{seed}" for method in methods for seed in (0, 1)}
     assert first.returncode == 0, first.stderr[-3000:]
 
     import pandas as pd
 
-    summary = pd.read_csv(tmp_path / "results" / "tables" / "summary.csv")
+    tables = tmp_path / "results" / "tables"
+    summary = pd.read_csv(tables / "summary.csv")
     for metric in HEADLINE:
         for statistic in ("mean", "std", "ci_low", "ci_high"):
             assert f"{metric}_{statistic}" in summary.columns
-    assert sorted(summary["method"]) == ["fedakd", "fedavg", "fedavg-ft", "fedavg-smote"]
-    assert (summary["n_seeds"] == 2).all()
-    for table in ("summary", "comparison"):
+    assert sorted(summary["method"]) == sorted(methods)
+    assert (summary["n_seeds"] == 2).all() and summary.set_index("method").loc["centralised", "reference"]
+    for table in ("summary", "comparison", "ladder", "cost"):
         for ext in ("csv", "md", "tex"):
-            assert (tmp_path / "results" / "tables" / f"{table}.{ext}").stat().st_size > 0
+            assert (tables / f"{table}.{ext}").stat().st_size > 0
+    comparison = pd.read_csv(tables / "comparison.csv")
+    # every method against fedavg, fedakd against every other (centralised, a reference, in neither)
+    others = [m for m in methods if m not in ("centralised",)]
+    expected_pairs = {(m, "fedavg") for m in others if m != "fedavg"} | {("fedakd", m) for m in others
+                                                                        if m not in ("fedakd", "fedavg")}
+    assert set(zip(comparison["method"], comparison["baseline"])) == expected_pairs
+    assert comparison["ttest_p_holm"].dropna().ge(comparison["ttest_p"].dropna().min()).all()
+    ladder = pd.read_csv(tables / "ladder.csv")
+    assert list(dict.fromkeys(zip(ladder["from_method"], ladder["to_method"]))) == [
+        ("fedavg", "fedavg-ft"), ("fedavg-ft", "fedakd-noattn"), ("fedakd-noattn", "fedakd")]
+    cost = pd.read_csv(tables / "cost.csv").set_index("method")
+    assert cost.loc["fedavg-smote", "local_steps"] > cost.loc["fedavg", "local_steps"]
+    assert cost.loc["fedakd", "bytes_up"] > cost.loc["fedavg", "bytes_up"] and cost.loc["fedakd", "server_steps"] > 0
+    assert (cost["wall_seconds"] > 0).all()
 
     figures = tmp_path / "reports" / "figures"
     pngs = sorted(figures.glob("*.png"))
     assert pngs and all(png.with_suffix(".pdf").exists() for png in pngs)
     report = tmp_path / "reports" / "report.md"
-    linked = re.findall(r"\]\((figures/[^)]+)\)", report.read_text())
+    text = report.read_text()
+    assert text.split("\n")[2] == "## Verdict" and "Holm-adjusted" in text and "### Ablation ladder" in text
+    linked = re.findall(r"\]\((figures/[^)]+)\)", text)
     assert linked and all((report.parent / link).exists() for link in linked)
 
     assert finished_runs_per_job(tmp_path) == Counter(expected_jobs)
     assert "Nothing to be done" in output(snakemake(tmp_path, "-n"))
 
+
+@pytest.mark.slow
+def test_rebuilding_and_rerunning_touch_only_what_changed(smoke_run):
+    tmp_path, first = smoke_run
+    assert first.returncode == 0, first.stderr[-3000:]
+    expected_jobs = {f"digits/lt10-dir1/{method}/seed{seed}" for method in smoke_methods() for seed in (0, 1)}
     report_only = snakemake(tmp_path, *REPORT_ONLY)
     assert report_only.returncode == 0, report_only.stderr[-3000:]
     assert job_counts(report_only) == {"aggregate": 1, "figures": 1, "write_report": 1, "report": 1}
@@ -132,7 +178,7 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert deleted.exists()
     assert finished_runs_per_job(tmp_path) == Counter(expected_jobs)
 
-    # A changed method option reruns that method's jobs only (the train rule's params are its job config).
+    # A changed method option reruns that method's jobs only (the train rule's params are its job spec).
     changed = tmp_path / "changed.yaml"
     changed.write_text(SMOKE.read_text().replace("fedakd: {method: fedakd, distill_steps: 10}",
                                                  "fedakd: {method: fedakd, distill_steps: 11}"))

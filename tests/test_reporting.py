@@ -13,6 +13,7 @@ from fedakd.config import config_digest
 from fedakd.io import atomic_write_json, atomic_write_text
 from fedakd.metrics import METRIC_KEYS
 from fedakd.reporting import collect, figures, report, tables
+from fedakd.reporting.comparisons import COMPARISON_COLUMNS
 from fedakd.reporting.collect import ResultsError
 
 SEEDS = (0, 1, 2)
@@ -117,7 +118,10 @@ def frame(runs):
 # -- collect --------------------------------------------------------------------------------
 def test_load_metrics_round_trip(tmp_path, runs):
     paths = [atomic_write_json(tmp_path / f"{i}" / "metrics.json", run) for i, run in enumerate(runs[:3])]
-    assert collect.load_metrics(paths) == runs[:3]
+    atomic_write_json(tmp_path / "0" / "timings.json", {"history": [], "wall_seconds": 12.5})
+    loaded = collect.load_metrics(paths)
+    assert [{k: v for k, v in run.items() if k != "wall_seconds"} for run in loaded] == runs[:3]
+    assert [run["wall_seconds"] for run in loaded] == [12.5, None, None]  # from timings.json, when it exists
 
 
 def test_load_metrics_lists_every_bad_file(tmp_path, runs):
@@ -209,74 +213,131 @@ def test_crosscheck_unknown_experiment(mlflow_store, runs):
 
 
 # -- tables ---------------------------------------------------------------------------------
-def test_summary_hand_computed(frame):
-    summary = tables.summary_table(frame)
-    expected_columns = ["dataset", "setting", "method", "n_seeds",
-                        *(f"{m}_{s}" for m in METRIC_KEYS for s in ("mean", "std", "ci_low", "ci_high"))]
-    assert list(summary.columns) == expected_columns
-    assert len(summary) == 9 and (summary["n_seeds"] == 3).all()
+@pytest.fixture
+def study():
+    return tables.Study.from_config(CONFIG)
+
+
+def test_the_study_declares_its_comparisons_from_the_config(study):
+    # every method against fedavg, fedakd against every other, no repeats
+    assert study.pairs == (("fedakd", "fedavg"), ("fedakd-noattn", "fedavg"), ("fedakd", "fedakd-noattn"))
+    assert study.baseline == "fedavg" and study.focus == "fedakd"
+    assert tables.Study.from_dict(study.to_dict()) == study
+    explicit = {**CONFIG, "comparisons": {"baseline": None, "pairs": [["fedakd-noattn", "fedakd"]]}}
+    assert tables.Study.from_config(explicit).pairs == (("fedakd", "fedavg"), ("fedakd", "fedakd-noattn"))
+
+
+def test_summary_hand_computed(frame, study):
+    summary = tables.summary_table(frame, study)
+    assert len(summary) == 9 and (summary["n_seeds"] == 3).all() and not summary["reference"].any()
     row = summary[(summary.setting == "lt10-dir1") & (summary.method == "fedavg")].iloc[0]
     # accuracy 0.70, 0.74, 0.72: mean 0.72; deviations -0.02, 0.02, 0 -> std = sqrt(0.0008 / 2) = 0.02
     # half-width = t_{0.975,2} * std / sqrt(3) = 4.302653 * 0.02 / 1.7320508 = 0.0496828
     assert_allclose([row["accuracy_mean"], row["accuracy_std"]], [0.72, 0.02], atol=1e-12)
     assert_allclose([row["accuracy_ci_low"], row["accuracy_ci_high"]], [0.72 - 0.0496828, 0.72 + 0.0496828],
                     atol=1e-6)
+    # balanced accuracy is accuracy - 0.05 and climbs 0.1 a round: the last 20 % of 3 rounds is round 3
+    # (late mean = final, 0.67), 95 % of the final is first reached at round 3, and the rise from round 2
+    # to round 3 is 0.1 > 0.01: not converged.
+    assert row["late_balanced_accuracy_mean"] == pytest.approx(0.67)
+    assert row["rounds_to_reach_mean"] == 3 and row["late_rise"] == pytest.approx(0.1) and not row["converged"]
+    assert row["optimistic_best_round_balanced_accuracy_mean"] == pytest.approx(0.67)
     balanced = summary[summary.setting == "bal-iid"]
     assert balanced["minority_recall_mean"].isna().all() and balanced["minority_recall_ci_low"].isna().all()
 
 
-def test_summary_with_one_seed_has_no_spread(frame):
-    row = tables.summary_table(frame[frame.seed == 0]).iloc[0]
+def test_convergence_flag_follows_the_late_rise(runs, study):
+    flat = []
+    for run in runs:
+        history = [{**record, "balanced_accuracy": run["final"]["balanced_accuracy"]} for record in run["history"]]
+        flat.append({**run, "history": history})
+    summary = tables.summary_table(collect.runs_frame(flat), study)
+    assert summary["converged"].all() and (summary["late_rise"].abs() < 1e-9).all()
+
+
+def test_summary_with_one_seed_has_no_spread(frame, study):
+    row = tables.summary_table(frame[frame.seed == 0], study).iloc[0]
     assert row["n_seeds"] == 1 and row["accuracy_mean"] == pytest.approx(0.70)
     assert math.isnan(row["accuracy_std"]) and math.isnan(row["accuracy_ci_low"])
 
 
-def test_comparison_matches_scipy(frame):
+def test_comparisons_match_scipy_and_holm_over_the_family(frame, study):
     from scipy import stats
 
-    comparison = tables.comparison_table(frame)
-    assert list(comparison.columns) == list(tables.COMPARISON_COLUMNS)
-    # 3 settings x 2 non-baseline methods x 5 headline metrics
-    assert len(comparison) == 30 and set(comparison["metric"]) == set(tables.HEADLINE)
+    from fedakd.reporting.stats import holm
+
+    comparison = tables.comparison_table(frame, study.pairs, study.metrics, study.alpha)
+    assert list(comparison.columns) == list(COMPARISON_COLUMNS)
+    assert len(comparison) == 3 * 3 * 5  # settings x declared comparisons x headline metrics
     row = comparison[(comparison.setting == "lt10-dir1") & (comparison.method == "fedakd")
-                     & (comparison.metric == "accuracy")].iloc[0]
+                     & (comparison.baseline == "fedavg") & (comparison.metric == "accuracy")].iloc[0]
     fedakd, fedavg = ACCURACY["lt10-dir1", "fedakd"], ACCURACY["lt10-dir1", "fedavg"]
     # differences 0.05, 0.02, 0.06 -> mean 0.043333
     assert_allclose(row["mean_diff"], 0.13 / 3)
     assert_allclose(row["ttest_p"], stats.ttest_rel(fedakd, fedavg).pvalue)
     assert_allclose(row["wilcoxon_p"], stats.wilcoxon(np.subtract(fedakd, fedavg)).pvalue)
-    assert row["n_pairs"] == 3 and row["note"] == ""
+    assert row["n_pairs"] == 3 and row["note"] == "" and row["family_size"] == 15
+    block = comparison[comparison.setting == "lt10-dir1"]
+    assert_allclose(block["ttest_p_holm"], holm(block["ttest_p"]))
+    assert set(block["verdict"]) <= {"win", "tie", "loss"}
     balanced = comparison[(comparison.setting == "bal-iid") & (comparison.metric == "minority_recall")]
     assert balanced["ttest_p"].isna().all() and balanced["note"].str.contains("undefined").all()
+    assert (balanced["verdict"] == "untested").all()
+    # bal-iid: minority recall is undefined (3 comparisons), and fedakd - fedakd-noattn is 0.01 in every seed
+    # on every metric (a t-test cannot be run on identical differences): 15 - 3 - 4 = 8 tests in the family
+    assert (comparison[comparison.setting == "bal-iid"]["family_size"] == 8).all()
 
 
 def test_comparison_untestable_cases(frame):
     two_methods = frame[frame.method.isin(["fedavg", "fedakd"]) & (frame.setting == "lt10-dir1")].copy()
-    one_pair = tables.comparison_table(two_methods[two_methods.seed == 0])
+    pairs, metrics = [("fedakd", "fedavg")], ["accuracy", "balanced_accuracy"]
+    one_pair = tables.comparison_table(two_methods[two_methods.seed == 0], pairs, metrics)
     assert one_pair["wilcoxon_p"].isna().all() and one_pair["ttest_p"].isna().all()
     assert one_pair["note"].str.contains("1 seed pair").all()
     tied = two_methods.copy()
     tied.loc[tied.method == "fedakd", "accuracy"] = tied.loc[tied.method == "fedavg", "accuracy"].to_numpy()
-    row = tables.comparison_table(tied).query("metric == 'accuracy'").iloc[0]
+    row = tables.comparison_table(tied, pairs, metrics).query("metric == 'accuracy'").iloc[0]
     assert math.isnan(row["wilcoxon_p"]) and row["note"] == "all differences zero: no test"
-    no_baseline = tables.comparison_table(two_methods[two_methods.method == "fedakd"])
-    assert no_baseline["ttest_p"].isna().all()
-    assert (no_baseline["note"] == "no fedavg runs for digits/lt10-dir1").all()
+    no_baseline = tables.comparison_table(two_methods[two_methods.method == "fedakd"], pairs, metrics)
+    assert no_baseline["ttest_p"].isna().all() and (no_baseline["note"] == "no runs of fedavg here").all()
 
 
-def test_write_tables(tmp_path, frame):
-    built = {"summary": tables.summary_table(frame), "comparison": tables.comparison_table(frame)}
-    written = tables.write_tables(built, tmp_path)
-    assert sorted(p.name for p in written) == sorted(f"{n}.{e}" for n in built for e in ("csv", "md", "tex"))
+def test_ladder_steps_are_paired_differences(frame, study):
+    ladder = tables.ladder_table(frame, study.ladder, study.metrics)
+    lt10 = ladder[(ladder.setting == "lt10-dir1") & (ladder.metric == "accuracy")]
+    # the config lacks fedavg-ft: fedavg -> fedakd-noattn -> fedakd
+    assert lt10["from_method"].tolist() == ["fedavg", "fedakd-noattn"]
+    assert lt10["adds"].tolist() == ["fedakd-noattn over fedavg", "attention"]
+    # fedakd-noattn - fedavg: 0.01, 0.00, 0.01 -> 0.00667; fedakd - fedakd-noattn: 0.04, 0.02, 0.05 -> 0.03667
+    assert_allclose(lt10["mean_diff"], [0.02 / 3, 0.11 / 3], atol=1e-12)
+    assert (lt10["ci_low"] < lt10["mean_diff"]).all()
+
+
+def test_cost_table_means_over_seeds(frame):
+    cost = tables.cost_table(frame)
+    row = cost[(cost.setting == "lt10-dir1") & (cost.method == "fedakd")].iloc[0]
+    assert row["local_steps"] == 90 and row["server_steps"] == 30 and row["rounds"] == 3
+    assert row["megabytes_per_round"] == pytest.approx((36000 + 36000) / 1e6 / 3)
+
+
+def test_write_tables(tmp_path, frame, study):
+    built = tables.build_tables(frame, study)
+    written = tables.write_tables(built, tmp_path, study)
+    assert sorted(p.name for p in written) == sorted(f"{n}.{e}" for n in tables.TABLE_NAMES
+                                                     for e in ("csv", "md", "tex"))
     import pandas as pd
 
     reread = pd.read_csv(tmp_path / "summary.csv")
     assert_allclose(reread["accuracy_ci_low"], built["summary"]["accuracy_ci_low"], rtol=1e-15)
     markdown = (tmp_path / "summary.md").read_text()
-    assert "0.720 ± 0.020" in markdown and "balanced accuracy" in markdown
+    assert "0.670 ± 0.020 [0.620, 0.720]" in markdown and "balanced accuracy" in markdown  # BA = accuracy - 0.05
+    assert "not converged (+10.0 pts)" in markdown
+    comparison = (tmp_path / "comparison.md").read_text()
+    assert "fedakd − fedavg" in comparison and "t p (Holm)" in comparison
     latex = (tmp_path / "comparison.tex").read_text()
     assert r"\begin{tabular}" in latex and r"lt10-dir1" in latex and "minority recall" in latex
     assert "_" not in re.sub(r"\\_", "", latex.replace(r"\label{tab:comparison}", ""))
+    assert "$\\rightarrow$" in (tmp_path / "ladder.tex").read_text()
 
 
 # -- figures --------------------------------------------------------------------------------
@@ -325,21 +386,17 @@ def test_make_figures_names_heatmaps_by_setting(tmp_path, runs, manifests):
 
 # -- report ---------------------------------------------------------------------------------
 @pytest.fixture
-def written_report(tmp_path, runs, manifests, frame):
-    from scipy import stats
-
-    built = {"summary": tables.summary_table(frame), "comparison": tables.comparison_table(frame)}
+def written_report(tmp_path, runs, manifests, frame, study):
+    built = tables.build_tables(frame, study)
     lt = [run for run in runs if run["job"]["setting"] != "bal-iid"]
     figure_paths = figures.learning_curves(lt[:3], tmp_path / "figures")
-    path = report.write_report(runs, built, figure_paths, tmp_path / "report.md", CONFIG, manifests)
-    p_lt100 = stats.ttest_rel(ACCURACY["lt100-dir1", "fedakd"], ACCURACY["lt100-dir1", "fedavg"]).pvalue
-    p_lt10 = stats.ttest_rel(ACCURACY["lt10-dir1", "fedakd"], ACCURACY["lt10-dir1", "fedavg"]).pvalue
-    return path, path.read_text(), p_lt10, p_lt100
+    path = report.write_report(runs, built, figure_paths, tmp_path / "report.md", CONFIG, manifests, study)
+    return path, path.read_text(), built
 
 
 def test_report_setup_partitions_and_tables(written_report):
-    path, text, _, _ = written_report
-    assert path.name == "report.md" and text.startswith("# fedakd-bench report: synthetic")
+    path, text, _ = written_report
+    assert path.name == "report.md" and text.startswith("# fedakd-bench report: synthetic\n\n## Verdict")
     assert f"`{config_digest(CONFIG)}`" in text
     assert len(config_digest(CONFIG)) == 64 and config_digest(dict(reversed(CONFIG.items()))) == \
         config_digest(CONFIG)
@@ -348,28 +405,61 @@ def test_report_setup_partitions_and_tables(written_report):
             assert f"| digits | {setting} | {seed} | `{partition_hash(setting, seed)}` |" in text
     assert "| fedakd-noattn | fedakd |" in text and '"attention": false' in text
     assert "final-round" in text and "optimistic" in text
-    assert "0.720 ± 0.020" in text and "Wilcoxon p" in text
+    assert "0.670 ± 0.020" in text and "Wilcoxon p (Holm)" in text and "### Ablation ladder" in text
+    assert "### Cost" in text
 
 
 def test_report_links_figures_relative_to_its_folder(written_report):
-    path, text, _, _ = written_report
+    path, text, _ = written_report
     links = re.findall(r"\]\(([^)]+)\)", text)
     assert links == ["figures/learning_curves_digits_lt10-dir1.png", "figures/learning_curves_digits_lt10-dir1.pdf"]
     assert all((path.parent / link).exists() for link in links)
 
 
-def test_report_findings_follow_the_numbers(written_report):
-    _, text, p_lt10, p_lt100 = written_report
-    findings = text.split("## Which method is best on minority recall")[1].split("## Figures")[0]
-    # fedakd has the highest minority recall in both long-tailed settings: mean 0.5133 (lt10) and 0.4167 (lt100)
-    assert p_lt10 > 0.05 > p_lt100  # the fixture has one significant and one non-significant difference
-    assert f"**digits / lt10-dir1**: fedakd, minority recall 0.5133; +0.0433 over fedavg, not significant " \
-           f"at p<0.05 (paired t-test p = {p_lt10:.3g}, 3 seed pairs)" in findings
-    assert f"**digits / lt100-dir1**: fedakd, minority recall 0.4167; +0.0567 over fedavg, significant " \
-           f"at p<0.05 (paired t-test p = {p_lt100:.3g}, 3 seed pairs)" in findings
-    assert "**digits / bal-iid**: no minority classes" in findings
+def test_report_verdict_follows_the_adjusted_tests(written_report):
+    _, text, built = written_report
+    verdict = text.split("## Verdict")[1].split("### How the verdict is drawn")[0]
+    comparison = built["comparison"]
+
+    def row(setting, metric):
+        return comparison[(comparison.setting == setting) & (comparison.method == "fedakd")
+                          & (comparison.baseline == "fedavg") & (comparison.metric == metric)].iloc[0]
+
+    for setting in ("lt10-dir1", "lt100-dir1"):
+        r = row(setting, "balanced_accuracy")
+        word = {"win": "better", "tie": "not distinguishable", "loss": "worse"}[r["verdict"]]
+        assert f"against fedavg: {r['mean_diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], {word} " \
+               f"(Holm-adjusted t-test p = {r['ttest_p_holm']:.3g})" in verdict
+    # lt100: differences 0.06, 0.05, 0.06 are small-p; lt10's 0.05, 0.02, 0.06 are not, after adjustment
+    assert row("lt100-dir1", "balanced_accuracy")["ttest_p"] < 0.05 < row("lt10-dir1", "balanced_accuracy")[
+        "ttest_p_holm"]
+    assert "The ladder (balanced accuracy, 95 % t-intervals): fedakd-noattn over fedavg" in verdict
+    assert "Not converged: fedavg (+10.0 points), fedakd (+10.0 points), fedakd-noattn (+10.0 points)" in verdict
+    note = text.split("### How the verdict is drawn")[1]
+    assert "cannot give a two-sided p below 0.25" in note and "Holm-adjusted" in note
 
 
-def test_report_needs_both_tables(tmp_path, runs, manifests, frame):
+def test_a_method_best_by_mean_but_not_significantly_is_not_called_better(tmp_path, runs, manifests, study):
+    """fedakd has the highest mean in every seed-averaged sense here, but its differences from fedavg
+    are noisy: the report must say 'not distinguishable', never 'better'."""
+    noisy = {0: 0.20, 1: -0.15, 2: 0.10}  # mean +0.05, not significant with 3 seeds
+    shifted = []
+    for run in runs:
+        if run["job"]["method"] == "fedakd" and run["job"]["setting"] == "lt10-dir1":
+            final = {key: (value + noisy[run["job"]["seed"]] if isinstance(value, float) else value)
+                     for key, value in run["final"].items()}
+            run = {**run, "final": final}
+        shifted.append(run)
+    frame = collect.runs_frame(shifted)
+    lt10 = tables.summary_table(frame, study).query("setting == 'lt10-dir1'")
+    assert lt10.sort_values("balanced_accuracy_mean").iloc[-1]["method"] == "fedakd"  # best by mean
+    built = tables.build_tables(frame, study)
+    text = report.write_report(shifted, built, [], tmp_path / "report.md", CONFIG, manifests, study).read_text()
+    lt10_verdict = text.split("**digits / lt10-dir1**")[1].split("**digits / lt100-dir1**")[0]
+    assert "better" not in lt10_verdict and "not distinguishable" in lt10_verdict
+
+
+def test_report_needs_every_table(tmp_path, runs, manifests, frame, study):
     with pytest.raises(ResultsError, match="comparison"):
-        report.write_report(runs, {"summary": tables.summary_table(frame)}, [], tmp_path / "r.md", CONFIG, manifests)
+        report.write_report(runs, {"summary": tables.summary_table(frame, study)}, [], tmp_path / "r.md", CONFIG,
+                            manifests, study)

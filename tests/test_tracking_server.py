@@ -70,4 +70,4 @@ def test_parallel_jobs_through_a_tracking_server(digits_config, tmp_path, tracki
     assert {r.info.status for r in runs} == {"FINISHED"}
     for run in runs:
         assert len(client.get_metric_history(run.info.run_id, "accuracy")) == 3
-        assert "confusion_matrix.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert "figures/confusion_matrix.png" in {a.path for a in client.list_artifacts(run.info.run_id, "figures")}

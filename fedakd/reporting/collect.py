@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from fedakd.io import read_json
-from fedakd.layout import JOB_KEYS, job_key, missing_keys
+from fedakd.layout import JOB_KEYS, TIMINGS_FILE, job_key, missing_keys
 from fedakd.metrics import METRIC_KEYS
 
 log = logging.getLogger(__name__)
 
+BEST_COLUMNS = tuple(f"best_{key}" for key in METRIC_KEYS)  # optimistic: the round chosen on the test set
 FRAME_COLUMNS = ("dataset", "setting", "method", "method_class", "seed", *METRIC_KEYS, "per_class_recall",
-                 "imbalance_kind", "imbalance_factor", "split_kind", "split_alpha", "split_k")
+                 *BEST_COLUMNS, "imbalance_kind", "imbalance_factor", "split_kind", "split_alpha", "split_k",
+                 "rounds", "clients_per_round", "local_steps", "server_steps", "bytes_down", "bytes_up",
+                 "wall_seconds", "ba_history")
 
 
 class ResultsError(ValueError):
@@ -39,6 +42,8 @@ def load_metrics(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             problems.append(f"metrics file {path} lacks {', '.join(missing)}: it was written by another version "
                             f"or damaged; delete it and rerun that job")
             continue
+        timings = Path(path).parent / TIMINGS_FILE  # written beside it, kept out of it: wall time is not a result
+        run["wall_seconds"] = read_json(timings, "timings file")["wall_seconds"] if timings.exists() else None
         runs.append(run)
     if problems:
         raise ResultsError("cannot collect the results:\n- " + "\n- ".join(problems))
@@ -113,10 +118,11 @@ def crosscheck_mlflow(runs: list[dict[str, Any]], tracking_uri: str, experiment:
 
 
 def runs_frame(runs: list[dict[str, Any]]):
-    """One row per run: identity, final-round metrics (the headline) and the setting's parameters.
+    """One row per run: identity, final-round metrics (the headline), the optimistic best-round ones,
+    the setting's parameters, the cost counters, and the balanced-accuracy curve (``ba_history``).
 
-    Missing metrics (a group a balanced pool lacks) become NaN; per_class_recall
-    stays a list column.
+    Missing metrics (a group a balanced pool lacks) become NaN; per_class_recall and ba_history stay
+    list columns.
     """
     import pandas as pd
 
@@ -127,12 +133,19 @@ def runs_frame(runs: list[dict[str, Any]]):
             **{key: run["job"][key] for key in JOB_KEYS},
             **{key: run["final"][key] for key in METRIC_KEYS},
             "per_class_recall": list(run["final"]["per_class_recall"]),
+            **{f"best_{key}": run["best"].get(key) for key in METRIC_KEYS},
             "imbalance_kind": imbalance["kind"], "imbalance_factor": imbalance.get("factor"),
             "split_kind": split["kind"], "split_alpha": split.get("alpha"), "split_k": split.get("k"),
+            **{key: run["cost"][key] for key in ("rounds", "clients_per_round", "local_steps", "server_steps",
+                                                 "bytes_down", "bytes_up")},
+            "wall_seconds": run.get("wall_seconds"),
+            "ba_history": [{"round": r["round"], "balanced_accuracy": r.get("balanced_accuracy")}
+                           for r in run["history"]],
         })
     frame = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
-    numeric = [*METRIC_KEYS, "imbalance_factor", "split_alpha"]
+    numeric = [*METRIC_KEYS, *BEST_COLUMNS, "imbalance_factor", "split_alpha", "local_steps", "server_steps",
+               "bytes_down", "bytes_up", "wall_seconds"]
     frame[numeric] = frame[numeric].astype(float)
-    frame["seed"] = frame["seed"].astype(int)
+    frame[["seed", "rounds", "clients_per_round"]] = frame[["seed", "rounds", "clients_per_round"]].astype(int)
     frame["split_k"] = frame["split_k"].astype("Int64")
     return frame

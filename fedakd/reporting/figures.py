@@ -90,11 +90,12 @@ def _seed_note(runs: list[dict[str, Any]], spread: str = "band") -> str:
 
 
 def learning_curves(runs: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    """Test accuracy and minority recall against the round, per dataset/setting: is a gain there all along?"""
+    """Balanced accuracy and minority recall against the round, per dataset/setting: is a gain there all
+    along, and had the curves flattened by the last round?"""
     from matplotlib.ticker import MaxNLocator
 
     colours, written = _method_colours(runs), []
-    panels = (("accuracy", "test accuracy"), ("minority_recall", "minority-class recall"))
+    panels = (("balanced_accuracy", "balanced accuracy"), ("minority_recall", "minority-class recall"))
     for (dataset, setting), setting_runs in _by_setting(runs).items():
         fig = _new_figure(10, 4)
         axes = fig.subplots(1, 2)
@@ -292,11 +293,58 @@ def partition_heatmap(manifest: dict[str, Any], out_path: str | Path) -> Path:
     return Path(out_path)
 
 
-def make_figures(runs: list[dict[str, Any]], manifests: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+SENSITIVITY_AXES = ("lambda", "temperature")
+
+
+def tuning_sensitivity(records: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+    """Mean validation score over a method's lambda x temperature candidates (FedAKD's sensitivity), one
+    heatmap per tuned method and setting whose grid varies both; the chosen cell is outlined."""
+    written = []
+    for record in records:
+        options = [candidate["options"] for candidate in record["candidates"]]
+        if not all(set(SENSITIVITY_AXES) <= set(o) for o in options):
+            continue
+        rows = sorted({o[SENSITIVITY_AXES[0]] for o in options})
+        columns = sorted({o[SENSITIVITY_AXES[1]] for o in options})
+        if len(rows) < 2 or len(columns) < 2:
+            continue
+        grid = np.full((len(rows), len(columns)), np.nan)
+        for candidate in record["candidates"]:
+            o = candidate["options"]
+            grid[rows.index(o[SENSITIVITY_AXES[0]]), columns.index(o[SENSITIVITY_AXES[1]])] = candidate["mean"]
+        fig = _new_figure(5.5, 4.2)
+        ax = fig.subplots()
+        image = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
+        for (i, j), value in np.ndenumerate(grid):
+            if not np.isnan(value):
+                ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8,
+                        color="white" if value < np.nanmean(grid) else "black")
+        chosen = record["chosen"]["options"]
+        from matplotlib.patches import Rectangle
+
+        ax.add_patch(Rectangle((columns.index(chosen[SENSITIVITY_AXES[1]]) - 0.5,
+                                rows.index(chosen[SENSITIVITY_AXES[0]]) - 0.5), 1, 1, fill=False, linewidth=2.5,
+                               edgecolor="#D55E00", label="chosen"))
+        ax.set_xticks(range(len(columns)), [str(c) for c in columns])
+        ax.set_yticks(range(len(rows)), [str(r) for r in rows])
+        ax.set_xlabel(f"{SENSITIVITY_AXES[1]} T")
+        ax.set_ylabel(f"{SENSITIVITY_AXES[0]} (weight of the KD term)")
+        metric = record["metric"].replace("val_", "validation ").replace("_", " ")
+        ax.set_title(f"{record['method']} on {record['dataset']}, {record['setting']}:\n{metric}, mean over "
+                     f"{len(record['seeds'])} tuning seed(s)", fontsize=9)
+        fig.colorbar(image, ax=ax, label=metric)
+        name = f"tuning_sensitivity_{_safe(record['method'])}_{_safe(record['dataset'])}_{_safe(record['setting'])}.png"
+        written += _save(fig, Path(out_dir) / name)
+    return written
+
+
+def make_figures(runs: list[dict[str, Any]], manifests: list[dict[str, Any]], out_dir: str | Path,
+                 tuning: list[dict[str, Any]] = ()) -> list[Path]:
     """Every figure of the report; partition heatmaps are named after the setting whose runs share their hash."""
     out_dir = Path(out_dir)
     written = [*learning_curves(runs, out_dir), *per_class_recall(runs, out_dir),
-               *minority_vs_imbalance(runs, out_dir), *accuracy_vs_bytes(runs, out_dir)]
+               *minority_vs_imbalance(runs, out_dir), *accuracy_vs_bytes(runs, out_dir),
+               *tuning_sensitivity(list(tuning), out_dir)]
     setting_of = {run["partition_sha256"]: run["job"]["setting"] for run in runs}
     for manifest in manifests:
         setting = setting_of.get(manifest["sha256"], manifest["sha256"][:12])

@@ -1,8 +1,8 @@
-"""reports/report.md: the setup, partitions, tables, figures and findings of one benchmark config.
+"""reports/report.md: the verdict, setup, partitions, tables and figures of one benchmark config.
 
-Every statement in the report is derived from the tables and runs it is given;
-the findings section is computed, never written by hand, so it cannot drift
-from the numbers.
+Every statement in the report is derived from the tables and runs it is given; the verdict is
+computed from the declared comparisons' adjusted tests and the ablation ladder, never from which
+method has the highest mean, and never written by hand, so it cannot drift from the numbers.
 """
 
 from __future__ import annotations
@@ -16,15 +16,14 @@ from typing import Any
 from fedakd.config import config_digest
 from fedakd.io import atomic_write_text
 from fedakd.reporting.collect import ResultsError
-from fedakd.reporting.tables import format_comparison, format_summary
-
-SIGNIFICANCE = 0.05
+from fedakd.reporting.stats import smallest_attainable_p
 FIGURE_SECTIONS = {
     "learning_curves": "Learning curves",
     "per_class_recall": "Per-class recall",
     "minority_vs_imbalance": "Minority recall against imbalance",
     "accuracy_vs_bytes": "Accuracy against communication",
     "partition": "Partitions (clients x classes)",
+    "tuning_sensitivity": "Tuning sensitivity (validation split)",
 }
 
 
@@ -78,42 +77,105 @@ def _partitions(runs: list[dict[str, Any]], manifests: list[dict[str, Any]]) -> 
     return lines + [""]
 
 
-def _verdict(comparison, dataset: str, setting: str, method: str) -> str:
-    rows = comparison[(comparison["dataset"] == dataset) & (comparison["setting"] == setting)
-                      & (comparison["method"] == method) & (comparison["metric"] == "minority_recall")]
-    if rows.empty:
-        return "no paired comparison is available"
-    row = rows.iloc[0]
-    if math.isnan(row["ttest_p"]):
-        return f"the difference from {row['baseline']} was not tested ({row['note'] or 'no p-value'})"
-    significant = row["ttest_p"] < SIGNIFICANCE
-    return (f"{row['mean_diff']:+.4f} over {row['baseline']}, "
-            f"{'significant' if significant else 'not significant'} at p<{SIGNIFICANCE} "
-            f"(paired t-test p = {row['ttest_p']:.3g}, {row['n_pairs']} seed pairs)")
+#: Whom the opening paragraph compares the focus method with, when the study has them.
+KEY_RIVALS = ("fedavg", "fedavg-smote", "fedavg-ft", "feddf")
+#: The two metrics the opening paragraph speaks of: overall, and on the minority classes.
+VERDICT_METRICS = ("balanced_accuracy", "minority_recall")
+WORDS = {"win": "better", "loss": "worse", "tie": "not distinguishable", "untested": "not tested"}
 
 
-def _findings(summary, comparison) -> list[str]:
-    """Per dataset/setting: the highest mean final minority recall, and whether it differs from the baseline."""
-    baseline = comparison["baseline"].iloc[0] if len(comparison) else "fedavg"
-    lines = ["## Which method is best on minority recall", "",
-             f"Derived from the tables above: highest mean final-round minority recall per setting, and whether "
-             f"its difference from {baseline} is significant (p<{SIGNIFICANCE}, paired t-test over seeds).", ""]
-    for (dataset, setting), block in summary.groupby(["dataset", "setting"], sort=False):
-        scored = block.dropna(subset=["minority_recall_mean"])
-        if scored.empty:
-            lines.append(f"- **{dataset} / {setting}**: no minority classes (balanced pool); not ranked.")
+def _difference(row) -> str:
+    interval = "" if math.isnan(row["ci_low"]) else f" [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+    return f"{row['mean_diff']:+.3f}{interval}"
+
+
+def _comparison_sentence(row) -> str:
+    """'against fedavg: +0.137 [0.120, 0.154], better (Holm-adjusted t-test p = 0.002)'."""
+    if row["verdict"] == "untested":
+        shown = f"{_difference(row)}, " if row["n_pairs"] else ""
+        return f"against {row['baseline']}: {shown}not tested ({row['note'] or 'no p-value'})"
+    return (f"against {row['baseline']}: {_difference(row)}, {WORDS[row['verdict']]} "
+            f"(Holm-adjusted t-test p = {row['ttest_p_holm']:.3g})")
+
+
+def _ladder_sentence(ladder, metric: str) -> str:
+    """Which rungs of the ladder move ``metric`` clearly (their interval excludes 0) and which do not."""
+    parts, clear = [], []
+    for _, step in ladder[ladder["metric"] == metric].iterrows():
+        if math.isnan(step["ci_low"]):
+            parts.append(f"{step['adds']} {step['mean_diff']:+.3f} (no interval)")
             continue
-        top = scored["minority_recall_mean"].max()
-        best = scored[scored["minority_recall_mean"].apply(lambda v: math.isclose(v, top, abs_tol=1e-12))]
-        names = list(best["method"])
-        tie = f" (tied with {', '.join(names[1:])})" if len(names) > 1 else ""
-        if names[0] == baseline:
-            lines.append(f"- **{dataset} / {setting}**: {baseline}{tie}, minority recall {top:.4f}; "
-                         f"no method exceeds the baseline.")
-        else:
-            lines.append(f"- **{dataset} / {setting}**: {names[0]}{tie}, minority recall {top:.4f}; "
-                         f"{_verdict(comparison, dataset, setting, names[0])}.")
-    return lines + [""]
+        excludes_zero = step["ci_low"] > 0 or step["ci_high"] < 0
+        parts.append(f"{step['adds']} {_difference(step)}" + ("" if excludes_zero else " (interval includes 0)"))
+        if excludes_zero:
+            clear.append((abs(step["mean_diff"]), step["adds"], step["mean_diff"] > 0))
+    if not parts:
+        return ""
+    sentence = f"The ladder ({metric.replace('_', ' ')}, 95 % t-intervals): " + "; ".join(parts) + ". "
+    if clear:
+        size, adds, helps = max(clear)
+        sentence += (f"The largest clear step is {adds}, which {'adds' if helps else 'costs'} {size:.3f}; "
+                     f"steps whose interval includes 0 are not shown to matter.")
+    else:
+        sentence += "No step's interval excludes 0: the ladder does not locate a gain."
+    return sentence
+
+
+def _verdict_paragraphs(tables: dict, study) -> list[str]:
+    """The report's opening: per dataset and setting, the focus method against its key rivals on the
+    verdict metrics (adjusted tests only), the ladder, and whether the methods had converged."""
+    summary, comparison, ladder = tables["summary"], tables["comparison"], tables["ladder"]
+    focus = study.focus
+    lines = ["## Verdict", ""]
+    if focus is None:
+        return lines + ["The config declares no focus method (comparisons.focus), so no verdict is drawn; the "
+                        "declared comparisons are in the table below.", ""]
+    for (dataset, setting), block in summary.groupby(["dataset", "setting"], sort=False):
+        n = int(block["n_seeds"].max())
+        sentences = [f"**{dataset} / {setting}** ({n} seeds, final round)."]
+        rows = comparison[(comparison["dataset"] == dataset) & (comparison["setting"] == setting)
+                          & (comparison["method"] == focus)]
+        for metric in VERDICT_METRICS:
+            chosen = rows[(rows["metric"] == metric) & rows["baseline"].isin(KEY_RIVALS)]
+            chosen = chosen.set_index("baseline").reindex([r for r in KEY_RIVALS if r in set(chosen["baseline"])])
+            if chosen.empty:
+                continue
+            own = block[block["method"] == focus][f"{metric}_mean"]
+            if not len(own) or math.isnan(own.iloc[0]):
+                sentences.append(f"{focus}'s {metric.replace('_', ' ')} is undefined here (no such classes).")
+                continue
+            sentences.append(f"{focus}'s {metric.replace('_', ' ')} is {float(own.iloc[0]):.3f}; "
+                             + "; ".join(_comparison_sentence({**row, "baseline": baseline})
+                                         for baseline, row in chosen.iterrows()) + ".")
+        steps = ladder[(ladder["dataset"] == dataset) & (ladder["setting"] == setting)]
+        if len(steps):
+            sentences.append(_ladder_sentence(steps, VERDICT_METRICS[0]))
+        unconverged = block[~block["converged"]]
+        if len(unconverged):
+            names = ", ".join(f"{m} (+{100 * r:.1f} points)" for m, r in zip(unconverged["method"],
+                                                                          unconverged["late_rise"]))
+            sentences.append(f"Not converged: {names} over the last {study.window:.0%} of the rounds, so on this "
+                             f"setting the verdict compares how fast the methods learn, not where they end up.")
+        lines += [" ".join(sentences), ""]
+    return lines
+
+
+def _statistics_note(tables: dict, study) -> list[str]:
+    """What the tests can and cannot show with the seeds run: the family, the level, the attainable p."""
+    comparison = tables["comparison"]
+    n = int(comparison["n_pairs"].max()) if len(comparison) else 0
+    floor = smallest_attainable_p(n)
+    family = int(comparison["family_size"].max()) if len(comparison) else 0
+    return [
+        "### How the verdict is drawn", "",
+        f"The comparisons were declared by the config before any result existed: {len(study.pairs)} comparisons "
+        f"(each method against {study.baseline}, and {study.focus} against every other; references excluded) "
+        f"x {len(study.metrics)} headline metrics ({', '.join(study.metrics)}) make each setting's family of up to "
+        f"{family} tests. p-values are Holm-adjusted within that family; a comparison is a win or a loss only when "
+        f"its adjusted paired t-test p is below {study.alpha}, else a tie. With {n} seed pairs the exact Wilcoxon "
+        f"signed-rank test cannot give a two-sided p below {floor['wilcoxon']:.4g} (so, adjusted, it can rarely "
+        f"reach {study.alpha}); the t-test has no such floor but assumes roughly normal differences. Best-round "
+        f"figures are chosen on the test set and appear only in summary.csv, labelled optimistic.", ""]
 
 
 def _figures(figures: list[Path], report_dir: Path) -> list[str]:
@@ -134,25 +196,40 @@ def _figures(figures: list[Path], report_dir: Path) -> list[str]:
     return lines
 
 
+def _tuning(readable: dict, study) -> list[str]:
+    if "tuning" not in readable:
+        return []
+    chosen = "; ".join(f"{method}: " + ", ".join(f"{where} {options}" for where, options in by_setting.items())
+                       for method, by_setting in study.tuned.items())
+    return ["### Tuning", "",
+            "Every method's options were chosen on the validation split (never the test set or the transfer set), "
+            "with the same number of candidates per method and tuning seeds distinct from the evaluation seeds; "
+            "methods marked (tuned) in the summary ran the chosen options: " + (chosen or "none") + ".", "",
+            readable["tuning"].to_markdown(index=False), ""]
+
+
 def write_report(runs: list[dict[str, Any]], tables: dict, figures: list[Path], out_path: str | Path,
-                 config: dict[str, Any], manifests: list[dict[str, Any]]) -> Path:
-    """Write the Markdown report; ``tables`` needs 'summary' and 'comparison' (from fedakd.reporting.tables)."""
-    missing = [name for name in ("summary", "comparison") if name not in tables]
+                 config: dict[str, Any], manifests: list[dict[str, Any]], study=None) -> Path:
+    """Write the Markdown report from the tables of fedakd.reporting.tables.build_tables."""
+    from fedakd.reporting.tables import TABLE_NAMES, Study, readable_tables
+
+    missing = [name for name in TABLE_NAMES if name not in tables]
     if missing:
-        raise ResultsError(f"the report needs the tables {missing}; build them with summary_table and "
-                           f"comparison_table before write_report")
+        raise ResultsError(f"the report needs the tables {missing}; build them with build_tables before "
+                           f"write_report")
+    study = study or Study.from_config(config)
+    readable = readable_tables(tables, study)
     out_path = Path(out_path)
-    summary, comparison = tables["summary"], tables["comparison"]
     lines = [f"# fedakd-bench report: {config.get('experiment', 'unnamed experiment')}", "",
+             *_verdict_paragraphs(tables, study), *_statistics_note(tables, study),
              *_setup(config, runs), *_partitions(runs, manifests),
              "## Results", "",
-             "Headline figures are **final-round** test metrics. Best-round figures (the round with the highest "
-             "test accuracy) are chosen on the test set and are therefore optimistic; they appear only in each "
-             "run's metrics.json, labelled `best`.", "",
-             "### Summary: mean ± std over seeds", "",
-             format_summary(summary).to_markdown(index=False), "",
-             "95 % t-intervals and all metrics are in `summary.csv`.", "",
-             "### Paired difference from the baseline", "",
-             format_comparison(comparison).to_markdown(index=False), "",
-             *_findings(summary, comparison), *_figures(figures, out_path.parent)]
+             "Headline figures are **final-round** test metrics, mean ± std [95 % t-interval] over seeds.", "",
+             "### Summary", "", readable["summary"].to_markdown(index=False), "",
+             "### Declared comparisons", "", readable["comparison"].to_markdown(index=False), "",
+             "### Ablation ladder", "", readable["ladder"].to_markdown(index=False) if len(readable["ladder"])
+             else "The study lacks the ladder's methods.", "",
+             "### Cost", "", readable["cost"].to_markdown(index=False), "",
+             *_tuning(readable, study),
+             *_figures(figures, out_path.parent)]
     return atomic_write_text(out_path, "\n".join(lines).rstrip() + "\n")

@@ -1,110 +1,151 @@
-"""Summary and paired-comparison tables over seeds (METHOD.md section 5).
+"""The tables of a study (METHOD.md §5): summary, declared comparisons, ablation ladder, cost.
 
-Seed s fixes the partition, initial weights and client sampling for every
-method, so methods are compared per seed pair (paired t-test and Wilcoxon
-signed-rank), which removes the between-seed variance an unpaired test would
-carry. The CSV keeps every number at full precision; the Markdown and LaTeX
-versions are for reading (ASCII plus ± and –, which pdflatex's utf8 input handles).
+- summary: per dataset x setting x method, final-round metrics as mean, std and 95 % t-interval over
+  seeds; the late-round mean of balanced accuracy and the rounds to reach a fraction of its final
+  value; a convergence flag; best-round figures only as ``optimistic_best_round_*`` (chosen on the
+  test set);
+- comparison: every declared comparison x headline metric with Holm-adjusted p-values
+  (fedakd.reporting.comparisons);
+- ladder: FedAKD's gain decomposed step by step;
+- cost: local SGD steps, server steps, bytes down and up, wall time.
+
+The CSV keeps every number at full precision; the Markdown and LaTeX versions are for reading (ASCII
+plus ±, – and →, which pdflatex's utf8 input handles, except →, written as $\\rightarrow$ there).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
 from fedakd.io import atomic_write_text
 from fedakd.metrics import METRIC_KEYS
+from fedakd.reporting import curves
+from fedakd.reporting.comparisons import (DEFAULT_BASELINE, comparison_table, declared_comparisons, ladder_table,
+                                          reference_methods, roles)
+from fedakd.reporting.stats import ALPHA, t_interval
 
-HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "minority_recall", "worst_class_recall")
 GROUP_KEYS = ["dataset", "setting", "method"]
 SUMMARY_STATS = ("mean", "std", "ci_low", "ci_high")
-COMPARISON_COLUMNS = ("dataset", "setting", "method", "baseline", "metric", "mean_diff", "ttest_p", "wilcoxon_p",
-                      "n_pairs", "note")
-CONFIDENCE = 0.95
+DEFAULT_METRICS = ("balanced_accuracy", "minority_recall", "worst_class_recall", "macro_f1", "accuracy")
+DEFAULT_LADDER = ("fedavg", "fedavg-ft", "fedakd-noattn", "fedakd")
+COST_COLUMNS = ("local_steps", "server_steps", "bytes_down", "bytes_up", "wall_seconds")
 CAPTIONS = {
-    "summary": "Final-round test metrics: mean ± std over seeds (n = number of seeds).",
-    "comparison": "Paired difference from the baseline over seeds (method - baseline): mean, paired t-test p, "
-                  "Wilcoxon signed-rank p.",
+    "summary": "Final-round test metrics: mean ± std [95 % t-interval] over seeds (n seeds); late BA: mean balanced "
+               "accuracy over the last rounds; not converged: balanced accuracy still rising at the end.",
+    "comparison": "Declared comparisons (method − baseline, paired over seeds): mean difference [95 % t-interval], "
+                  "paired t-test and Wilcoxon p, Holm-adjusted over the family (all comparisons × metrics of one "
+                  "setting); verdict at the adjusted level.",
+    "ladder": "Ablation ladder: each step's paired difference from the method below it [95 % t-interval].",
+    "cost": "Cost per run (mean over seeds): local SGD steps, server steps, megabytes (10^6 bytes) down and up, wall "
+            "seconds.",
+    "tuning": "Tuning: every candidate's validation score at the final round on each tuning seed, and the choice "
+              "(highest mean; ties to the first listed).",
 }
 
 
-def _mean_std_interval(values: np.ndarray) -> tuple[float, float, float, float]:
-    """Mean, sample std (ddof=1) and 95 % t-interval; std and interval are NaN with fewer than 2 values."""
-    from scipy import stats
+@dataclass(frozen=True)
+class Study:
+    """What a config declares about its analysis (the ``comparisons`` block, resolved)."""
 
+    pairs: tuple[tuple[str, str], ...] = ()
+    baseline: str | None = DEFAULT_BASELINE  # every method is compared with it
+    focus: str | None = None  # it is compared with every method: the method the verdict is about
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    alpha: float = ALPHA
+    ladder: tuple[str, ...] = DEFAULT_LADDER
+    window: float = curves.WINDOW
+    threshold: float = curves.RISE_THRESHOLD
+    reach: float = curves.REACH
+    references: tuple[str, ...] = ()
+    tuned: dict[str, Any] = field(default_factory=dict)  # method -> the options tuning chose (issue 11)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Study":
+        comparisons = config.get("comparisons", {})
+        convergence = comparisons.get("convergence", {})
+        baseline, focus = roles(config)
+        return cls(pairs=tuple(declared_comparisons(config)), baseline=baseline, focus=focus,
+                   metrics=tuple(comparisons.get("metrics", DEFAULT_METRICS)),
+                   alpha=comparisons.get("alpha", ALPHA), ladder=tuple(comparisons.get("ladder", DEFAULT_LADDER)),
+                   window=convergence.get("window", curves.WINDOW),
+                   threshold=convergence.get("threshold", curves.RISE_THRESHOLD),
+                   reach=convergence.get("reach", curves.REACH),
+                   references=tuple(sorted(reference_methods(config))))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pairs": [list(p) for p in self.pairs], "baseline": self.baseline, "focus": self.focus,
+                "metrics": list(self.metrics), "alpha": self.alpha,
+                "ladder": list(self.ladder), "window": self.window, "threshold": self.threshold,
+                "reach": self.reach, "references": list(self.references), "tuned": self.tuned}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Study":
+        return cls(pairs=tuple(tuple(p) for p in data["pairs"]), baseline=data["baseline"], focus=data["focus"],
+                   metrics=tuple(data["metrics"]), alpha=data["alpha"],
+                   ladder=tuple(data["ladder"]), window=data["window"], threshold=data["threshold"],
+                   reach=data["reach"], references=tuple(data["references"]), tuned=dict(data.get("tuned", {})))
+
+
+# -- summary --------------------------------------------------------------------------------------
+def _stats(values: np.ndarray) -> tuple[float, float, float, float]:
+    """Mean, sample std (ddof=1) and 95 % t-interval; std and interval are NaN with fewer than 2 values."""
     if len(values) == 0:
         return math.nan, math.nan, math.nan, math.nan
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, math.nan, math.nan, math.nan
-    std = float(values.std(ddof=1))
-    half_width = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df=len(values) - 1)) * std / math.sqrt(len(values))
-    return mean, std, mean - half_width, mean + half_width
+    std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+    return (float(values.mean()), std, *t_interval(values))
 
 
-def summary_table(frame):
-    """Per dataset x setting x method: <metric>_mean/_std/_ci_low/_ci_high for every metric, and n_seeds."""
+def summary_table(frame, study: Study = Study()):
+    """Per dataset x setting x method: <metric>_mean/_std/_ci_low/_ci_high for every metric, the curve
+    summaries, the convergence flag, the optimistic best round, n_seeds and whether it is a reference."""
     import pandas as pd
 
     rows = []
     for (dataset, setting, method), group in frame.groupby(GROUP_KEYS, sort=False):
-        row = {"dataset": dataset, "setting": setting, "method": method, "n_seeds": len(group)}
+        row = {"dataset": dataset, "setting": setting, "method": method, "n_seeds": len(group),
+               "reference": method in study.references}
         for metric in METRIC_KEYS:
-            stats = _mean_std_interval(group[metric].dropna().to_numpy(dtype=float))
+            stats = _stats(group[metric].dropna().to_numpy(dtype=float))
             row.update({f"{metric}_{name}": value for name, value in zip(SUMMARY_STATS, stats)})
+        total_rounds = int(group["rounds"].iloc[0])
+        late, reach = [], []
+        for history in group["ba_history"]:
+            rounds, values = curves.curve(history, "balanced_accuracy")
+            late.append(curves.late_mean(rounds, values, total_rounds, study.window))
+            reach.append(curves.rounds_to_reach(rounds, values, study.reach))
+        rounds, values = curves.mean_curve(list(group["ba_history"]), "balanced_accuracy")
+        rise = curves.rise(rounds, values, total_rounds, study.window)
+        row.update({"late_balanced_accuracy_mean": float(np.nanmean(late)),
+                    "rounds_to_reach_mean": float(np.nanmean(reach)), "rounds": total_rounds,
+                    "late_rise": rise, "converged": bool(not rise > study.threshold)})
+        for metric in study.metrics:
+            row[f"optimistic_best_round_{metric}_mean"] = float(group[f"best_{metric}"].mean())
         rows.append(row)
-    columns = [*GROUP_KEYS, "n_seeds", *(f"{m}_{s}" for m in METRIC_KEYS for s in SUMMARY_STATS)]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows)
 
 
-def _paired_tests(differences: np.ndarray) -> tuple[float, float, str]:
-    """Paired t-test and Wilcoxon p-values of method − baseline differences, NaN (with the reason) when undefined."""
-    from scipy import stats
-
-    if len(differences) < 2:
-        return math.nan, math.nan, f"{len(differences)} seed pair(s): no test"
-    if np.all(differences == 0):
-        return math.nan, math.nan, "all differences zero: no test"
-    if np.all(differences == differences[0]):
-        # scipy would report p = 0 from a zero variance: no evidence of that strength with a handful of seeds.
-        return math.nan, float(stats.wilcoxon(differences).pvalue), "identical differences: t-test undefined"
-    return float(stats.ttest_rel(differences, np.zeros_like(differences)).pvalue), \
-        float(stats.wilcoxon(differences).pvalue), ""
-
-
-def comparison_table(frame, baseline: str = "fedavg"):
-    """Per dataset x setting x method != baseline x headline metric: mean paired difference and p-values.
-
-    Pairs are the seeds both methods have. A metric undefined in a setting (minority
-    recall on a balanced pool) or a missing baseline gives NaN with a note saying why.
-    """
+def cost_table(frame):
+    """Per dataset x setting x method: mean over seeds of each cost counter, and per round."""
     import pandas as pd
 
     rows = []
-    for (dataset, setting), block in frame.groupby(["dataset", "setting"], sort=False):
-        base = block[block["method"] == baseline]
-        for method, group in block[block["method"] != baseline].groupby("method", sort=False):
-            paired = group.merge(base, on="seed", suffixes=("", "_base"))
-            for metric in HEADLINE:
-                row = {"dataset": dataset, "setting": setting, "method": method, "baseline": baseline,
-                       "metric": metric, "n_pairs": len(paired)}
-                if base.empty:
-                    rows.append({**row, "mean_diff": math.nan, "ttest_p": math.nan, "wilcoxon_p": math.nan,
-                                 "note": f"no {baseline} runs for {dataset}/{setting}"})
-                    continue
-                differences = (paired[metric] - paired[f"{metric}_base"]).dropna().to_numpy(dtype=float)
-                if len(paired) and len(differences) == 0:
-                    rows.append({**row, "mean_diff": math.nan, "ttest_p": math.nan, "wilcoxon_p": math.nan,
-                                 "note": f"{metric} undefined here (no such classes)"})
-                    continue
-                ttest_p, wilcoxon_p, note = _paired_tests(differences)
-                rows.append({**row, "mean_diff": float(differences.mean()) if len(differences) else math.nan,
-                             "ttest_p": ttest_p, "wilcoxon_p": wilcoxon_p, "note": note})
-    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+    for (dataset, setting, method), group in frame.groupby(GROUP_KEYS, sort=False):
+        rounds = int(group["rounds"].iloc[0])
+        row = {"dataset": dataset, "setting": setting, "method": method, "n_seeds": len(group), "rounds": rounds,
+               "clients_per_round": int(group["clients_per_round"].iloc[0])}
+        for key in COST_COLUMNS:
+            row[key] = float(group[key].mean())
+        row["megabytes_per_round"] = (row["bytes_down"] + row["bytes_up"]) / 1e6 / rounds
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
+# -- formatting -------------------------------------------------------------------------------------
 def _number(value: float, digits: int = 3, signed: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -112,55 +153,151 @@ def _number(value: float, digits: int = 3, signed: bool = False) -> str:
 
 
 def _p_value(p: float) -> str:
-    if math.isnan(p):
+    if p is None or math.isnan(p):
         return "–"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def format_summary(summary):
-    """Headline metrics as 'mean ± std' strings (std omitted with one seed), for Markdown and LaTeX."""
+def _interval(low: float, high: float, digits: int = 3, signed: bool = False) -> str:
+    if math.isnan(low):
+        return ""
+    return f" [{_number(low, digits, signed)}, {_number(high, digits, signed)}]"
+
+
+def _method_label(method: str, reference: bool, tuned: dict[str, Any]) -> str:
+    label = f"{method} (reference)" if reference else method
+    return label + (" (tuned)" if method in tuned else "")
+
+
+def format_summary(summary, study: Study = Study()):
+    """Headline metrics as 'mean ± std [ci]' strings, the curve summaries and the convergence flag."""
     import pandas as pd
 
-    readable = summary[GROUP_KEYS].copy()
+    readable = summary[["dataset", "setting"]].copy()
+    readable["method"] = [_method_label(m, r, study.tuned) for m, r in zip(summary["method"], summary["reference"])]
     readable["n"] = summary["n_seeds"]
-    for metric in HEADLINE:
+    for metric in study.metrics:
         readable[metric.replace("_", " ")] = [
-            _number(mean) if math.isnan(std) else f"{_number(mean)} ± {_number(std)}"
-            for mean, std in zip(summary[f"{metric}_mean"], summary[f"{metric}_std"])
+            _number(mean) if math.isnan(std) else f"{_number(mean)} ± {_number(std)}{_interval(low, high)}"
+            for mean, std, low, high in zip(summary[f"{metric}_mean"], summary[f"{metric}_std"],
+                                            summary[f"{metric}_ci_low"], summary[f"{metric}_ci_high"])
         ]
+    readable["late BA"] = [_number(v) for v in summary["late_balanced_accuracy_mean"]]
+    readable[f"rounds to {study.reach:.0%}"] = [_number(v, 1) for v in summary["rounds_to_reach_mean"]]
+    readable["converged"] = ["yes" if c else f"not converged (+{100 * r:.1f} pts)"
+                             for c, r in zip(summary["converged"], summary["late_rise"])]
     return pd.DataFrame(readable)
 
 
 def format_comparison(comparison):
-    """Rounded differences and p-values, for Markdown and LaTeX."""
+    """Differences with their intervals, raw and Holm-adjusted p-values, the verdict."""
     import pandas as pd
 
     return pd.DataFrame({
-        "dataset": comparison["dataset"], "setting": comparison["setting"], "method": comparison["method"],
-        "metric": comparison["metric"].str.replace("_", " "),
-        "mean diff": [_number(d, 4, signed=True) for d in comparison["mean_diff"]],
-        "t-test p": [_p_value(p) for p in comparison["ttest_p"]],
+        "dataset": comparison["dataset"], "setting": comparison["setting"],
+        "comparison": [f"{m} − {b}" for m, b in zip(comparison["method"], comparison["baseline"])],
+        "metric": comparison["metric"].str.replace("_", " "), "n": comparison["n_pairs"],
+        "mean diff [95% CI]": [f"{_number(d, 4, True)}{_interval(lo, hi, 4, True)}" for d, lo, hi in
+                               zip(comparison["mean_diff"], comparison["ci_low"], comparison["ci_high"])],
+        "t p": [_p_value(p) for p in comparison["ttest_p"]],
+        "t p (Holm)": [_p_value(p) for p in comparison["ttest_p_holm"]],
         "Wilcoxon p": [_p_value(p) for p in comparison["wilcoxon_p"]],
-        "pairs": comparison["n_pairs"], "note": comparison["note"],
+        "Wilcoxon p (Holm)": [_p_value(p) for p in comparison["wilcoxon_p_holm"]],
+        "verdict": comparison["verdict"], "note": comparison["note"],
     })
 
 
-READABLE = {"summary": format_summary, "comparison": format_comparison}
+def format_ladder(ladder):
+    import pandas as pd
+
+    return pd.DataFrame({
+        "dataset": ladder["dataset"], "setting": ladder["setting"], "step": ladder["step"],
+        "from → to": [f"{a} → {b}" for a, b in zip(ladder["from_method"], ladder["to_method"])],
+        "adds": ladder["adds"], "metric": ladder["metric"].str.replace("_", " "), "n": ladder["n_pairs"],
+        "difference [95% CI]": [f"{_number(d, 4, True)}{_interval(lo, hi, 4, True)}" for d, lo, hi in
+                                zip(ladder["mean_diff"], ladder["ci_low"], ladder["ci_high"])],
+        "note": ladder["note"],
+    })
 
 
-def build_tables(frame, baseline: str = "fedavg") -> dict:
-    """The two tables of the pipeline, from one frame of runs (runs_frame)."""
-    return {"summary": summary_table(frame), "comparison": comparison_table(frame, baseline=baseline)}
+def format_cost(cost):
+    import pandas as pd
+
+    return pd.DataFrame({
+        "dataset": cost["dataset"], "setting": cost["setting"], "method": cost["method"], "n": cost["n_seeds"],
+        "local steps": [f"{v:,.0f}" for v in cost["local_steps"]],
+        "server steps": [f"{v:,.0f}" for v in cost["server_steps"]],
+        "MB down": [f"{v / 1e6:,.1f}" for v in cost["bytes_down"]],
+        "MB up": [f"{v / 1e6:,.1f}" for v in cost["bytes_up"]],
+        "MB per round": [f"{v:,.2f}" for v in cost["megabytes_per_round"]],
+        "wall s": [_number(v, 1) for v in cost["wall_seconds"]],
+    })
 
 
-def write_tables(tables: dict, out_dir: str | Path) -> list[Path]:
+def tuning_table(records: Sequence[dict[str, Any]]):
+    """One row per candidate of every tuned method: its options, validation scores per tuning seed, their
+    mean, and whether it was chosen (from the results/tuning/*.json records)."""
+    import pandas as pd
+
+    rows = []
+    for record in records:
+        for candidate in record["candidates"]:
+            rows.append({"dataset": record["dataset"], "setting": record["setting"], "method": record["method"],
+                         "candidate": candidate["index"], "options": _options_text(candidate["options"]),
+                         "metric": record["metric"], "scores": " ".join(f"{s:.4f}" for s in candidate["scores"]),
+                         "mean": candidate["mean"], "chosen": candidate["index"] == record["chosen"]["index"],
+                         "budget": record["budget"], "note": record["note"]})
+    return pd.DataFrame(rows)
+
+
+def _options_text(options: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in options.items()) or "(as configured)"
+
+
+def tuned_options(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """method -> the options tuning chose (the same in every dataset and setting, or listed per setting)."""
+    chosen: dict[str, Any] = {}
+    for record in records:
+        chosen.setdefault(record["method"], {})[f"{record['dataset']}/{record['setting']}"] = \
+            record["chosen"]["options"]
+    return chosen
+
+
+def build_tables(frame, study: Study = Study(), tuning: Sequence[dict[str, Any]] = ()) -> dict:
+    """Every table of the pipeline, from one frame of runs (fedakd.reporting.collect.runs_frame) and, in a
+    tuned study, the tuning records."""
+    built = {"summary": summary_table(frame, study),
+             "comparison": comparison_table(frame, study.pairs, study.metrics, study.alpha),
+             "ladder": ladder_table(frame, study.ladder, study.metrics),
+             "cost": cost_table(frame)}
+    if tuning:
+        built["tuning"] = tuning_table(tuning)
+    return built
+
+
+def format_tuning(tuning):
+    readable = tuning.drop(columns=["budget"]).copy()
+    readable["mean"] = [_number(v, 4) for v in tuning["mean"]]
+    readable["chosen"] = ["**chosen**" if c else "" for c in tuning["chosen"]]
+    return readable
+
+
+def readable_tables(tables: dict, study: Study = Study()) -> dict:
+    formatters = {"summary": lambda t: format_summary(t, study), "comparison": format_comparison,
+                  "ladder": format_ladder, "cost": format_cost, "tuning": format_tuning}
+    return {name: formatters.get(name, lambda t: t)(table) for name, table in tables.items()}
+
+
+def write_tables(tables: dict, out_dir: str | Path, study: Study = Study()) -> list[Path]:
     """Write each table as <name>.csv (full precision), <name>.md and <name>.tex (readable); return the paths."""
     out_dir = Path(out_dir)
     written = []
-    for name, table in tables.items():
-        readable = READABLE.get(name, lambda t: t)(table)
-        written.append(atomic_write_text(out_dir / f"{name}.csv", table.to_csv(index=False)))
+    for name, readable in readable_tables(tables, study).items():
+        written.append(atomic_write_text(out_dir / f"{name}.csv", tables[name].to_csv(index=False)))
         written.append(atomic_write_text(out_dir / f"{name}.md", readable.to_markdown(index=False) + "\n"))
         latex = readable.to_latex(index=False, escape=True, caption=CAPTIONS.get(name), label=f"tab:{name}")
-        written.append(atomic_write_text(out_dir / f"{name}.tex", latex))
+        written.append(atomic_write_text(out_dir / f"{name}.tex", latex.replace("→", "$\\rightarrow$")))
     return written
+
+
+TABLE_NAMES: Sequence[str] = ("summary", "comparison", "ladder", "cost")

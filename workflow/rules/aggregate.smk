@@ -1,5 +1,5 @@
-# Every run's metrics.json, checked against MLflow (exactly one FINISHED run per job), into the
-# summary (mean, std, 95 % t-interval over seeds) and comparison (paired tests against fedavg) tables.
+# Every run's metrics.json, checked against MLflow (exactly one FINISHED run per job), into the study's
+# tables: summary, declared comparisons (Holm-adjusted paired tests), ablation ladder and cost.
 
 
 localrules:
@@ -9,13 +9,14 @@ localrules:
 rule aggregate:
     input:
         metrics=run_metrics(),
+        tuning=tuning_choices(),
         experiment=EXPERIMENT_FILE,
     output:
         TABLES,
     params:
         tracking_uri=config["tracking_uri"],
         experiment=config["experiment"],
-        baseline=BASELINE,
+        study=study(),
     log:
         "logs/aggregate.log",
     threads: 1

@@ -19,10 +19,25 @@ except ConfigError as error:
 
 
 EXPERIMENT_FILE = "results/mlflow/experiment.json"
-TABLES = expand("results/tables/{table}.{ext}", table=["summary", "comparison"], ext=["csv", "md", "tex"])
+TUNING = "tune" in config  # a tuning stage before the evaluation grid (workflow/rules/tune.smk)
+TABLE_NAMES = ["summary", "comparison", "ladder", "cost", *(["tuning"] if TUNING else [])]
+TABLES = expand("results/tables/{table}.{ext}", table=TABLE_NAMES, ext=["csv", "md", "tex"])
 FIGURES = "reports/figures"
 REPORT = "reports/report.md"
-BASELINE = "fedavg"  # the config method name the comparison table and report compare against
+
+def experiments():
+    """The MLflow experiments the pipeline logs to: the config's, and its tuning stage's if any."""
+    from fedakd.tuning import tuning_experiment
+
+    return [config["experiment"], *([tuning_experiment(config)] if TUNING else [])]
+
+
+def study():
+    """The declared comparisons, metrics, ladder and convergence rule (fedakd.reporting.tables.Study), as a dict."""
+    from fedakd.reporting.tables import Study
+
+    return Study.from_config(config).to_dict()
+
 
 
 def one_of(names):
@@ -34,7 +49,8 @@ wildcard_constraints:
     dataset=one_of(config["datasets"]),
     setting=one_of(config["settings"]),
     method=one_of(config["methods"]),
-    seed=one_of(config["seeds"]),
+    seed=one_of(config["seeds"] + config.get("tune", {}).get("seeds", [])),
+    candidate=r"\d+",
 
 
 def partition_manifests():
@@ -53,6 +69,18 @@ def run_metrics():
         setting=config["settings"],
         method=config["methods"],
         seed=config["seeds"],
+    )
+
+
+def tuning_choices():
+    """results/tuning/{dataset}/{setting}/{method}.json for every evaluation job's method (none without tuning)."""
+    if not TUNING:
+        return []
+    return expand(
+        "results/tuning/{dataset}/{setting}/{method}.json",
+        dataset=config["datasets"],
+        setting=config["settings"],
+        method=config["methods"],
     )
 
 

@@ -25,6 +25,7 @@ localrules:
 rule figures:
     input:
         metrics=run_metrics(),
+        tuning=tuning_choices(),
         manifests=partition_manifests(),
     output:
         directory(FIGURES),
@@ -38,13 +39,14 @@ rule figures:
 rule write_report:
     input:
         metrics=run_metrics(),
+        tuning=tuning_choices(),
         manifests=partition_manifests(),
         tables=TABLES,
         figures=FIGURES,
     output:
         REPORT,
     params:
-        baseline=BASELINE,
+        study=study(),
     log:
         "logs/report.log",
     threads: 1

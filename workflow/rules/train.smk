@@ -21,7 +21,7 @@ rule mlflow_setup:
         EXPERIMENT_FILE,
     params:
         tracking_uri=config["tracking_uri"],
-        experiment=config["experiment"],
+        experiments=experiments(),
     log:
         "logs/mlflow_setup.log",
     threads: 1
@@ -30,11 +30,15 @@ rule mlflow_setup:
 
 
 rule train:
-    """A killed job resumes from its last checkpointed round when rerun; a finished one is not rerun."""
+    """A killed job resumes from its last checkpointed round when rerun; a finished one is not rerun.
+    With a tune block, the job runs the options its method's tuning chose."""
     input:
         manifest="results/partitions/{dataset}/{setting}/seed{seed}/manifest.json",
         indices="results/partitions/{dataset}/{setting}/seed{seed}/indices.npz",
         experiment=EXPERIMENT_FILE,
+        tuning=lambda wildcards: (
+            f"results/tuning/{wildcards.dataset}/{wildcards.setting}/{wildcards.method}.json" if TUNING else []
+        ),
     output:
         "results/runs/{dataset}/{setting}/{method}/seed{seed}/metrics.json",
     params:

@@ -9,4 +9,5 @@ from fedakd.reporting.figures import make_figures
 with logged(snakemake):
     runs = load_metrics(snakemake.input.metrics)
     manifests = [read_json(path, "partition manifest") for path in snakemake.input.manifests]
-    make_figures(runs, manifests, snakemake.output[0])
+    tuning = [read_json(path, "tuning choice") for path in snakemake.input.tuning]
+    make_figures(runs, manifests, snakemake.output[0], tuning)

@@ -1,4 +1,5 @@
-"""Snakemake script (rule train): train one dataset x setting x method x seed job into its run folder."""
+"""Snakemake script (rules train and tune_train): train one job into its run folder; an evaluation job of a
+tuned study runs the options its method's tuning chose."""
 
 from pathlib import Path
 
@@ -7,9 +8,12 @@ from job_log import logged
 from fedakd.io import read_json
 from fedakd.jobs import train_job
 from fedakd.spec import JobSpec
+from fedakd.tuning import with_options
 
 with logged(snakemake):
-    experiment = read_json(snakemake.input.experiment, "MLflow experiment file")
-    train_job(JobSpec.from_dict(snakemake.params.job), out_dir=Path(snakemake.output[0]).parent,
-              partition_dir=Path(snakemake.input.manifest).parent,
-              experiment_id=experiment["experiment_id"], threads=snakemake.threads)
+    job = JobSpec.from_dict(snakemake.params.job)
+    if snakemake.input.get("tuning"):
+        job = with_options(job, read_json(snakemake.input.tuning, "tuning choice")["chosen"]["options"])
+    experiments = read_json(snakemake.input.experiment, "MLflow experiment file")
+    train_job(job, out_dir=Path(snakemake.output[0]).parent, partition_dir=Path(snakemake.input.manifest).parent,
+              experiment_id=experiments.get("ids", {}).get(job.experiment), threads=snakemake.threads)

@@ -1,0 +1,138 @@
+"""The declared comparisons and the ablation ladder (METHOD.md §5).
+
+Which comparisons a study makes is fixed by its config before any result exists
+(``declared_comparisons``); every one is tested on every headline metric and reported, and the
+p-values are Holm-adjusted over the family of all declared comparisons x headline metrics within one
+dataset and setting. Nothing here picks a method by its mean and then tests it.
+
+The ladder decomposes FedAKD's gain: fedavg -> fedavg-ft (the transfer set's labels) -> fedakd-noattn
+(adding distillation) -> fedakd (adding attention), each step a paired difference with its 95 %
+t-interval (descriptive: the steps are not a tested family).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from fedakd.reporting.stats import ALPHA, holm, paired_test, verdict
+
+DEFAULT_BASELINE, DEFAULT_FOCUS = "fedavg", "fedakd"
+COMPARISON_COLUMNS = ("dataset", "setting", "method", "baseline", "metric", "n_pairs", "mean_diff", "ci_low",
+                      "ci_high", "ttest_p", "wilcoxon_p", "ttest_p_holm", "wilcoxon_p_holm", "verdict", "family_size",
+                      "note")
+LADDER_COLUMNS = ("dataset", "setting", "step", "from_method", "to_method", "adds", "metric", "n_pairs", "mean_diff",
+                  "ci_low", "ci_high", "note")
+#: What each rung of the default ladder adds to the one before it.
+LADDER_ADDS = {"fedavg-ft": "the transfer set's labels", "fedakd-noattn": "distillation", "fedakd": "attention"}
+
+
+def reference_methods(config: dict[str, Any]) -> set[str]:
+    """Config method names whose registered class is a reference row (e.g. centralised)."""
+    from fedakd.registry import get_method
+
+    return {name for name, entry in config["methods"].items() if get_method(entry["method"]).reference}
+
+
+def roles(config: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(baseline, focus) of a validated config: as given (None switches one off), else fedavg and fedakd
+    when the config has them."""
+    comparisons, methods = config.get("comparisons", {}), config["methods"]
+
+    def chosen(key: str, default: str) -> str | None:
+        if key in comparisons:
+            return comparisons[key]
+        return default if default in methods else None
+
+    return chosen("baseline", DEFAULT_BASELINE), chosen("focus", DEFAULT_FOCUS)
+
+
+def declared_comparisons(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(method, baseline) pairs of a validated config, in a fixed order, without repeats.
+
+    Every method against the baseline, the focus method against every other method, then the
+    explicit ``pairs``. References are never compared.
+    """
+    references = reference_methods(config)
+    competitors = [m for m in config["methods"] if m not in references]
+    baseline, focus = roles(config)
+    pairs: list[tuple[str, str]] = []
+    if baseline is not None:
+        pairs += [(m, baseline) for m in competitors if m != baseline]
+    if focus is not None:
+        pairs += [(focus, m) for m in competitors if m != focus]
+    pairs += [tuple(pair) for pair in config.get("comparisons", {}).get("pairs", [])]
+    unique: list[tuple[str, str]] = []
+    for pair in pairs:
+        if pair not in unique and pair[::-1] not in unique:
+            unique.append(pair)
+    return unique
+
+
+def _differences(block, method: str, baseline: str, metric: str) -> np.ndarray:
+    """Per-seed method - baseline over the seeds both have and where the metric is defined."""
+    a = block[block["method"] == method].set_index("seed")[metric]
+    b = block[block["method"] == baseline].set_index("seed")[metric]
+    paired = (a - b).dropna()
+    return paired.sort_index().to_numpy(dtype=float)
+
+
+def comparison_table(frame, pairs: Sequence[tuple[str, str]], metrics: Sequence[str], alpha: float = ALPHA):
+    """Every declared comparison on every metric, per dataset and setting, with Holm-adjusted p-values."""
+    import pandas as pd
+
+    rows = []
+    for (dataset, setting), block in frame.groupby(["dataset", "setting"], sort=False):
+        present = set(block["method"])
+        family = []
+        for method, baseline in pairs:
+            for metric in metrics:
+                row = {"dataset": dataset, "setting": setting, "method": method, "baseline": baseline,
+                       "metric": metric}
+                missing = [m for m in (method, baseline) if m not in present]
+                if missing:
+                    family.append({**row, "n_pairs": 0, "mean_diff": math.nan, "ci_low": math.nan,
+                                   "ci_high": math.nan, "ttest_p": math.nan, "wilcoxon_p": math.nan,
+                                   "note": f"no runs of {', '.join(missing)} here"})
+                    continue
+                differences = _differences(block, method, baseline, metric)
+                result = paired_test(differences)
+                note = result.note
+                if len(differences) == 0:
+                    note = f"{metric} undefined here (no such classes)"
+                family.append({**row, "n_pairs": result.n_pairs, "mean_diff": result.mean_diff,
+                               "ci_low": result.ci_low, "ci_high": result.ci_high, "ttest_p": result.ttest_p,
+                               "wilcoxon_p": result.wilcoxon_p, "note": note})
+        t_adjusted = holm([row["ttest_p"] for row in family])
+        w_adjusted = holm([row["wilcoxon_p"] for row in family])
+        size = int(np.sum(~np.isnan([row["ttest_p"] for row in family])))
+        for row, t_p, w_p in zip(family, t_adjusted, w_adjusted):
+            rows.append({**row, "ttest_p_holm": t_p, "wilcoxon_p_holm": w_p, "family_size": size,
+                         "verdict": verdict(row["mean_diff"], t_p, alpha)})
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+
+
+def ladder_steps(ladder: Sequence[str], methods: Sequence[str]) -> list[tuple[str, str]]:
+    """Consecutive (from, to) rungs of the ladder, leaving out the methods the study lacks."""
+    rungs = [m for m in ladder if m in methods]
+    return list(zip(rungs, rungs[1:]))
+
+
+def ladder_table(frame, ladder: Sequence[str], metrics: Sequence[str]):
+    """Per dataset and setting, each rung's paired difference from the one below, with its 95 % t-interval."""
+    import pandas as pd
+
+    rows = []
+    for (dataset, setting), block in frame.groupby(["dataset", "setting"], sort=False):
+        for step, (lower, upper) in enumerate(ladder_steps(ladder, list(dict.fromkeys(block["method"]))), start=1):
+            adjacent = upper in ladder and ladder.index(upper) > 0 and ladder[ladder.index(upper) - 1] == lower
+            adds = LADDER_ADDS[upper] if adjacent and upper in LADDER_ADDS else f"{upper} over {lower}"
+            for metric in metrics:
+                result = paired_test(_differences(block, upper, lower, metric))
+                rows.append({"dataset": dataset, "setting": setting, "step": step, "from_method": lower,
+                             "to_method": upper, "adds": adds,
+                             "metric": metric, "n_pairs": result.n_pairs, "mean_diff": result.mean_diff,
+                             "ci_low": result.ci_low, "ci_high": result.ci_high, "note": result.note})
+    return pd.DataFrame(rows, columns=list(LADDER_COLUMNS))

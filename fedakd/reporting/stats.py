@@ -1,0 +1,110 @@
+"""Paired statistics over seeds (METHOD.md §5): the numbers behind every comparison the report draws.
+
+Seed s fixes the partition, the initial weights and the client sampling for every method, so two
+methods are compared through their per-seed differences. For one comparison and metric this module
+gives the mean difference with its 95 % t-interval, the paired t-test and the Wilcoxon signed-rank
+p-values (scipy.stats), and, over a family of comparisons, Holm's step-down adjustment; a verdict is
+win / tie / loss at the adjusted level. With n seeds Wilcoxon's exact two-sided p cannot go below
+2 / 2^n (0.25 at n = 3, 0.0625 at n = 5), which ``smallest_attainable_p`` reports.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+CONFIDENCE = 0.95
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """One comparison on one metric: method - baseline over the seeds both have."""
+
+    n_pairs: int
+    mean_diff: float
+    ci_low: float
+    ci_high: float
+    ttest_p: float
+    wilcoxon_p: float
+    note: str
+
+
+def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The two-sided t-interval of the mean: mean -+ t_{(1+c)/2, n-1} * s / sqrt(n); NaN below 2 values."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return math.nan, math.nan
+    mean, half = values.mean(), 0.0
+    std = values.std(ddof=1)
+    if std > 0:
+        half = float(stats.t.ppf(0.5 + confidence / 2, df=len(values) - 1)) * std / math.sqrt(len(values))
+    return float(mean - half), float(mean + half)
+
+
+def paired_test(differences) -> PairedResult:
+    """Paired t-test and Wilcoxon signed-rank test of per-seed differences against 0.
+
+    Undefined cases give NaN with the reason in ``note``: fewer than 2 pairs; all differences zero
+    (no evidence either way); identical non-zero differences (the t statistic would be infinite:
+    scipy reports p = 0, which a handful of seeds cannot support, so the t-test is left out and
+    Wilcoxon, which is defined, is kept).
+    """
+    from scipy import stats
+
+    d = np.asarray(differences, dtype=float)
+    n = len(d)
+    mean = float(d.mean()) if n else math.nan
+    low, high = t_interval(d)
+    if n < 2:
+        return PairedResult(n, mean, low, high, math.nan, math.nan, f"{n} seed pair(s): no test")
+    if np.all(d == 0):
+        return PairedResult(n, mean, low, high, math.nan, math.nan, "all differences zero: no test")
+    wilcoxon_p = float(stats.wilcoxon(d).pvalue)
+    if np.all(d == d[0]):
+        return PairedResult(n, mean, low, high, math.nan, wilcoxon_p, "identical differences: t-test undefined")
+    return PairedResult(n, mean, low, high, float(stats.ttest_1samp(d, 0.0).pvalue), wilcoxon_p, "")
+
+
+def holm(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p-values; NaN entries (tests not run) stay NaN and do not count in m.
+
+    Sorted ascending, p_(i) becomes max_{j <= i} min(1, (m - j + 1) p_(j)): the family-wise error
+    rate stays at the level used, whatever the dependence between the tests.
+    """
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full_like(p, math.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    m = len(tested)
+    running = 0.0
+    for rank, index in enumerate(tested[np.argsort(p[tested], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def verdict(mean_diff: float, adjusted_p: float, alpha: float = ALPHA) -> str:
+    """'win' / 'loss' when the adjusted p is below ``alpha`` (by the sign of the difference), else 'tie';
+    'untested' when there is no p-value."""
+    if math.isnan(adjusted_p):
+        return "untested"
+    if adjusted_p < alpha:
+        return "win" if mean_diff > 0 else "loss"
+    return "tie"
+
+
+def smallest_attainable_p(n: int) -> dict[str, float]:
+    """The smallest two-sided p each test can give with n seed pairs.
+
+    Wilcoxon (exact, no ties or zeros): every difference of one sign, i.e. 2 / 2^n, as scipy computes
+    it. The t-test has no floor (its statistic is unbounded), so it is reported as 0.
+    """
+    from scipy import stats
+
+    if n < 1:
+        return {"wilcoxon": math.nan, "ttest": math.nan}
+    return {"wilcoxon": float(stats.wilcoxon(np.arange(1, n + 1)).pvalue), "ttest": 0.0}

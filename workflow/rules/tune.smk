@@ -1,0 +1,74 @@
+# Fair tuning (METHOD.md §5), only when the config has a tune block: every candidate of every method is
+# trained on every tuning seed into its own MLflow experiment and scored on the validation split; one
+# selection per dataset x setting x method writes results/tuning/{dataset}/{setting}/{method}.json,
+# which the evaluation job of that method reads (so a changed choice reruns that method's jobs only).
+
+
+def tuning_job(wildcards):
+    """One tuning job's resolved spec: a candidate's options, a tuning seed, the tuning experiment."""
+    from fedakd.tuning import tuning_spec
+
+    return tuning_spec(
+        config,
+        dataset=wildcards.dataset,
+        setting=wildcards.setting,
+        method=wildcards.method,
+        candidate=int(wildcards.candidate),
+        seed=int(wildcards.seed),
+    ).to_dict()
+
+
+def tuning_runs(wildcards):
+    """Every candidate x tuning seed of one dataset x setting x method."""
+    from fedakd.tuning import grid
+
+    return expand(
+        "results/tuning/runs/{dataset}/{setting}/{method}/c{candidate}/seed{seed}/metrics.json",
+        dataset=wildcards.dataset,
+        setting=wildcards.setting,
+        method=wildcards.method,
+        candidate=range(len(grid(config, wildcards.method))),
+        seed=config["tune"]["seeds"],
+    )
+
+
+rule tune_train:
+    """A candidate on a tuning seed: the train job's script, its own spec and experiment."""
+    input:
+        manifest="results/partitions/{dataset}/{setting}/seed{seed}/manifest.json",
+        indices="results/partitions/{dataset}/{setting}/seed{seed}/indices.npz",
+        experiment=EXPERIMENT_FILE,
+    output:
+        "results/tuning/runs/{dataset}/{setting}/{method}/c{candidate}/seed{seed}/metrics.json",
+    params:
+        job=tuning_job,
+    log:
+        "logs/tune/{dataset}/{setting}/{method}/c{candidate}/seed{seed}.log",
+    threads: 1
+    resources:
+        mem_mb=train_mem_mb,
+        runtime=train_runtime,
+        gpu=train_gpus,
+    script:
+        "../scripts/train.py"
+
+
+localrules:
+    tune_select,
+
+
+rule tune_select:
+    """The candidate with the best mean validation score over the tuning seeds (ties: the first listed)."""
+    input:
+        tuning_runs,
+    output:
+        "results/tuning/{dataset}/{setting}/{method}.json",
+    params:
+        metric=config["tune"]["metric"],
+        budget=config["tune"]["budget"],
+        seeds=config["tune"]["seeds"],
+    log:
+        "logs/tune/{dataset}/{setting}/{method}.log",
+    threads: 1
+    script:
+        "../scripts/tune_select.py"
