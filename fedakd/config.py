@@ -506,6 +506,7 @@ def build_job_spec(config: dict, *, dataset: str, setting: str, method: str, see
         setting_params=config["settings"][setting], method=method, method_class=entry["method"],
         method_options={**method_options(entry), **(options or {})}, federation=config["federation"],
         model=config["model"], seed=seed, partition=partition_spec(config, dataset=dataset, setting=setting, seed=seed),
+        tracking=config["tracking"],
     )
 
 

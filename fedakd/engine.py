@@ -309,8 +309,8 @@ class RoundContext:
 class Callback:
     """Notified by ``run_federation``; override what you need (tracking, progress, benchmark timers)."""
 
-    def on_resume(self, history: list[dict[str, Any]]) -> None:
-        """Once, when a run resumes from its checkpoint, with the rounds already done."""
+    def on_resume(self, history: list[dict[str, Any]], timings: list[dict[str, float]]) -> None:
+        """Once, when a run resumes from its checkpoint, with the rounds already done and their timings."""
 
     def on_round_start(self, round_idx: int) -> None:
         """Before a round's first local step."""
@@ -452,7 +452,7 @@ def run_federation(method, data: FederatedData, setup: RunSetup, *, checkpoint: 
     clients, counters = method.prepare_clients(data.clients, setup.seed)
     if checkpoint is not None and restore_checkpoint(checkpoint, server, method, device):
         for callback in callbacks:
-            callback.on_resume(server.history)
+            callback.on_resume(server.history, server.timings)
 
     rounds, eval_every = federation["rounds"], federation["eval_every"]
     payload = tensor_bytes([server.flat])

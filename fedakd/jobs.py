@@ -111,6 +111,43 @@ def _summaries(history: list[dict[str, Any]]) -> tuple[dict, dict]:
     return pick(history[-1]), {**pick(best), "round": best["round"]}
 
 
+def run_name(job: JobSpec) -> str:
+    """The MLflow run's name, method first so that a narrow column still shows it."""
+    candidate = f" c{job.candidate}" if job.candidate is not None else ""
+    return f"{job.method}{candidate} | {job.setting} | seed {job.seed} | {job.dataset}"
+
+
+def source_tags(commit: str) -> dict[str, str]:
+    """MLflow's source tags: what ran (a Snakemake rule's script or the command line) and at which commit."""
+    entry = "snakemake workflow (rule train or tune_train)" if "snakemake" in sys.modules else "fedakd train"
+    return {"mlflow.source.name": entry, "mlflow.source.type": "LOCAL", "mlflow.source.git.commit": commit,
+            "mlflow.user": os.environ.get("USER", "fedakd")}
+
+
+def partition_inputs(job: JobSpec, partition) -> list:
+    """The partition as the run's MLflow dataset input: name, digest, source, the class counts as its profile.
+
+    MLflow keeps a dataset digest in 36 characters, so the digest is the first 36 hex digits of the
+    partition's SHA-256 (the whole hash is in the profile and in the run's partition_sha256 tag).
+    """
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    source = {"dataset": job.dataset, "setting": job.setting, "seed": job.seed,
+              "uri": f"results/partitions/{job.dataset}/{job.setting}/seed{job.seed}"}
+    profile = {"partition_sha256": partition.sha256, "num_examples": int(sum(len(c) for c in partition.client_indices)),
+               "class_counts": [int(n) for n in partition.class_counts], "clients": len(partition.client_indices),
+               "transfer_set": int(len(partition.proxy_indices)),
+               "validation_set": int(len(partition.validation_indices))}
+    dataset = Dataset(name=f"{job.dataset}/{job.setting}/seed{job.seed}", digest=partition.sha256[:36],
+                      source_type="fedakd-partition", source=json.dumps(source),
+                      schema=json.dumps({"imbalance": dict(job.setting_params["imbalance"]),
+                                         "split": dict(job.setting_params["split"])}),
+                      profile=json.dumps(profile))
+    return [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]
+
+
 def configure_determinism(device, deterministic: bool) -> None:
     """On CUDA, deterministic kernels unless the config says ``deterministic: false`` (the CPU needs nothing)."""
     if device.type != "cuda" or not deterministic:
@@ -145,6 +182,10 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
     finished = _finished_metrics(job, metrics_path, out_dir)
     if finished is not None:
         return finished
+    from fedakd.tracking import check_reachable, configure_http
+
+    configure_http(job.tracking)  # before anything: a lost server must cost seconds, not minutes
+    check_reachable(job.tracking_uri, job.tracking.get("connect_timeout", 10))
 
     import torch
 
@@ -152,7 +193,7 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
     from fedakd.engine import Checkpoint, FederatedData, RunSetup, resolve_device, run_federation
     from fedakd.partition import load_partition
     from fedakd.registry import get_method
-    from fedakd.tracking import RunTracker, ensure_experiment
+    from fedakd.tracking import RunTracker, TrackingError, ensure_experiment
 
     started = time.perf_counter()
     if threads:
@@ -170,14 +211,15 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
     out_dir.mkdir(parents=True, exist_ok=True)
     run_file = out_dir / RUN_FILE
     resume_run_id = read_json(run_file, "run file").get("mlflow_run_id") if run_file.exists() else None
-    experiment_id = experiment_id or ensure_experiment(job.tracking_uri, job.experiment)
+    experiment_id = experiment_id or ensure_experiment(job.tracking_uri, job.experiment, job.tracking)
     commit = git_commit()
     tags = {"dataset": job.dataset, "setting": job.setting, "method": job.method,
             "method_class": job.method_class, "seed": str(job.seed), "partition_sha256": partition.sha256,
             **({"candidate": str(job.candidate)} if job.candidate is not None else {}),
-            "git_commit": commit, "device": str(device)}
+            "git_commit": commit, "device": str(device), **source_tags(commit)}
     tracker = RunTracker(job.tracking_uri, experiment_id, job.key, tags, params=job.to_dict(),
-                         resume_run_id=resume_run_id,
+                         resume_run_id=resume_run_id, run_name=run_name(job),
+                         inputs=lambda: partition_inputs(job, partition),
                          on_created=lambda run_id: atomic_write_json(run_file, {"mlflow_run_id": run_id}))
     data = FederatedData.from_indices(
         dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, client_indices=partition.client_indices,
@@ -191,6 +233,8 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
                                 callbacks=[tracker.callback(), _progress(job), *callbacks])
         final, best = _summaries(result.history)
         totals = result.totals
+        if tracker.run_id is None:  # the server went away before the run could be opened
+            raise TrackingError(tracker.lost_message("the trained rounds are saved in the job's checkpoint"))
         metrics = {
             "job": {"dataset": job.dataset, "setting": job.setting, "method": job.method,
                     "method_class": job.method_class, "seed": job.seed,

@@ -200,7 +200,7 @@ def test_a_minimal_config_gets_every_default():
     assert validate_config(MINIMAL) == {
         "experiment": "e", "seeds": [0], "datasets": ["digits"],
         "tracking_uri": "sqlite:///results/mlflow.db", "data_root": "data", "device": "auto", "amp": False,
-        "deterministic": True,
+        "deterministic": True, "tracking": {"connect_timeout": 10, "request_timeout": 10, "request_retries": 2},
         "settings": {"bal": {"imbalance": {"kind": "none", "shuffle_classes": False},
                              "split": {"kind": "iid", "min_size": 10, "max_retries": 100}}},
         "federation": {"clients": 10, "fraction": 1.0, "rounds": 20, "local_epochs": 1, "batch_size": 64,

@@ -53,6 +53,8 @@ def test_lint_flags_only_the_per_rule_software_environment(tmp_path):
     ("smoke.yaml", 1 * 1 * 18 * 2, 1 * 1 * 2),      # digits x 1 setting x 18 methods x 2 seeds
     ("config.yaml", 1 * 2 * 7 * 5, 1 * 2 * 5),      # fashion-mnist x 2 settings x 7 methods x 5 seeds
     ("paper.yaml", 2 * 12 * 19 * 5, 2 * 12 * 5),    # 2 datasets x (4 factors x 3 alphas) x 19 methods x 5 seeds
+    ("full.yaml", 1 * 2 * 18 * 5, 1 * 2 * 5),       # fashion-mnist x 2 settings x 18 methods x 5 seeds
+    ("tuned.yaml", 1 * 2 * 7 * 5, 1 * 2 * (5 + 2)),  # the default grid; partitions of 5 + 2 tuning seeds
 ])
 def test_dry_run_plans_one_train_job_per_grid_point(tmp_path, config_name, train_jobs, partitions):
     result = snakemake(tmp_path, "-n", configfile=REPO / "config" / config_name)
@@ -60,6 +62,9 @@ def test_dry_run_plans_one_train_job_per_grid_point(tmp_path, config_name, train
     counts = job_counts(result)
     assert counts["train"] == train_jobs
     assert counts["partition"] == partitions
+    tuned = config_name == "tuned.yaml"  # 2 settings x (6 methods x 4 candidates + fedavg's 1) x 2 tuning seeds
+    assert counts.get("tune_train", 0) == (2 * 25 * 2 if tuned else 0)
+    assert counts.get("tune_select", 0) == (2 * 7 if tuned else 0)
     assert counts["mlflow_setup"] == counts["aggregate"] == counts["figures"] == counts["write_report"] == 1
 
 

@@ -161,10 +161,15 @@ def mlflow_store(tmp_path_factory):
 
 def _log_runs(client, experiment: str, runs: list[dict], extra: tuple = ()) -> list[dict]:
     """A FINISHED MLflow run per metrics.json (ids written back into copies), plus ``extra`` (job_key, status)."""
+    from mlflow.entities import Metric
+
     experiment_id = client.create_experiment(experiment)
     logged = []
     for run in runs:
         mlflow_run = client.create_run(experiment_id, tags={"job_key": collect.job_key(run["job"])})
+        points = [Metric(key, record[key], 0, record["round"]) for record in run["history"]
+                  for key in collect.HEADLINE_STEPS if record.get(key) is not None]
+        client.log_batch(mlflow_run.info.run_id, metrics=points)
         client.set_terminated(mlflow_run.info.run_id, "FINISHED")
         logged.append({**run, "mlflow_run_id": mlflow_run.info.run_id, "mlflow_experiment_id": experiment_id})
     for key, status in extra:
@@ -204,6 +209,25 @@ def test_crosscheck_notes_runs_of_jobs_outside_the_collection(mlflow_store, runs
     note = collect.crosscheck_mlflow(logged[:2], uri, "dropped-method")
     assert "2 finished runs match" in note
     assert f"ignored 1 finished run(s) of jobs not collected here ({collect.job_key(logged[2]['job'])})" in note
+
+
+def test_crosscheck_refuses_a_run_missing_a_round_naming_it(mlflow_store, runs):
+    import sqlite3
+
+    uri, client = mlflow_store
+    logged = _log_runs(client, "gappy", runs[:2])
+    gap = logged[1]
+    # one point deleted from the store behind MLflow's back (MLflow has no call to delete a metric point)
+    with sqlite3.connect(uri.removeprefix("sqlite:///")) as db:
+        db.execute("DELETE FROM metrics WHERE run_uuid = ? AND key = 'balanced_accuracy' AND step = 2",
+                   (gap["mlflow_run_id"],))
+        db.execute("DELETE FROM latest_metrics WHERE run_uuid = ? AND key = 'balanced_accuracy'", (gap["mlflow_run_id"],))
+    with pytest.raises(ResultsError) as error:
+        collect.crosscheck_mlflow(logged, uri, "gappy")
+    message = str(error.value)
+    assert f"{collect.job_key(gap['job'])}: MLflow run {gap['mlflow_run_id']} disagrees with its metrics.json " \
+           f"(balanced_accuracy: missing rounds [2])" in message
+    assert collect.job_key(logged[0]["job"]) not in message
 
 
 def test_crosscheck_unknown_experiment(mlflow_store, runs):

@@ -14,6 +14,11 @@ from typing import Any, Iterable
 from fedakd.io import read_json
 from fedakd.layout import JOB_KEYS, TIMINGS_FILE, job_key, missing_keys
 from fedakd.metrics import METRIC_KEYS
+from fedakd.tracking import SUMMARY_TAG
+
+#: Metrics whose logged steps the cross-check compares with each job's history (METHOD.md §4's headline).
+HEADLINE_STEPS = ("accuracy", "balanced_accuracy", "macro_f1", "minority_recall", "worst_class_recall")
+
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +69,30 @@ def _search_all_runs(client, experiment_id: str, page_size: int) -> list:
             return found
 
 
+def missing_steps(client, run: dict[str, Any], metrics: Iterable[str] = HEADLINE_STEPS) -> list[str]:
+    """Where an MLflow run lacks (or doubles) a headline metric at a round of the job's own history."""
+    problems = []
+    for key in metrics:
+        expected = sorted(record["round"] for record in run["history"] if record.get(key) is not None)
+        logged = sorted(point.step for point in client.get_metric_history(run["mlflow_run_id"], key))
+        if logged != expected:
+            missing = sorted(set(expected) - set(logged))
+            doubled = sorted({step for step in logged if logged.count(step) > 1})
+            extra = sorted(set(logged) - set(expected))
+            problems.append(f"{key}: " + "; ".join(part for part in (
+                f"missing rounds {missing}" if missing else "", f"rounds logged twice {doubled}" if doubled else "",
+                f"rounds not in metrics.json {extra}" if extra else "") if part))
+    return problems
+
+
 def crosscheck_mlflow(runs: list[dict[str, Any]], tracking_uri: str, experiment: str, *,
                       page_size: int = 1000) -> str:
-    """Check that runs and the experiment's FINISHED MLflow runs match one to one, by job key.
+    """Check that runs and the experiment's FINISHED MLflow runs match one to one, by job key, and that
+    each run holds every headline metric at every round of the job's history, once.
 
     Raises ResultsError listing every problem. KILLED, FAILED and RUNNING runs
-    (interrupted jobs, superseded attempts) are ignored; the returned note (also
-    logged) counts them.
+    (interrupted jobs, superseded attempts) and the study's summary run are ignored;
+    the returned note (also logged) counts them.
     """
     from mlflow.tracking import MlflowClient
 
@@ -83,6 +105,8 @@ def crosscheck_mlflow(runs: list[dict[str, Any]], tracking_uri: str, experiment:
     unfinished: dict[str, int] = {}
     for mlflow_run in _search_all_runs(client, found.experiment_id, page_size):
         status = mlflow_run.info.status
+        if mlflow_run.data.tags.get(SUMMARY_TAG):
+            continue
         if status == "FINISHED":
             key = mlflow_run.data.tags.get("job_key", f"(untagged run {mlflow_run.info.run_id})")
             finished.setdefault(key, []).append(mlflow_run.info.run_id)
@@ -99,6 +123,12 @@ def crosscheck_mlflow(runs: list[dict[str, Any]], tracking_uri: str, experiment:
             problems.append(f"{key}: metrics.json names MLflow run {run['mlflow_run_id']}, which is not a FINISHED "
                             f"run of this job in experiment {experiment!r} (deleted or lost?); delete that "
                             f"metrics.json and rerun the job")
+            continue
+        gaps = missing_steps(client, run)
+        if gaps:
+            problems.append(f"{key}: MLflow run {run['mlflow_run_id']} disagrees with its metrics.json ("
+                            + "; ".join(gaps) + "); delete that metrics.json and rerun the job, which logs the "
+                            "missing points into the same run")
     for key, run_ids in sorted(finished.items()):
         if len(run_ids) > 1:
             problems.append(f"{key}: {len(run_ids)} FINISHED MLflow runs ({', '.join(sorted(run_ids))}); delete the "
