@@ -12,7 +12,7 @@ rule aggregate:
         tuning=tuning_choices(),
         experiment=EXPERIMENT_FILE,
     output:
-        TABLES,
+        table_outputs(),
     params:
         tracking_uri=config["tracking_uri"],
         experiment=config["experiment"],
@@ -20,5 +20,7 @@ rule aggregate:
     log:
         "logs/aggregate.log",
     threads: 1
+    conda:
+        "../envs/fedakd.yaml"
     script:
         "../scripts/aggregate.py"

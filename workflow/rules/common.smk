@@ -19,10 +19,12 @@ except ConfigError as error:
 
 
 EXPERIMENT_FILE = "results/mlflow/experiment.json"
+SUMMARY_RUN_FILE = "results/mlflow/summary.json"
 TUNING = "tune" in config  # a tuning stage before the evaluation grid (workflow/rules/tune.smk)
 TABLE_NAMES = ["summary", "comparison", "ladder", "cost", *(["tuning"] if TUNING else [])]
 TABLES = expand("results/tables/{table}.{ext}", table=TABLE_NAMES, ext=["csv", "md", "tex"])
 FIGURES = "reports/figures"
+FIGURE_KINDS = ["learning_curves", "per_class_recall", "accuracy_vs_bytes"]
 REPORT = "reports/report.md"
 
 def experiments():
@@ -43,6 +45,31 @@ def study():
 def one_of(names):
     """A wildcard pattern matching exactly the configured names: none can span a '/' or catch a stray folder."""
     return "|".join(re.escape(str(name)) for name in names)
+
+
+def table_outputs():
+    """The aggregate rule's tables; the CSVs are marked for `snakemake --report` under Tables."""
+    mark = report  # (a line may not start with `report`: Snakemake would read its keyword)
+    return [
+        mark(path, caption=f"../report/tables/{Path(path).stem}.rst", category="Tables",
+             labels={"table": Path(path).stem})
+        if path.endswith(".csv")
+        else path
+        for path in TABLES
+    ]
+
+
+def figure_patterns():
+    """The figures in reports/figures/, by kind, dataset and setting (names joined by '_', so each part is
+    matched against the config's own names); a figure of every setting has an empty setting."""
+    datasets, settings = one_of(config["datasets"]), one_of(config["settings"])
+    methods = one_of(config["methods"])
+    return [
+        f"{{kind,{one_of(FIGURE_KINDS)}}}_{{dataset,{datasets}}}_{{setting,{settings}}}.png",
+        f"{{kind,minority_vs_imbalance}}_{{dataset,{datasets}}}{{setting,}}.png",
+        f"{{kind,partition}}_{{dataset,{datasets}}}_{{setting,{settings}}}_seed{{seed,\\d+}}.png",
+        f"{{kind,tuning_sensitivity}}_{{method,{methods}}}_{{dataset,{datasets}}}_{{setting,{settings}}}.png",
+    ]
 
 
 wildcard_constraints:
@@ -85,7 +112,7 @@ def tuning_choices():
 
 
 def final_targets():
-    return [*run_metrics(), *TABLES, FIGURES, REPORT]
+    return [*run_metrics(), *TABLES, FIGURES, REPORT, SUMMARY_RUN_FILE]
 
 
 def train_job(wildcards):

@@ -15,5 +15,7 @@ rule data:
     log:
         "logs/data/{dataset}.log",
     threads: 1
+    conda:
+        "../envs/fedakd.yaml"
     script:
         "../scripts/data.py"

@@ -14,5 +14,7 @@ rule partition:
     log:
         "logs/partition/{dataset}/{setting}/seed{seed}.log",
     threads: 1
+    conda:
+        "../envs/fedakd.yaml"
     script:
         "../scripts/partition.py"

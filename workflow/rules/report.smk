@@ -7,7 +7,7 @@
 #
 # `snakemake report` (the report rule) alone brings everything up to date, training what is missing.
 # To rebuild tables, figures and report from the runs on disk and train nothing (`make report`):
-#     snakemake report --allowed-rules aggregate figures write_report report --forcerun aggregate figures
+#     snakemake report --allowed-rules aggregate figures write_report mlflow_summary report --forcerun aggregate figures
 # --allowed-rules: no other rule runs, even where a changed config or script would rerun a job, so the
 # metrics.json files on disk are taken as they are; a missing one stops everything with Snakemake's
 # MissingInputException naming it (a table never silently drops a seed). --forcerun: without it an
@@ -28,10 +28,19 @@ rule figures:
         tuning=tuning_choices(),
         manifests=partition_manifests(),
     output:
-        directory(FIGURES),
+        report(
+            directory(FIGURES),
+            patterns=figure_patterns(),
+            caption="../report/figure.rst",
+            category="Figures: {dataset}",
+            subcategory="{setting}",
+            labels={"figure": "{kind}"},
+        ),
     log:
         "logs/figures.log",
     threads: 1
+    conda:
+        "../envs/fedakd.yaml"
     script:
         "../scripts/figures.py"
 
@@ -44,12 +53,14 @@ rule write_report:
         tables=TABLES,
         figures=FIGURES,
     output:
-        REPORT,
+        report(REPORT, caption="../report/report_md.rst", category="Report"),
     params:
         study=study(),
     log:
         "logs/report.log",
     threads: 1
+    conda:
+        "../envs/fedakd.yaml"
     script:
         "../scripts/report.py"
 
@@ -57,3 +68,29 @@ rule write_report:
 rule report:
     input:
         REPORT,
+        SUMMARY_RUN_FILE,
+
+
+localrules:
+    mlflow_summary,
+
+
+rule mlflow_summary:
+    """The study's tables, figures and report in one MLflow run beside the training runs (tagged
+    fedakd.summary, which the aggregate step's cross-check skips)."""
+    input:
+        tables=TABLES,
+        figures=FIGURES,
+        report=REPORT,
+        experiment=EXPERIMENT_FILE,
+    output:
+        SUMMARY_RUN_FILE,
+    params:
+        tracking_uri=config["tracking_uri"],
+    log:
+        "logs/mlflow_summary.log",
+    threads: 1
+    conda:
+        "../envs/fedakd.yaml"
+    script:
+        "../scripts/mlflow_summary.py"

@@ -25,6 +25,8 @@ rule mlflow_setup:
     log:
         "logs/mlflow_setup.log",
     threads: 1
+    conda:
+        "../envs/fedakd.yaml"
     script:
         "../scripts/mlflow_setup.py"
 
@@ -50,5 +52,7 @@ rule train:
         mem_mb=train_mem_mb,
         runtime=train_runtime,
         gpu=train_gpus,
+    conda:
+        "../envs/fedakd.yaml"
     script:
         "../scripts/train.py"

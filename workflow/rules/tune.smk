@@ -49,6 +49,8 @@ rule tune_train:
         mem_mb=train_mem_mb,
         runtime=train_runtime,
         gpu=train_gpus,
+    conda:
+        "../envs/fedakd.yaml"
     script:
         "../scripts/train.py"
 
@@ -70,5 +72,7 @@ rule tune_select:
     log:
         "logs/tune/{dataset}/{setting}/{method}.log",
     threads: 1
+    conda:
+        "../envs/fedakd.yaml"
     script:
         "../scripts/tune_select.py"
