@@ -233,8 +233,6 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
                                 callbacks=[tracker.callback(), _progress(job), *callbacks])
         final, best = _summaries(result.history)
         totals = result.totals
-        if tracker.run_id is None:  # the server went away before the run could be opened
-            raise TrackingError(tracker.lost_message("the trained rounds are saved in the job's checkpoint"))
         metrics = {
             "job": {"dataset": job.dataset, "setting": job.setting, "method": job.method,
                     "method_class": job.method_class, "seed": job.seed,
@@ -250,17 +248,20 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
                      "bytes_down": totals.bytes_down, "bytes_up": totals.bytes_up,
                      "rounds": job.federation["rounds"], "clients_per_round": result.clients_per_round},
             "final": final, "best": best, "history": result.history,
-            "mlflow_run_id": tracker.run_id, "mlflow_experiment_id": experiment_id,
-            "git_commit": commit, "device": str(device),
+            "mlflow_experiment_id": experiment_id, "git_commit": commit, "device": str(device),
         }
         from fedakd.run_artifacts import write_run_artifacts
 
+        # Drawn while the tracker's thread catches up (opening the run takes seconds): only then its id.
         artifacts = write_run_artifacts(out_dir / "artifacts", job=job.to_dict(), metrics=metrics,
                                         y_true=dataset.y_test.numpy(), y_pred=result.final_predictions,
                                         class_names=dataset.class_names,
                                         manifest=Path(partition_dir) / "manifest.json" if partition_dir else None)
+        metrics["mlflow_run_id"] = tracker.run_id
+        if metrics["mlflow_run_id"] is None:  # the server went away before the run could be opened
+            raise TrackingError(tracker.lost_message("the trained rounds are saved in the job's checkpoint"))
         summary = {f"final_{k}": v for k, v in final.items() if k != "per_class_recall" and v is not None}
-        tracker.log_summary({**summary, **{f"best_{k}": v for k, v in best.items()
+        tracker.log_summary({**summary, **{f"optimistic_best_round_{k}": v for k, v in best.items()
                                            if k not in ("per_class_recall", "round") and v is not None},
                              **result.counters, **{f"cost_{k}": v for k, v in metrics["cost"].items()}})
         tracker.finish("FINISHED", artifacts)

@@ -358,3 +358,21 @@ class RunTracker:
                 raise TrackingError(self.lost_message("the trained rounds are saved in the job's checkpoint"))
         finally:
             self._pool.shutdown(wait=True)
+
+
+def log_study_summary(tracking_uri: str, experiment_id: str, files: Mapping[str, list[Path]],
+                      tags: Mapping[str, str] = ()) -> str:
+    """One run of the experiment holding the study's tables, figures and report (artifact folder -> files),
+    tagged fedakd.summary so that the cross-check skips it; an earlier summary run is deleted (superseded)."""
+    client = _client(tracking_uri)
+    for run in _retry(client.search_runs, [experiment_id], filter_string=f"tags.`{SUMMARY_TAG}` = 'true'"):
+        _retry(client.delete_run, run.info.run_id)
+    run = _retry(client.create_run, experiment_id, run_name="summary | tables, figures and report",
+                 tags={SUMMARY_TAG: "true", "mlflow.note.content": "The study's tables, figures and report "
+                       "(reports/report.md); the training runs are the other runs of this experiment.",
+                       **dict(tags)})
+    for folder, paths in files.items():
+        for path in paths:
+            _retry(client.log_artifact, run.info.run_id, str(path), folder)
+    _retry(client.set_terminated, run.info.run_id, status="FINISHED")
+    return run.info.run_id
