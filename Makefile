@@ -10,7 +10,7 @@ CORES  ?= 2
 CONFIG ?= config/config.yaml
 PORT   ?= 5000
 
-.PHONY: setup test test-fast reproduce report data ui bench lint clean-results
+.PHONY: setup test test-fast reproduce report report-html data ui bench lint browser cluster-check clean-results
 
 setup: $(VENV)/.installed
 
@@ -44,10 +44,26 @@ reproduce: setup data
 # Rebuild tables, figures and report from the runs that exist, training nothing.
 report: setup
 	$(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES) --configfile $(CONFIG) report \
-	    --allowed-rules aggregate figures write_report report --forcerun aggregate figures
+	    --allowed-rules aggregate figures write_report mlflow_summary report --forcerun aggregate figures
 
+# Snakemake's own browsable report of the last run: tables, figures (by dataset and setting), report.md.
+report-html: setup
+	$(BIN)/snakemake --configfile $(CONFIG) --report reports/report.html
+
+# MLflow 3's UI remembers a GenAI / model-training toggle per browser and starts on GenAI: the link
+# printed here opens the experiment on its training runs.
 ui: setup
+	@$(BIN)/python -c "from mlflow.tracking import MlflowClient; import yaml; 	  name = yaml.safe_load(open('$(CONFIG)'))['experiment']; 	  e = MlflowClient('sqlite:///results/mlflow.db').get_experiment_by_name(name); 	  print(f'open http://127.0.0.1:$(PORT)/#/experiments/{e.experiment_id}?workflowType=machine_learning' if e 	        else f'no experiment {name!r} in results/mlflow.db yet: make reproduce first')"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
+
+# The browser test's Chromium and ChromeDriver, and PostgreSQL for the tracking test (Debian, as root);
+# .ci/run does the same. Without them those tests are skipped, saying why.
+browser:
+	apt-get update -qq && apt-get install -y -qq chromium chromium-driver postgresql
+
+# A single-node SLURM on this machine, and the smoke pipeline through workflow/profiles/slurm (needs root).
+cluster-check: setup
+	VENV=$(VENV) .ci/cluster-check
 
 bench: setup data
 	$(BIN)/python benchmarks/bench.py
@@ -57,4 +73,5 @@ lint: setup
 
 clean-results:
 	rm -rf results/partitions results/runs results/tables results/data results/mlflow results/mlflow.db \
-	       results/mlartifacts results/bench reports/figures reports/report.md logs .snakemake
+	       results/mlartifacts results/bench results/tuning results/ui-screenshots reports/figures \
+	       reports/report.md reports/report.html logs .snakemake

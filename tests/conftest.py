@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -11,9 +10,17 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def digits_config(tmp_path) -> Path:
     """config/smoke.yaml with its MLflow store inside tmp_path; returns the config path."""
-    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
-    config["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    config["data_root"] = str(tmp_path / "data")
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    from tests.helpers import smoke_config
+
+    return smoke_config(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The smoke pipeline (every method, digits) run once for the whole test session; the tests that read its
+    outputs (tables, report, MLflow store, the browser test) share it. Returns the working folder and the
+    first run's result."""
+    from tests.test_pipeline import snakemake
+
+    workdir = tmp_path_factory.mktemp("smoke")
+    return workdir, snakemake(workdir)

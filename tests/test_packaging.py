@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name where they differ
+CONDA_NAMES = {"torch": "pytorch", "psycopg2-binary": "psycopg2"}  # PyPI name -> conda-forge name where they differ
 
 
 def _name_and_spec(requirement: str) -> tuple[str, str]:
@@ -91,3 +91,17 @@ def test_a_wheel_installed_outside_the_checkout_validates_and_trains(tmp_path):
                      "--method", "fedakd", "--seed", "0", "--out", "run", "--threads", "1")
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert (elsewhere / "run" / "metrics.json").exists()
+
+
+def test_from_a_source_checkout_the_methods_come_from_pyproject(monkeypatch):
+    """The conda route runs the workflow's scripts from the checkout, with no installed metadata."""
+    from fedakd import registry
+
+    registry._entry_points.cache_clear()
+    monkeypatch.setattr(registry, "entry_points", lambda group: [])
+    try:
+        declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["fedakd.methods"]
+        assert registry.method_names() == sorted(declared)
+        assert registry.get_method("fedprox").__name__ == "FedProx"
+    finally:
+        registry._entry_points.cache_clear()

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 SMOKE = REPO / "config" / "smoke.yaml"
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "minority_recall", "worst_class_recall")
-REPORT_ONLY = ("report", "--allowed-rules", "aggregate", "figures", "write_report", "report",
+REPORT_ONLY = ("report", "--allowed-rules", "aggregate", "figures", "write_report", "mlflow_summary", "report",
                "--forcerun", "aggregate", "figures")
 
 
@@ -41,12 +41,25 @@ def lints(result: subprocess.CompletedProcess) -> set[str]:
     return set(re.findall(r"^    \* (.+)$", output(result), flags=re.M))
 
 
-def test_lint_flags_only_the_per_rule_software_environment(tmp_path):
-    # Every rule runs in Snakemake's own environment on purpose: the scripts import the installed
-    # fedakd package of that environment (a per-rule conda env would be a second, divergent copy of
-    # torch and fedakd). So the one lint left is "specify a conda environment or container".
+def test_lint_is_clean(tmp_path):
+    # Every rule that runs Python names the conda environment of workflow/envs/ (used with --sdm conda).
     result = snakemake(tmp_path, "--lint")
-    assert lints(result) == {"Specify a conda environment or container for each rule.:"}, result.stderr
+    assert result.returncode == 0 and lints(result) == set(), output(result)
+    assert "Congratulations, your workflow is in a good condition!" in output(result)
+
+
+def test_the_rules_conda_environment_holds_the_packages_dependencies():
+    import tomllib
+
+    import yaml
+
+    from tests.test_packaging import CONDA_NAMES, _name_and_spec
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = {CONDA_NAMES.get(n, n): s for n, s in map(_name_and_spec, project["dependencies"])}
+    env = yaml.safe_load((REPO / "workflow" / "envs" / "fedakd.yaml").read_text())
+    found = dict(_name_and_spec(d) for d in env["dependencies"] if isinstance(d, str) and not d.startswith("python"))
+    assert found == wanted
 
 
 @pytest.mark.parametrize(("config_name", "train_jobs", "partitions"), [
@@ -66,6 +79,7 @@ def test_dry_run_plans_one_train_job_per_grid_point(tmp_path, config_name, train
     assert counts.get("tune_train", 0) == (2 * 25 * 2 if tuned else 0)
     assert counts.get("tune_select", 0) == (2 * 7 if tuned else 0)
     assert counts["mlflow_setup"] == counts["aggregate"] == counts["figures"] == counts["write_report"] == 1
+    assert counts["mlflow_summary"] == 1
 
 
 def test_bad_config_stops_before_any_job_naming_the_key(tmp_path):
@@ -88,14 +102,6 @@ def finished_runs_per_job(workdir: Path) -> Counter:
     experiment = client.get_experiment_by_name("fedakd-bench-smoke")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)  # active (not deleted) runs
     return Counter(run.data.tags["job_key"] for run in runs if run.info.status == "FINISHED")
-
-
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    """The smoke pipeline (every method, digits) run once for the whole test session: the tests that read its
-    outputs share it. Returns the working folder and the first run's result."""
-    workdir = tmp_path_factory.mktemp("smoke")
-    return workdir, snakemake(workdir)
 
 
 def smoke_methods() -> list[str]:
@@ -167,7 +173,8 @@ def test_rebuilding_and_rerunning_touch_only_what_changed(smoke_run):
     expected_jobs = {f"digits/lt10-dir1/{method}/seed{seed}" for method in smoke_methods() for seed in (0, 1)}
     report_only = snakemake(tmp_path, *REPORT_ONLY)
     assert report_only.returncode == 0, report_only.stderr[-3000:]
-    assert job_counts(report_only) == {"aggregate": 1, "figures": 1, "write_report": 1, "report": 1}
+    assert job_counts(report_only) == {"aggregate": 1, "figures": 1, "write_report": 1, "mlflow_summary": 1,
+                                       "report": 1}
 
     deleted = tmp_path / "results" / "runs" / "digits" / "lt10-dir1" / "fedakd" / "seed1" / "metrics.json"
     deleted.unlink()
@@ -176,7 +183,8 @@ def test_rebuilding_and_rerunning_touch_only_what_changed(smoke_run):
     assert "MissingInputException" in output(missing) and str(deleted.relative_to(tmp_path)) in output(missing)
 
     plan = snakemake(tmp_path, "-n")
-    assert job_counts(plan) == {"train": 1, "aggregate": 1, "figures": 1, "write_report": 1, "all": 1}
+    assert job_counts(plan) == {"train": 1, "aggregate": 1, "figures": 1, "write_report": 1, "mlflow_summary": 1,
+                                "all": 1}
     assert "results/runs/digits/lt10-dir1/fedakd/seed1/metrics.json" in output(plan)
     rerun = snakemake(tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -189,4 +197,5 @@ def test_rebuilding_and_rerunning_touch_only_what_changed(smoke_run):
                                                  "fedakd: {method: fedakd, distill_steps: 11}"))
     assert changed.read_text() != SMOKE.read_text()
     plan = snakemake(tmp_path, "-n", configfile=changed)
-    assert job_counts(plan) == {"train": 2, "aggregate": 1, "figures": 1, "write_report": 1, "all": 1}
+    assert job_counts(plan) == {"train": 2, "aggregate": 1, "figures": 1, "write_report": 1, "mlflow_summary": 1,
+                                "all": 1}

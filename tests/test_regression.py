@@ -27,9 +27,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from fedakd.cli import main
+from tests.helpers import smoke_config
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = ROOT / "tests" / "data" / "regression_digits.json"
@@ -46,15 +46,6 @@ JOBS = {
     "fedakd-client": ("fedakd", ["methods.fedakd.kd_site=client"]),
     "fedavg-half": ("fedavg", ["federation.fraction=0.5", "federation.rounds=4"]),
 }
-
-
-def smoke_config(folder: Path) -> Path:
-    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
-    config["tracking_uri"] = f"sqlite:///{folder / 'mlflow.db'}"
-    config["data_root"] = str(folder / "data")
-    path = folder / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def train(config: Path, out: Path, method: str, overrides: list[str]) -> dict:

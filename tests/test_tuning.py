@@ -154,7 +154,7 @@ def test_the_tuning_stage_chooses_on_the_validation_split_and_feeds_the_evaluati
     configfile.write_text(yaml.safe_dump(changed))
     plan = snakemake(workdir, "-n", configfile=configfile)
     assert job_counts(plan) == {"tune_train": 1, "tune_select": 1, "train": 2, "aggregate": 1, "figures": 1,
-                                "write_report": 1, "all": 1}
+                                "write_report": 1, "mlflow_summary": 1, "all": 1}
     import re
 
     planned = output(plan)

@@ -1,0 +1,70 @@
+"""What several test modules need: the smoke config in a folder of its own, free loopback ports, and
+MLflow servers started, waited for and stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def smoke_config(folder: Path) -> Path:
+    """config/smoke.yaml with its MLflow store and data root inside ``folder``; returns the config's path."""
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    config["tracking_uri"] = f"sqlite:///{folder / 'mlflow.db'}"
+    config["data_root"] = str(folder / "data")
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_mlflow(command: str, port: int, *options: str, log: Path | None = None,
+                 timeout: float = 180) -> subprocess.Popen:
+    """`mlflow server` or `mlflow ui` on 127.0.0.1:port, in a process group of its own (so that all its
+    workers can be stopped, or killed like a crash), once /health answers."""
+    mlflow = Path(sys.executable).with_name("mlflow")
+    process = subprocess.Popen([str(mlflow), command, *options, "--host", "127.0.0.1", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=open(log, "w") if log else subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return process
+        except OSError:
+            assert process.poll() is None, f"mlflow {command} exited" + (f": {log.read_text()[-3000:]}" if log else "")
+            assert time.time() < deadline, f"mlflow {command} did not start in {timeout:g} s"
+            time.sleep(0.5)
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Signal a server's whole process group and wait for it."""
+    os.killpg(process.pid, sig)
+    process.wait(timeout=60)
+
+
+def train_jobs(config: Path, out: Path, jobs: list[tuple[str, int]], tracking_uri: str,
+               experiment_id: str) -> list[subprocess.Popen]:
+    """`fedakd train` for each (method, seed) of the digits setting at once, logging to ``tracking_uri``."""
+    return [
+        subprocess.Popen([sys.executable, "-m", "fedakd.cli", "train", "--config", str(config), "--dataset", "digits",
+                          "--setting", "lt10-dir1", "--method", method, "--seed", str(seed), "--out",
+                          str(out / f"{method}-{seed}"), "--experiment-id", experiment_id, "--threads", "1",
+                          "--set", f"tracking_uri={tracking_uri}"], stderr=subprocess.PIPE, text=True)
+        for method, seed in jobs
+    ]

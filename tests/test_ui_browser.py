@@ -1,0 +1,116 @@
+"""The MLflow UI as a user sees it, in a real browser: headless Chromium (Debian's chromium and
+chromium-driver, driven by Selenium) over the smoke pipeline's store.
+
+MLflow 3.17's UI chooses between its GenAI and model-training views with a toggle of its own, remembered
+per browser (the experiment-kind tag the suite sets is not consulted by this version); the links the suite
+prints (`make ui`) carry workflowType=machine_learning, which is what this test opens. Screenshots go to
+results/ui-screenshots/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import free_port, start_mlflow, stop
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "results" / "ui-screenshots"
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+#: Flags a headless Chromium needs here (root, no GPU, no network beyond loopback).
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage", "--window-size=1600,2600")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                       reason="no headless Chromium on this machine: apt-get install chromium chromium-driver "
+                              "(.ci/run installs them)"),
+]
+
+
+@pytest.fixture(scope="module")
+def ui(smoke_run):
+    """`mlflow ui` on a free loopback port over the smoke pipeline's store."""
+    workdir, first = smoke_run
+    assert first.returncode == 0, first.stderr[-3000:]
+    port = free_port()
+    server = start_mlflow("ui", port, "--backend-store-uri", f"sqlite:///{workdir / 'results' / 'mlflow.db'}",
+                          "--workers", "1", timeout=120)
+    base = f"http://127.0.0.1:{port}"
+    yield base, workdir
+    stop(server)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def wait_for_text(driver, texts: list[str], timeout: float = 60) -> str:
+    """The page's text once it holds every one of ``texts`` (the UI renders after its API calls)."""
+    deadline = time.time() + timeout
+    while True:
+        body = driver.find_element("tag name", "body").text
+        if all(text in body for text in texts) or time.time() > deadline:
+            return body
+        time.sleep(0.5)
+
+
+def shoot(driver, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    return path
+
+
+def smoke_jobs() -> list[tuple[str, int]]:
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    return [(method, seed) for method in config["methods"] for seed in config["seeds"]]
+
+
+def test_the_experiment_opens_on_its_training_runs_with_every_method_and_the_partition(ui, browser):
+    base, workdir = ui
+    experiment = json.loads((workdir / "results" / "mlflow" / "experiment.json").read_text())["experiment_id"]
+    browser.get(f"{base}/#/experiments/{experiment}?workflowType=machine_learning")
+    names = [f"{method} | lt10-dir1 | seed {seed} | digits" for method, seed in smoke_jobs()]
+    body = wait_for_text(browser, names)
+    shoot(browser, "experiment")
+    assert "/runs" in browser.current_url, browser.current_url  # the runs table, not the GenAI overview
+    assert "Run Name" in body and "Dataset" in body and "Source" in body
+    missing = [name for name in names if name not in body]
+    assert not missing, missing  # every job's run, named method first
+    assert "digits/lt10-dir1/seed0 (" in body  # the partition as the runs' dataset
+    assert "summary | tables, figures and report" in body  # the study's summary run
+
+
+def test_a_run_page_charts_balanced_accuracy_and_shows_its_dataset(ui, browser):
+    base, workdir = ui
+    metrics = json.loads((workdir / "results/runs/digits/lt10-dir1/fedakd/seed0/metrics.json").read_text())
+    run_page = f"{base}/#/experiments/{metrics['mlflow_experiment_id']}/runs/{metrics['mlflow_run_id']}"
+    browser.get(f"{run_page}/model-metrics?workflowType=machine_learning")
+    body = wait_for_text(browser, ["balanced_accuracy", "Step"])
+    charts = browser.find_elements("xpath", "//*[normalize-space(text())='balanced_accuracy']"
+                                            "/ancestor::*[.//*[local-name()='svg']][1]//*[local-name()='svg']")
+    shoot(browser, "run-metrics")
+    assert "balanced_accuracy" in body and charts, "no balanced_accuracy chart on the run page"
+    browser.get(f"{run_page}?workflowType=machine_learning")  # the run's overview: its dataset and source
+    body = wait_for_text(browser, ["digits/lt10-dir1/seed0"])
+    shoot(browser, "run-overview")
+    assert "digits/lt10-dir1/seed0" in body and "Training" in body  # the dataset input, used for training
+    assert "snakemake workflow" in body and metrics["git_commit"][:7] in body  # the source: what ran, which commit
