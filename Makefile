@@ -53,7 +53,7 @@ report-html: setup
 # MLflow 3's UI remembers a GenAI / model-training toggle per browser and starts on GenAI: the link
 # printed here opens the experiment on its training runs.
 ui: setup
-	@$(BIN)/python -c "from mlflow.tracking import MlflowClient; import yaml; 	  name = yaml.safe_load(open('$(CONFIG)'))['experiment']; 	  e = MlflowClient('sqlite:///results/mlflow.db').get_experiment_by_name(name); 	  print(f'open http://127.0.0.1:$(PORT)/#/experiments/{e.experiment_id}?workflowType=machine_learning' if e 	        else f'no experiment {name!r} in results/mlflow.db yet: make reproduce first')"
+	@$(BIN)/fedakd ui-link --config $(CONFIG) --url http://127.0.0.1:$(PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
 
 # The browser test's Chromium and ChromeDriver, and PostgreSQL for the tracking test (Debian, as root);

@@ -1,4 +1,4 @@
-"""Command line: `fedakd validate | partition | train`.
+"""Command line: `fedakd validate | partition | train | ui-link`.
 
 Predictable problems (a bad config value, missing data, a tampered partition)
 end with one line naming the problem and the fix, exit status 2, and nothing
@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--partition", help="folder written by `fedakd partition` (checked against its sha256)")
     train.add_argument("--experiment-id", help="MLflow experiment id (default: look up or create by name)")
     train.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+
+    link = commands.add_parser("ui-link", help="print the MLflow UI address of the config's experiment")
+    link.add_argument("--config", required=True)
+    link.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    link.add_argument("--url", default="http://127.0.0.1:5000", help="where the UI listens")
     return parser
 
 
@@ -65,6 +70,13 @@ def run(args: argparse.Namespace, callbacks=()) -> None:
     if args.command == "validate":
         jobs = (len(config["datasets"]) * len(config["settings"]) * len(config["methods"]) * len(config["seeds"]))
         print(f"{args.config}: valid; {jobs} training jobs")
+        return
+    if args.command == "ui-link":
+        from fedakd.tracking import experiment_link, find_experiment
+
+        experiment_id = find_experiment(config["tracking_uri"], config["experiment"])
+        print(f"open {experiment_link(args.url, experiment_id)}" if experiment_id else
+              f"no experiment {config['experiment']!r} in {config['tracking_uri']} yet: run the pipeline first")
         return
     from fedakd import jobs
 

@@ -125,6 +125,21 @@ def artifact_root(tracking_uri: str) -> str | None:
     return None
 
 
+def find_experiment(tracking_uri: str, name: str) -> str | None:
+    """The id of the experiment ``name``, or None; a SQLite store that does not exist is not created."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).exists():
+        return None
+    experiment = _client(tracking_uri).get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else None
+
+
+def experiment_link(base_url: str, experiment_id: str) -> str:
+    """The UI address of an experiment's training runs. MLflow 3's UI picks its GenAI or model-training view
+    from a toggle it remembers per browser (starting on GenAI), not from the experiment-kind tag; the
+    workflowType parameter chooses the training view."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
 def ensure_experiment(tracking_uri: str, name: str, tracking: Mapping[str, Any] | None = None) -> str:
     """Create the tracking store and the experiment if needed, marked as model training; return its id.
 

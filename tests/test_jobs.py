@@ -36,8 +36,11 @@ def without_run_id(metrics):
     return {k: v for k, v in metrics.items() if k != "mlflow_run_id"}
 
 
-def test_train_writes_metrics_and_a_finished_run(digits_config, tmp_path):
+def test_train_writes_metrics_and_a_finished_run(digits_config, tmp_path, capsys):
     out = tmp_path / "run"
+    assert main(["ui-link", "--config", str(digits_config)]) == 0  # before any run: says so, creates no store
+    assert "no experiment 'fedakd-bench-smoke'" in capsys.readouterr().out
+    assert not (tmp_path / "mlflow.db").exists()
     assert main(train_args(digits_config, out, "fedakd")) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert REQUIRED_FINAL <= set(metrics["final"])
@@ -60,6 +63,10 @@ def test_train_writes_metrics_and_a_finished_run(digits_config, tmp_path):
     assert main(train_args(digits_config, out, "fedakd")) == 0  # finished: nothing to do
     assert (out / "metrics.json").stat().st_mtime_ns == mtime
     assert len(mlflow_runs(digits_config)[1]) == 1
+    capsys.readouterr()
+    assert main(["ui-link", "--config", str(digits_config), "--url", "http://127.0.0.1:5077/"]) == 0
+    assert capsys.readouterr().out.strip() == (f"open http://127.0.0.1:5077/#/experiments/{run.info.experiment_id}"
+                                               "?workflowType=machine_learning")  # the training view
 
 
 def test_same_seed_gives_identical_metrics(digits_config, tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fedakd.tracking import experiment_link
 from tests.helpers import free_port, start_mlflow, stop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +88,7 @@ def smoke_jobs() -> list[tuple[str, int]]:
 def test_the_experiment_opens_on_its_training_runs_with_every_method_and_the_partition(ui, browser):
     base, workdir = ui
     experiment = json.loads((workdir / "results" / "mlflow" / "experiment.json").read_text())["experiment_id"]
-    browser.get(f"{base}/#/experiments/{experiment}?workflowType=machine_learning")
+    browser.get(experiment_link(base, experiment))  # the address `make ui` prints
     names = [f"{method} | lt10-dir1 | seed {seed} | digits" for method, seed in smoke_jobs()]
     body = wait_for_text(browser, names)
     shoot(browser, "experiment")
