@@ -101,7 +101,20 @@ def finished_runs_per_job(workdir: Path) -> Counter:
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("fedakd-bench-smoke")
     runs = client.search_runs([experiment.experiment_id], max_results=1000)  # active (not deleted) runs
-    return Counter(run.data.tags["job_key"] for run in runs if run.info.status == "FINISHED")
+    return Counter(run.data.tags["job_key"] for run in runs
+                   if run.info.status == "FINISHED" and "fedakd.summary" not in run.data.tags)
+
+
+def summary_run(workdir: Path):
+    """The study's one (active) summary run and its artifacts' paths."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("fedakd-bench-smoke")
+    [run] = client.search_runs([experiment.experiment_id], filter_string="tags.`fedakd.summary` = 'true'")
+    paths = {item.path for folder in ("tables", "figures", "report") for item in client.list_artifacts(run.info.run_id,
+                                                                                                        folder)}
+    return run, paths
 
 
 def smoke_methods() -> list[str]:
@@ -163,7 +176,20 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     assert linked and all((report.parent / link).exists() for link in linked)
 
     assert finished_runs_per_job(tmp_path) == Counter(expected_jobs)
+    run, artifacts = summary_run(tmp_path)
+    assert run.info.status == "FINISHED" and run.info.run_name == "summary | tables, figures and report"
+    assert {"tables/summary.csv", "tables/comparison.md", "report/report.md"} <= artifacts
+    assert {f"figures/{png.name}" for png in pngs} <= artifacts
     assert "Nothing to be done" in output(snakemake(tmp_path, "-n"))
+
+    # Snakemake's own HTML report: tables, report and figures by dataset, then setting (or all settings).
+    html = tmp_path / "reports" / "report.html"
+    built = snakemake(tmp_path, "--report", str(html))
+    assert built.returncode == 0 and "Report created" in output(built), output(built)[-3000:]
+    page = html.read_text()
+    for name in ("Figures: digits", "lt10-dir1", "all settings", '"Tables"', '"Report"', "minority_vs_imbalance",
+                 "per_class_recall", "seed 1"):
+        assert name in page, name
 
 
 @pytest.mark.slow
@@ -190,6 +216,7 @@ def test_rebuilding_and_rerunning_touch_only_what_changed(smoke_run):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert deleted.exists()
     assert finished_runs_per_job(tmp_path) == Counter(expected_jobs)
+    summary_run(tmp_path)  # one summary run still: the rebuilt one supersedes the old
 
     # A changed method option reruns that method's jobs only (the train rule's params are its job spec).
     changed = tmp_path / "changed.yaml"

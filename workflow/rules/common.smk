@@ -61,15 +61,27 @@ def table_outputs():
 
 def figure_patterns():
     """The figures in reports/figures/, by kind, dataset and setting (names joined by '_', so each part is
-    matched against the config's own names); a figure of every setting has an empty setting."""
+    matched against the config's own names); a figure of every setting has an empty setting (`()`: a
+    wildcard that matches nothing), which figure_subcategory names."""
     datasets, settings = one_of(config["datasets"]), one_of(config["settings"])
     methods = one_of(config["methods"])
     return [
         f"{{kind,{one_of(FIGURE_KINDS)}}}_{{dataset,{datasets}}}_{{setting,{settings}}}.png",
-        f"{{kind,minority_vs_imbalance}}_{{dataset,{datasets}}}{{setting,}}.png",
+        f"{{kind,minority_vs_imbalance}}_{{dataset,{datasets}}}{{setting,()}}.png",
         f"{{kind,partition}}_{{dataset,{datasets}}}_{{setting,{settings}}}_seed{{seed,\\d+}}.png",
         f"{{kind,tuning_sensitivity}}_{{method,{methods}}}_{{dataset,{datasets}}}_{{setting,{settings}}}.png",
     ]
+
+
+def figure_subcategory(wildcards):
+    """A figure's subcategory in the HTML report: its setting, or "all settings" for one that spans them."""
+    return wildcards.setting or "all settings"
+
+
+def figure_labels(wildcards):
+    """A figure's row in the HTML report: its kind, and which seed's partition or which method's tuning."""
+    which = f"seed {wildcards.seed}" if "seed" in wildcards.keys() else wildcards.get("method", "every method")
+    return {"figure": wildcards.kind, "of": which}
 
 
 wildcard_constraints:

@@ -33,8 +33,8 @@ rule figures:
             patterns=figure_patterns(),
             caption="../report/figure.rst",
             category="Figures: {dataset}",
-            subcategory="{setting}",
-            labels={"figure": "{kind}"},
+            subcategory=figure_subcategory,
+            labels=figure_labels,
         ),
     log:
         "logs/figures.log",
