@@ -444,61 +444,80 @@ def _account(server: _Server, ctx: RoundContext, uploads: list[Upload], payload:
     totals.server_steps += ctx.server_steps
 
 
+def _sample(server: _Server, clients: list[ClientData], data: FederatedData, setup: RunSetup,
+            r: int) -> RoundContext:
+    """Round r's context: the sampled clients and what the server holds at the start of the round."""
+    sampled = [clients[k] for k in sample_clients(len(clients), setup.federation["fraction"], setup.seed, r)]
+    return RoundContext(round=r, seed=setup.seed, federation=setup.federation, device=setup.device,
+                        model=server.model, flat=server.flat, spare=server.spare, spare_flat=server.spare_flat,
+                        global_weights=server.global_weights, num_classes=data.num_classes, clients=sampled,
+                        proxy_x=data.proxy_x, proxy_y=data.proxy_y, amp=setup.amp)
+
+
+def _aggregate_and_update(method, server: _Server, ctx: RoundContext, uploads: list[Upload]) -> None:
+    """The method's aggregation and server step; the new global model must be finite."""
+    ctx.global_weights = method.aggregate(ctx, uploads)
+    method.server_update(ctx, uploads)
+    server.global_weights, server.eval_weights = ctx.global_weights, ctx.eval_weights
+    if not bool(torch.isfinite(server.global_weights).all()):
+        raise TrainingDiverged(
+            f"training diverged in round {ctx.round}: the global model's weights are no longer finite numbers; "
+            f"lower federation.lr (now {ctx.federation['lr']}) or the method's own learning rates")
+
+
+def _evaluate_round(server: _Server, data: FederatedData, record: dict[str, Any]) -> np.ndarray:
+    """Test metrics (and validation metrics, prefixed, where there is a validation split) into ``record``,
+    which joins the history; returns the deployed model's predicted test classes."""
+    metrics, predictions = evaluate(server, data.test_x, data.test_y, data)
+    record.update(metrics)
+    if data.validation_x is not None:
+        validation, _ = evaluate(server, data.validation_x, data.validation_y, data)
+        record.update({VALIDATION_PREFIX + key: value for key, value in validation.items()})
+    server.history.append(record)
+    return predictions
+
+
+def _notify(callbacks: Sequence[Callback], event: str, *args) -> None:
+    for callback in callbacks:
+        getattr(callback, event)(*args)
+
+
 def run_federation(method, data: FederatedData, setup: RunSetup, *, checkpoint: Checkpoint | None = None,
                    callbacks: Sequence[Callback] = ()) -> FederationResult:
     """Run ``setup.federation['rounds']`` rounds of ``method``; resume from ``checkpoint`` if one was saved."""
-    federation, device = setup.federation, setup.device
     server = _build_server(method, data, setup)
     clients, counters = method.prepare_clients(data.clients, setup.seed)
-    if checkpoint is not None and restore_checkpoint(checkpoint, server, method, device):
-        for callback in callbacks:
-            callback.on_resume(server.history, server.timings)
+    if checkpoint is not None and restore_checkpoint(checkpoint, server, method, setup.device):
+        _notify(callbacks, "on_resume", server.history, server.timings)
 
-    rounds, eval_every = federation["rounds"], federation["eval_every"]
+    rounds, eval_every = setup.federation["rounds"], setup.federation["eval_every"]
     payload = tensor_bytes([server.flat])
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if setup.device.type == "cuda" else (lambda: None)
     predictions = None  # the last evaluation's predicted classes, kept for the final model's artifacts
     for r in range(server.round + 1, rounds + 1):
-        for callback in callbacks:
-            callback.on_round_start(r)
+        _notify(callbacks, "on_round_start", r)
         t0 = time.perf_counter()
-        sampled = [clients[k] for k in sample_clients(len(clients), federation["fraction"], setup.seed, r)]
-        ctx = RoundContext(round=r, seed=setup.seed, federation=federation, device=device, model=server.model,
-                           flat=server.flat, spare=server.spare, spare_flat=server.spare_flat,
-                           global_weights=server.global_weights, num_classes=data.num_classes, clients=sampled,
-                           proxy_x=data.proxy_x, proxy_y=data.proxy_y, amp=setup.amp)
-        uploads = [method.client_update(ctx, client) for client in sampled]
+        ctx = _sample(server, clients, data, setup, r)
+        uploads = [method.client_update(ctx, client) for client in ctx.clients]
         sync()
         t1 = time.perf_counter()
-        ctx.global_weights = method.aggregate(ctx, uploads)
-        method.server_update(ctx, uploads)
-        server.global_weights, server.eval_weights = ctx.global_weights, ctx.eval_weights
-        if not bool(torch.isfinite(server.global_weights).all()):
-            raise TrainingDiverged(
-                f"training diverged in round {r}: the global model's weights are no longer finite numbers; "
-                f"lower federation.lr (now {federation['lr']}) or the method's own learning rates")
+        _aggregate_and_update(method, server, ctx, uploads)
         sync()
         t2 = time.perf_counter()
         _account(server, ctx, uploads, payload)
         record = _round_record(server, ctx)
         if r % eval_every == 0 or r == rounds:
-            metrics, predictions = evaluate(server, data.test_x, data.test_y, data)
-            record.update(metrics)
-            if data.validation_x is not None:
-                validation, _ = evaluate(server, data.validation_x, data.validation_y, data)
-                record.update({VALIDATION_PREFIX + key: value for key, value in validation.items()})
-            server.history.append(record)
-        t3 = time.perf_counter()
-        timing = {"round": r, "client_seconds": t1 - t0, "server_seconds": t2 - t1, "eval_seconds": t3 - t2}
+            predictions = _evaluate_round(server, data, record)
+        timing = {"round": r, "client_seconds": t1 - t0, "server_seconds": t2 - t1,
+                  "eval_seconds": time.perf_counter() - t2}
         server.timings.append(timing)
         server.round = r
         if checkpoint is not None:
             save_checkpoint(checkpoint, server, method)
-        for callback in callbacks:
-            callback.on_round_end(record, timing)
+        _notify(callbacks, "on_round_end", record, timing)
 
     if predictions is None:  # resumed after the last round: the loop evaluated nothing
         _, predictions = evaluate(server, data.test_x, data.test_y, data)
     deployed = server.global_weights if server.eval_weights is None else server.eval_weights
     return FederationResult(server.history, server.timings, counters, server.flat.numel(), deployed.cpu(),
-                            predictions, server.totals, clients_per_round(len(clients), federation["fraction"]))
+                            predictions, server.totals, clients_per_round(len(clients), setup.federation["fraction"]))
