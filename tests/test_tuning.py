@@ -114,7 +114,8 @@ def mlflow_params(workdir: Path, experiment: str) -> dict[str, dict]:
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id], max_results=1000)
-    return {run.data.tags["job_key"]: run.data.params for run in runs if run.info.status == "FINISHED"}
+    return {run.data.tags["job_key"]: run.data.params for run in runs
+            if run.info.status == "FINISHED" and "fedakd.summary" not in run.data.tags}  # one run per job
 
 
 @pytest.mark.slow
