@@ -91,13 +91,19 @@ def check_reachable(tracking_uri: str, timeout: float = TRACKING_DEFAULTS["conne
                 f"the tracking database at {parsed.hostname}:{port} ({scheme}) is unreachable ({exc}; tried a TCP "
                 f"connection, {timeout:g} s timeout); start the database or fix tracking_uri") from None
         return
-    if tracking_uri.startswith("sqlite:///"):
-        folder = Path(tracking_uri[len("sqlite:///"):]).parent
+    db = sqlite_file(tracking_uri)
+    if db is not None:
+        folder = db.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise TrackingError(f"the tracking store's folder {folder} cannot be created ({exc}); fix "
                                 f"tracking_uri") from None
+
+
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI; None for any other store."""
+    return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
 
 
 def _retry(fn: Callable, *args, attempts: int = 8, **kwargs):
@@ -119,15 +125,14 @@ def _client(tracking_uri: str):
 
 def artifact_root(tracking_uri: str) -> str | None:
     """For a SQLite store, artifacts go beside the database; a server decides for itself."""
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri[len("sqlite:///"):])
-        return (db.resolve().parent / "mlartifacts").as_uri()
-    return None
+    db = sqlite_file(tracking_uri)
+    return None if db is None else (db.resolve().parent / "mlartifacts").as_uri()
 
 
 def find_experiment(tracking_uri: str, name: str) -> str | None:
     """The id of the experiment ``name``, or None; a SQLite store that does not exist is not created."""
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).exists():
+    db = sqlite_file(tracking_uri)
+    if db is not None and not db.exists():
         return None
     experiment = _client(tracking_uri).get_experiment_by_name(name)
     return experiment.experiment_id if experiment else None

@@ -68,3 +68,16 @@ def train_jobs(config: Path, out: Path, jobs: list[tuple[str, int]], tracking_ur
                           "--set", f"tracking_uri={tracking_uri}"], stderr=subprocess.PIPE, text=True)
         for method, seed in jobs
     ]
+
+
+def finished_job_runs(workdir: Path, experiment: str) -> list:
+    """The FINISHED runs of ``experiment`` in the pipeline store under ``workdir``, one per training job: the
+    study's summary run (tagged fedakd.summary, no job_key) is not a job's run."""
+    from mlflow.tracking import MlflowClient
+
+    from fedakd.tracking import SUMMARY_TAG
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], max_results=1000)  # active (not deleted) runs
+    return [run for run in runs if run.info.status == "FINISHED" and SUMMARY_TAG not in run.data.tags]

@@ -5,7 +5,6 @@ names a fragment the message must contain.
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

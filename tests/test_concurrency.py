@@ -8,7 +8,6 @@ job's results must not depend on what ran beside it.
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import finished_job_runs
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 SMOKE = REPO / "config" / "smoke.yaml"
@@ -96,22 +98,18 @@ def test_bad_config_stops_before_any_job_naming_the_key(tmp_path):
 
 
 def finished_runs_per_job(workdir: Path) -> Counter:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("fedakd-bench-smoke")
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)  # active (not deleted) runs
-    return Counter(run.data.tags["job_key"] for run in runs
-                   if run.info.status == "FINISHED" and "fedakd.summary" not in run.data.tags)
+    return Counter(run.data.tags["job_key"] for run in finished_job_runs(workdir, "fedakd-bench-smoke"))
 
 
 def summary_run(workdir: Path):
     """The study's one (active) summary run and its artifacts' paths."""
     from mlflow.tracking import MlflowClient
 
+    from fedakd.tracking import SUMMARY_TAG
+
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("fedakd-bench-smoke")
-    [run] = client.search_runs([experiment.experiment_id], filter_string="tags.`fedakd.summary` = 'true'")
+    [run] = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{SUMMARY_TAG}` = 'true'")
     paths = {item.path for folder in ("tables", "figures", "report") for item in client.list_artifacts(run.info.run_id,
                                                                                                         folder)}
     return run, paths

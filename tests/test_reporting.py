@@ -11,7 +11,6 @@ from numpy.testing import assert_allclose
 
 from fedakd.config import config_digest
 from fedakd.io import atomic_write_json, atomic_write_text
-from fedakd.metrics import METRIC_KEYS
 from fedakd.reporting import collect, figures, report, tables
 from fedakd.reporting.comparisons import COMPARISON_COLUMNS
 from fedakd.reporting.collect import ResultsError

@@ -4,7 +4,6 @@ pipeline on digits."""
 import copy
 import json
 import math
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import yaml
 
 from fedakd.config import ConfigError, validate_config
 from fedakd.tuning import SELECTION_RULE, grid, select, selection_record, tuning_spec, with_options
+from tests.helpers import finished_job_runs
 from tests.test_pipeline import SMOKE, job_counts, output, snakemake
 
 
@@ -109,13 +109,7 @@ def test_selection_record_says_what_was_chosen_and_why():
 
 
 def mlflow_params(workdir: Path, experiment: str) -> dict[str, dict]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
-    found = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([found.experiment_id], max_results=1000)
-    return {run.data.tags["job_key"]: run.data.params for run in runs
-            if run.info.status == "FINISHED" and "fedakd.summary" not in run.data.tags}  # one run per job
+    return {run.data.tags["job_key"]: run.data.params for run in finished_job_runs(workdir, experiment)}
 
 
 @pytest.mark.slow
