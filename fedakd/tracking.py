@@ -106,13 +106,23 @@ def sqlite_file(tracking_uri: str) -> Path | None:
     return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
 
 
-def _retry(fn: Callable, *args, attempts: int = 8, **kwargs):
-    """Retry on SQLite's 'database is locked' when several jobs write at once."""
+_TRANSIENT = ("locked",)
+# MLflow's store logs a dataset by looking it up, then inserting it when absent: two jobs on one partition
+# can both miss it and the second insert breaks the unique key (seen on PostgreSQL in CI). Tried again, the
+# lookup finds the row and the run is linked to it.
+_RACED_INSERT = ("duplicate key", "unique constraint")
+
+
+def _retry(fn: Callable, *args, attempts: int = 8, transient: tuple[str, ...] = _TRANSIENT, **kwargs):
+    """Call ``fn``, again after a back-off while its error names one of ``transient``.
+
+    By default that is SQLite's 'database is locked' when several jobs write at once."""
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # MlflowException or sqlalchemy OperationalError
-            if "locked" not in str(exc).lower() or attempt == attempts - 1:
+            message = str(exc).lower()
+            if not any(word in message for word in transient) or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * 2**attempt)
 
@@ -265,7 +275,7 @@ class RunTracker:
             _retry(client.log_batch, run_id, params=items[start:start + 100])
         _retry(client.log_batch, run_id, tags=[RunTag(k, v) for k, v in {**tags, "job_key": self.job_key}.items()])
         if inputs is not None and not run.inputs.dataset_inputs:
-            _retry(client.log_inputs, run_id, datasets=inputs())
+            _retry(client.log_inputs, run_id, datasets=inputs(), transient=_TRANSIENT + _RACED_INSERT)
         return run_id
 
     def _retire_earlier_runs(self, client) -> None:

@@ -54,3 +54,51 @@ def test_parallel_jobs_lose_nothing_and_match_a_sequential_run(digits_config, tm
     sequential = json.loads((alone / "metrics.json").read_text())
     parallel.pop("mlflow_run_id"), sequential.pop("mlflow_run_id")
     assert parallel == sequential
+
+
+RACED = ('BAD_REQUEST: (psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"'
+         '\nDETAIL:  Key (experiment_id, name, digest)=(1, digits/lt10-dir1/seed0, de36aafd) already exists.')
+
+
+class Flaky:
+    """Raises the given errors in turn, then returns "logged"; counts its calls."""
+
+    def __init__(self, *errors: str):
+        self.errors, self.calls = list(errors), 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.errors:
+            raise RuntimeError(self.errors.pop(0))
+        return "logged"
+
+
+def test_a_dataset_insert_raced_by_another_job_is_tried_again(monkeypatch):
+    """Two jobs on one partition log its dataset at once; the MLflow store's look-up-then-insert lets the second
+    break the unique key (CI, PostgreSQL). Tried again, it finds the row: the job goes on."""
+    from fedakd import tracking
+
+    sleeps = []
+    monkeypatch.setattr(tracking.time, "sleep", sleeps.append)
+    log = Flaky(RACED)
+    assert tracking._retry(log, transient=tracking._TRANSIENT + tracking._RACED_INSERT) == "logged"
+    assert (log.calls, sleeps) == (2, [0.2])
+
+
+def test_only_the_named_transient_errors_are_tried_again(monkeypatch):
+    from fedakd import tracking
+
+    sleeps = []
+    monkeypatch.setattr(tracking.time, "sleep", sleeps.append)
+    raced = Flaky(RACED)  # by default (every call but log_inputs) a unique violation is a real error
+    with pytest.raises(RuntimeError, match="duplicate key"):
+        tracking._retry(raced)
+    assert (raced.calls, sleeps) == (1, [])
+    locked = Flaky("database is locked", "database is locked")
+    assert tracking._retry(locked) == "logged"
+    assert (locked.calls, sleeps) == (3, [0.2, 0.4])
+    stuck = Flaky(*["database is locked"] * 3)  # attempts run out: the last error is raised
+    sleeps.clear()
+    with pytest.raises(RuntimeError, match="locked"):
+        tracking._retry(stuck, attempts=3)
+    assert (stuck.calls, sleeps) == (3, [0.2, 0.4])
