@@ -106,17 +106,16 @@ def sqlite_file(tracking_uri: str) -> Path | None:
     return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
 
 
+# SQLite's 'database is locked' while another job writes: worth another try for every call.
 _TRANSIENT = ("locked",)
-# MLflow's store logs a dataset by looking it up, then inserting it when absent: two jobs on one partition
-# can both miss it and the second insert breaks the unique key (seen on PostgreSQL in CI). Tried again, the
-# lookup finds the row and the run is linked to it.
+# For log_inputs only: MLflow's store looks a dataset up and inserts it when absent, so two jobs on one
+# partition can both miss it and the second insert breaks the unique key (PostgreSQL: 'duplicate key',
+# SQLite: 'UNIQUE constraint failed'). Tried again, the look-up finds the row and links the run to it.
 _RACED_INSERT = ("duplicate key", "unique constraint")
 
 
 def _retry(fn: Callable, *args, attempts: int = 8, transient: tuple[str, ...] = _TRANSIENT, **kwargs):
-    """Call ``fn``, again after a back-off while its error names one of ``transient``.
-
-    By default that is SQLite's 'database is locked' when several jobs write at once."""
+    """Call ``fn``, again after a back-off while its error names one of ``transient``."""
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
@@ -125,6 +124,11 @@ def _retry(fn: Callable, *args, attempts: int = 8, transient: tuple[str, ...] = 
             if not any(word in message for word in transient) or attempt == attempts - 1:
                 raise
             time.sleep(0.2 * 2**attempt)
+
+
+def log_inputs(client, run_id: str, datasets: list) -> None:
+    """Link the run to its datasets, creating them in the experiment where absent; a raced insert is retried."""
+    _retry(client.log_inputs, run_id, datasets=datasets, transient=_TRANSIENT + _RACED_INSERT)
 
 
 def _client(tracking_uri: str):
@@ -275,7 +279,7 @@ class RunTracker:
             _retry(client.log_batch, run_id, params=items[start:start + 100])
         _retry(client.log_batch, run_id, tags=[RunTag(k, v) for k, v in {**tags, "job_key": self.job_key}.items()])
         if inputs is not None and not run.inputs.dataset_inputs:
-            _retry(client.log_inputs, run_id, datasets=inputs(), transient=_TRANSIENT + _RACED_INSERT)
+            log_inputs(client, run_id, inputs())
         return run_id
 
     def _retire_earlier_runs(self, client) -> None:

@@ -73,32 +73,43 @@ class Flaky:
         return "logged"
 
 
-def test_a_dataset_insert_raced_by_another_job_is_tried_again(monkeypatch):
+@pytest.fixture
+def sleeps(monkeypatch) -> list[float]:
+    """The back-offs fedakd.tracking._retry waits, recorded instead of slept."""
+    from fedakd import tracking
+
+    waited: list[float] = []
+    monkeypatch.setattr(tracking.time, "sleep", waited.append)
+    return waited
+
+
+def test_a_dataset_insert_raced_by_another_job_is_tried_again(sleeps):
     """Two jobs on one partition log its dataset at once; the MLflow store's look-up-then-insert lets the second
-    break the unique key (CI, PostgreSQL). Tried again, it finds the row: the job goes on."""
-    from fedakd import tracking
+    break the unique key (CI, PostgreSQL). Tried again, it finds the row: the job goes on. (Against a real
+    server: tests/test_tracking_postgres.py.)"""
+    from types import SimpleNamespace
 
-    sleeps = []
-    monkeypatch.setattr(tracking.time, "sleep", sleeps.append)
-    log = Flaky(RACED)
-    assert tracking._retry(log, transient=tracking._TRANSIENT + tracking._RACED_INSERT) == "logged"
-    assert (log.calls, sleeps) == (2, [0.2])
+    from fedakd.tracking import log_inputs
+
+    for error in (RACED, "UNIQUE constraint failed: datasets.experiment_id, datasets.name, datasets.digest"):
+        sleeps.clear()
+        log = Flaky(error)
+        log_inputs(SimpleNamespace(log_inputs=lambda run_id, datasets: log()), "run", [])
+        assert (log.calls, sleeps) == (2, [0.2])
 
 
-def test_only_the_named_transient_errors_are_tried_again(monkeypatch):
-    from fedakd import tracking
+def test_only_the_named_transient_errors_are_tried_again(sleeps):
+    from fedakd.tracking import _retry
 
-    sleeps = []
-    monkeypatch.setattr(tracking.time, "sleep", sleeps.append)
     raced = Flaky(RACED)  # by default (every call but log_inputs) a unique violation is a real error
     with pytest.raises(RuntimeError, match="duplicate key"):
-        tracking._retry(raced)
+        _retry(raced)
     assert (raced.calls, sleeps) == (1, [])
     locked = Flaky("database is locked", "database is locked")
-    assert tracking._retry(locked) == "logged"
+    assert _retry(locked) == "logged"
     assert (locked.calls, sleeps) == (3, [0.2, 0.4])
     stuck = Flaky(*["database is locked"] * 3)  # attempts run out: the last error is raised
     sleeps.clear()
     with pytest.raises(RuntimeError, match="locked"):
-        tracking._retry(stuck, attempts=3)
+        _retry(stuck, attempts=3)
     assert (stuck.calls, sleeps) == (3, [0.2, 0.4])

@@ -30,7 +30,7 @@ def as_postgres(*command: str) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def postgres():
     """A private PostgreSQL cluster with a database `mlflow`; yields its SQLAlchemy URI.
 
@@ -60,9 +60,10 @@ def postgres():
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture
-def server(postgres, tmp_path):
-    """`mlflow server` on loopback with the PostgreSQL backend store."""
+@pytest.fixture(scope="module")
+def server(postgres, tmp_path_factory):
+    """`mlflow server` on loopback with the PostgreSQL backend store, shared by this module's tests."""
+    tmp_path = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     process = start_mlflow("server", port, "--backend-store-uri", postgres, "--artifacts-destination",
                            str(tmp_path / "artifacts"), "--workers", "2", log=tmp_path / "server.log")
@@ -91,3 +92,34 @@ def test_six_jobs_at_once_log_everything_to_a_postgresql_backed_server(digits_co
         (dataset,) = run.inputs.dataset_inputs  # the partition, its digest within PostgreSQL's 36 characters
         assert dataset.dataset.digest == run.data.tags["partition_sha256"][:36]
         assert "figures" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_jobs_logging_one_partition_at_once_each_link_it_once(server):
+    """The race CI met: jobs on one partition log its dataset at the same instant, MLflow's store looks it up and
+    inserts it when absent, and a second insert breaks the unique key (without the retry, 29 of 90 such calls
+    failed here). Each trial: 6 runs, 6 threads released together by a barrier, one new dataset."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlflow.entities import Dataset, DatasetInput
+    from mlflow.tracking import MlflowClient
+
+    from fedakd.tracking import ensure_experiment, log_inputs
+
+    experiment_id = ensure_experiment(server, "postgres-race")
+    client = MlflowClient(tracking_uri=server)
+    for trial in range(5):
+        runs = [client.create_run(experiment_id).info.run_id for _ in range(6)]
+        datasets = [DatasetInput(Dataset(name=f"digits/race/seed{trial}", digest=f"{trial:036d}",
+                                         source_type="fedakd-partition", source="{}"))]
+        barrier = threading.Barrier(len(runs))
+
+        def log(run_id: str) -> None:
+            barrier.wait()
+            log_inputs(client, run_id, datasets)
+
+        with ThreadPoolExecutor(len(runs)) as pool:
+            list(pool.map(log, runs))  # re-raises a thread's error
+        for run_id in runs:
+            (linked,) = client.get_run(run_id).inputs.dataset_inputs
+            assert (linked.dataset.name, linked.dataset.digest) == (f"digits/race/seed{trial}", f"{trial:036d}")
