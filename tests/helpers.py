@@ -1,5 +1,5 @@
-"""What several test modules need: the smoke config in a folder of its own, free loopback ports, and
-MLflow servers started, waited for and stopped."""
+"""What several test modules need: the smoke config in a folder of its own, free loopback ports, MLflow
+servers started, waited for and stopped, and the runs in a pipeline's MLflow store."""
 
 from __future__ import annotations
 
@@ -70,14 +70,24 @@ def train_jobs(config: Path, out: Path, jobs: list[tuple[str, int]], tracking_ur
     ]
 
 
+def pipeline_store(workdir: Path) -> str:
+    """The tracking URI of the pipeline's MLflow store under ``workdir`` (the configs' results/mlflow.db)."""
+    return f"sqlite:///{workdir / 'results' / 'mlflow.db'}"
+
+
+def pipeline_experiment(workdir: Path, experiment: str):
+    """An MLflow client on the pipeline's store under ``workdir`` and the id of ``experiment`` in it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=pipeline_store(workdir))
+    return client, client.get_experiment_by_name(experiment).experiment_id
+
+
 def finished_job_runs(workdir: Path, experiment: str) -> list:
     """The FINISHED runs of ``experiment`` in the pipeline store under ``workdir``, one per training job: the
     study's summary run (tagged fedakd.summary, no job_key) is not a job's run."""
-    from mlflow.tracking import MlflowClient
-
     from fedakd.tracking import SUMMARY_TAG
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
-    found = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([found.experiment_id], max_results=1000)  # active (not deleted) runs
+    client, experiment_id = pipeline_experiment(workdir, experiment)
+    runs = client.search_runs([experiment_id], max_results=1000)  # active (not deleted) runs
     return [run for run in runs if run.info.status == "FINISHED" and SUMMARY_TAG not in run.data.tags]

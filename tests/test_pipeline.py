@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import finished_job_runs
+from tests.helpers import finished_job_runs, pipeline_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
@@ -103,13 +103,10 @@ def finished_runs_per_job(workdir: Path) -> Counter:
 
 def summary_run(workdir: Path):
     """The study's one (active) summary run and its artifacts' paths."""
-    from mlflow.tracking import MlflowClient
-
     from fedakd.tracking import SUMMARY_TAG
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("fedakd-bench-smoke")
-    [run] = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{SUMMARY_TAG}` = 'true'")
+    client, experiment_id = pipeline_experiment(workdir, "fedakd-bench-smoke")
+    [run] = client.search_runs([experiment_id], filter_string=f"tags.`{SUMMARY_TAG}` = 'true'")
     paths = {item.path for folder in ("tables", "figures", "report") for item in client.list_artifacts(run.info.run_id,
                                                                                                         folder)}
     return run, paths

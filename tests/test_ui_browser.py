@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from fedakd.tracking import experiment_link
-from tests.helpers import free_port, start_mlflow, stop
+from tests.helpers import free_port, pipeline_store, start_mlflow, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = ROOT / "results" / "ui-screenshots"
@@ -41,7 +41,7 @@ def ui(smoke_run):
     workdir, first = smoke_run
     assert first.returncode == 0, first.stderr[-3000:]
     port = free_port()
-    server = start_mlflow("ui", port, "--backend-store-uri", f"sqlite:///{workdir / 'results' / 'mlflow.db'}",
+    server = start_mlflow("ui", port, "--backend-store-uri", pipeline_store(workdir),
                           "--workers", "1", timeout=120)
     base = f"http://127.0.0.1:{port}"
     yield base, workdir
