@@ -5,12 +5,20 @@ vectorised step (uint8 -> float32, per-channel normalisation), never per sample 
 MNIST and Fashion-MNIST are read straight from their IDX files with numpy: no torchvision import on
 a training job's start-up, and the Debian package ``dataset-fashion-mnist`` works offline.
 torch, torchvision and scikit-learn are imported lazily, inside the functions that need them.
+
+Decoded arrays are cached (``decoded_cache``): digits' split costs a scikit-learn import and
+Fashion-MNIST's gunzip a third of a CPU-second, paid by every job otherwise. The cache is keyed by the
+source files' path, size and modification time (and, for digits, scikit-learn's version and the split),
+so a replaced or edited source file is decoded again; it is only an optimisation, skipped where the
+cache folder cannot be written.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,6 +287,12 @@ def _read_idx_split(files: dict[str, Path], split: str, spec: DatasetSpec) -> tu
     return images, labels
 
 
+def _idx_arrays(name: str, files: dict[str, Path], spec: DatasetSpec, refresh: bool = False) -> tuple[np.ndarray, ...]:
+    return decoded_cache(name, [files[stem] for pair in _IDX_SPLITS.values() for stem in pair], "idx",
+                         lambda: (*_read_idx_split(files, "train", spec), *_read_idx_split(files, "test", spec)),
+                         refresh)
+
+
 # --------------------------------------------------------------------------- CIFAR (torchvision)
 
 
@@ -306,13 +320,68 @@ def _load_cifar_split(name: str, data_root: Path, train: bool, download: bool):
     return dataset
 
 
+# --------------------------------------------------------------------------- decoded cache
+
+#: Bumped when what the cache holds changes meaning.
+CACHE_VERSION = 1
+CACHE_PARTS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def cache_root() -> Path:
+    """$FEDAKD_CACHE, else $XDG_CACHE_HOME/fedakd, else ~/.cache/fedakd."""
+    if os.environ.get("FEDAKD_CACHE"):
+        return Path(os.environ["FEDAKD_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fedakd"
+
+
+def _cache_folder(name: str, sources: list[Path], extra: str) -> Path:
+    identity = [name, CACHE_VERSION, extra]
+    for path in sources:
+        stat = path.stat()
+        identity.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:20]
+    return cache_root() / f"{name}-{key}"
+
+
+def decoded_cache(name: str, sources: list[Path], extra: str, decode, refresh: bool = False) -> tuple[np.ndarray, ...]:
+    """``decode()``'s (x_train, y_train, x_test, y_test), from the cache when the sources are unchanged
+    (``refresh``: decode the sources in any case, and rewrite the cache)."""
+    folder = _cache_folder(name, sources, extra)
+    if not refresh:
+        try:
+            return tuple(np.load(folder / f"{part}.npy", mmap_mode="r", allow_pickle=False) for part in CACHE_PARTS)
+        except (OSError, ValueError):  # absent, or a damaged entry: decode again and rewrite it
+            pass
+    arrays = tuple(np.ascontiguousarray(a) for a in decode())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for part, array in zip(CACHE_PARTS, arrays):
+            tmp = folder / f".{part}.{os.getpid()}.npy"
+            np.save(tmp, array, allow_pickle=False)
+            os.replace(tmp, folder / f"{part}.npy")
+    except OSError:
+        pass  # a read-only home or cache folder: no cache, the same arrays
+    return arrays
+
+
 # --------------------------------------------------------------------------- digits (scikit-learn)
 
 
 def _digits_file() -> Path:
-    from importlib.resources import files
+    """scikit-learn's digits.csv.gz, found without importing scikit-learn."""
+    import importlib.util
 
-    return Path(str(files("sklearn.datasets.data") / "digits.csv.gz"))
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise DataError("digits comes with scikit-learn, which is not installed: `pip install scikit-learn`")
+    return Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+
+
+def _digits_arrays(refresh: bool = False) -> tuple[np.ndarray, ...]:
+    from importlib.metadata import version
+
+    extra = f"scikit-learn {version('scikit-learn')}, test {DIGITS_TEST_FRACTION}, seed {DIGITS_SPLIT_SEED}"
+    return decoded_cache("digits", [_digits_file()], extra, _digits_split, refresh)
 
 
 def _digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -349,7 +418,7 @@ def _normalised(images: np.ndarray, max_value: float, spec: DatasetSpec) -> torc
 def _labels(labels) -> torch.Tensor:
     import torch
 
-    return torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    return torch.from_numpy(np.array(labels, dtype=np.int64))  # a copy: the cache maps its arrays read-only
 
 
 def load_dataset(name: str, data_root: str | Path, download: bool = False) -> Dataset:
@@ -357,12 +426,10 @@ def load_dataset(name: str, data_root: str | Path, download: bool = False) -> Da
     spec = dataset_spec(name)
     data_root = Path(data_root)
     if name == "digits":
-        x_train, y_train, x_test, y_test = _digits_split()
+        x_train, y_train, x_test, y_test = _digits_arrays()
         max_value = DIGITS_MAX_VALUE
     elif name in _IDX_LAYOUTS:
-        files = _locate_idx(name, data_root, download)
-        x_train, y_train = _read_idx_split(files, "train", spec)
-        x_test, y_test = _read_idx_split(files, "test", spec)
+        x_train, y_train, x_test, y_test = _idx_arrays(name, _locate_idx(name, data_root, download), spec)
         max_value = 255.0
     else:
         train = _load_cifar_split(name, data_root, train=True, download=download)
@@ -391,7 +458,7 @@ def load_train_labels(name: str, data_root: str | Path, download: bool = False) 
     spec = dataset_spec(name)
     data_root = Path(data_root)
     if name == "digits":
-        labels = _digits_split()[1]
+        labels = _digits_arrays()[1]
     elif name in _IDX_LAYOUTS:
         files = _locate_idx(name, data_root, download)
         labels = _read_idx_labels(files[_IDX_SPLITS["train"][1]], spec)
@@ -412,17 +479,18 @@ def ensure_dataset(name: str, data_root: str | Path, download: bool = True) -> d
     """Make sure ``name`` is present and readable; describe where it was found and what it holds.
 
     For the pipeline's data rule, so that a missing or damaged dataset fails once, up front,
-    and the record ties every result to the exact files (SHA-256) it was computed from.
+    and the record ties every result to the exact files (SHA-256) it was computed from. The sources
+    are decoded in full and the decoded cache written, once, before any job reads it.
     """
     spec = dataset_spec(name)
     data_root = Path(data_root)
     if name == "digits":
-        _, y_train, _, y_test = _digits_split()
+        _, y_train, _, y_test = _digits_arrays(refresh=True)
         files = [_digits_file()]
         source = files[0].parent
     elif name in _IDX_LAYOUTS:
         found = _locate_idx(name, data_root, download)
-        (_, y_train), (_, y_test) = (_read_idx_split(found, split, spec) for split in ("train", "test"))
+        _, y_train, _, y_test = _idx_arrays(name, found, spec, refresh=True)  # decoded, checked, cached
         files = list(found.values())
         source = files[0].parent
     else:
