@@ -151,6 +151,8 @@ class CReFF(FedAvg):
         clients' (averaged per class over the clients holding it). Returns the steps taken."""
         import torch
 
+        from fedakd.optim import SGD
+
         per_class: dict[int, list] = {}
         for upload in uploads:
             for c, gw, gb in zip(upload.extras["classes"].tolist(), upload.extras["grad_weight"],
@@ -162,7 +164,7 @@ class CReFF(FedAvg):
         targets = (torch.stack([real[c][0] for c in classes]), torch.stack([real[c][1] for c in classes]))
         class_ids = torch.tensor(classes, device=ctx.device)
         features = self.features.detach().clone().requires_grad_(True)
-        optimizer = torch.optim.SGD([features], lr=self.options["feature_lr"])
+        optimizer = SGD([features], lr=self.options["feature_lr"])
         weight, bias = self.head
         m = self.options["features_per_class"]
         for _ in range(self.options["match_steps"]):

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_arguments(train, method=True)
     train.add_argument("--partition", help="folder written by `fedakd partition` (checked against its sha256)")
     train.add_argument("--experiment-id", help="MLflow experiment id (default: look up or create by name)")
+    train.add_argument("--no-track", action="store_true",
+                       help="train only, leaving the MLflow run to a later tracking step (what the pipeline's "
+                            "train rule does; its track rule logs the runs)")
     train.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
 
     link = commands.add_parser("ui-link", help="print the MLflow UI address of the config's experiment")
@@ -89,11 +92,20 @@ def run(args: argparse.Namespace, callbacks=()) -> None:
         print(f"wrote {Path(args.out) / 'manifest.json'}")
     else:
         job = job_spec(config, dataset=args.dataset, setting=args.setting, method=args.method, seed=args.seed)
-        metrics = jobs.train_job(job, out_dir=args.out, partition_dir=args.partition,
-                                 experiment_id=args.experiment_id, threads=args.threads, callbacks=callbacks)
+        experiment_id = args.experiment_id
+        if not args.no_track:  # a lost or wrong tracking URI is found before any work, not after training
+            from fedakd.tracking import TRACKING_DEFAULTS, check_reachable, configure_http, ensure_experiment
+
+            configure_http(job.tracking)
+            check_reachable(job.tracking_uri, job.tracking.get("connect_timeout", TRACKING_DEFAULTS["connect_timeout"]))
+            experiment_id = experiment_id or ensure_experiment(job.tracking_uri, job.experiment, job.tracking)
+        metrics = jobs.train_job(job, out_dir=args.out, partition_dir=args.partition, threads=args.threads,
+                                 callbacks=callbacks)
         final = metrics["final"]
-        print(f"{job.key}: final accuracy {final['accuracy']:.4f}, "
-              f"minority recall {final['minority_recall']}, mlflow run {metrics['mlflow_run_id']}")
+        run = ("not logged (--no-track)" if args.no_track else
+               jobs.track_job(args.out, tracking_uri=job.tracking_uri, experiment_id=experiment_id))
+        print(f"{job.key}: final accuracy {final['accuracy']:.4f}, minority recall {final['minority_recall']}, "
+              f"mlflow run {run}")
 
 
 def main(argv: list[str] | None = None, callbacks=()) -> int:

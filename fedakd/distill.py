@@ -49,11 +49,12 @@ def train_on_transfer_set(ctx, *, steps: int, lr: float, batch_size: int, loss_f
     import torch
 
     from fedakd.engine import STREAM_SERVER
+    from fedakd.optim import Adam
 
     ctx.flat.copy_(ctx.global_weights)
     model = ctx.model
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = Adam(model.parameters(), lr=lr)
     generator = ctx.generator(STREAM_SERVER)
     n = ctx.proxy_x.shape[0]
     order, cursor = torch.randperm(n, generator=generator), 0

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from fedakd.io import atomic_path
+from fedakd.optim import SGD
 from fedakd.seeding import derive_seed, torch_generator
 
 #: Distinct tags for the engine's random streams derived from the seed.
@@ -267,9 +268,7 @@ class RoundContext:
         self.flat.copy_(self.global_weights)
         model = self.model
         model.train()
-        optimizer = torch.optim.SGD(
-            model.parameters(), lr=fed["lr"], momentum=fed["momentum"], weight_decay=fed["weight_decay"]
-        )
+        optimizer = SGD(model.parameters(), lr=fed["lr"], momentum=fed["momentum"], weight_decay=fed["weight_decay"])
         generator = self.generator(STREAM_LOCAL, client.client_id, tag)
         n, batch_size = client.x.shape[0], fed["batch_size"]
         loss_sum = torch.zeros((), device=self.device)

@@ -1,9 +1,9 @@
-"""The two jobs of the pipeline: make a partition, train one (dataset, setting, method, seed).
+"""The jobs of the pipeline: make a partition, train one (dataset, setting, method, seed), log a trained one.
 
-Both are plain functions of a resolved spec (fedakd.spec), called by the CLI and by the Snakemake
+Plain functions of a resolved spec (fedakd.spec) or a run folder, called by the CLI and by the Snakemake
 scripts. A train job is restartable: a finished one does nothing, a killed one resumes from its
-last checkpointed round into the same MLflow run, and the metrics.json it ends with is
-byte-identical to an uninterrupted run's.
+last checkpointed round, and the metrics.json it ends with is byte-identical to an uninterrupted
+run's. It never imports MLflow: ``track_job`` logs the finished folder afterwards (fedakd.tracking says why).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from fedakd.io import atomic_write_json, read_json
-from fedakd.layout import CHECKPOINT_FILE, METRICS_FILE, RUN_FILE, TIMINGS_FILE
+from fedakd.layout import ARTIFACTS_DIR, CHECKPOINT_FILE, METRICS_FILE, TIMINGS_FILE, TRACKING_FILE, job_key
 from fedakd.spec import JobSpec, PartitionSpec
 
 if TYPE_CHECKING:
@@ -111,21 +111,28 @@ def _summaries(history: list[dict[str, Any]]) -> tuple[dict, dict]:
     return pick(history[-1]), {**pick(best), "round": best["round"]}
 
 
-def run_name(job: JobSpec) -> str:
-    """The MLflow run's name, method first so that a narrow column still shows it."""
-    candidate = f" c{job.candidate}" if job.candidate is not None else ""
-    return f"{job.method}{candidate} | {job.setting} | seed {job.seed} | {job.dataset}"
+def run_name(job: Mapping[str, Any]) -> str:
+    """The MLflow run's name (from a metrics.json's "job"), method first so that a narrow column still shows it."""
+    candidate = f" c{job['candidate']}" if job.get("candidate") is not None else ""
+    return f"{job['method']}{candidate} | {job['setting']} | seed {job['seed']} | {job['dataset']}"
 
 
 def source_tags(commit: str) -> dict[str, str]:
     """MLflow's source tags: what ran (a Snakemake rule's script or the command line) and at which commit."""
-    entry = "snakemake workflow (rule train or tune_train)" if "snakemake" in sys.modules else "fedakd train"
+    entry = "snakemake workflow (rules train and track)" if "snakemake" in sys.modules else "fedakd train"
     return {"mlflow.source.name": entry, "mlflow.source.type": "LOCAL", "mlflow.source.git.commit": commit,
             "mlflow.user": os.environ.get("USER", "fedakd")}
 
 
-def partition_inputs(job: JobSpec, partition) -> list:
-    """The partition as the run's MLflow dataset input: name, digest, source, the class counts as its profile.
+def partition_profile(partition) -> dict[str, Any]:
+    """What a run records of its partition beside the hash: sizes, for the MLflow dataset input's profile."""
+    return {"num_examples": int(sum(len(c) for c in partition.client_indices)),
+            "clients": len(partition.client_indices), "transfer_set": int(len(partition.proxy_indices)),
+            "validation_set": int(len(partition.validation_indices))}
+
+
+def partition_inputs(metrics: Mapping[str, Any]) -> list:
+    """A run's partition as its MLflow dataset input: name, digest, source, the class counts as its profile.
 
     MLflow keeps a dataset digest in 36 characters, so the digest is the first 36 hex digits of the
     partition's SHA-256 (the whole hash is in the profile and in the run's partition_sha256 tag).
@@ -134,16 +141,14 @@ def partition_inputs(job: JobSpec, partition) -> list:
 
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
-    source = {"dataset": job.dataset, "setting": job.setting, "seed": job.seed,
-              "uri": f"results/partitions/{job.dataset}/{job.setting}/seed{job.seed}"}
-    profile = {"partition_sha256": partition.sha256, "num_examples": int(sum(len(c) for c in partition.client_indices)),
-               "class_counts": [int(n) for n in partition.class_counts], "clients": len(partition.client_indices),
-               "transfer_set": int(len(partition.proxy_indices)),
-               "validation_set": int(len(partition.validation_indices))}
-    dataset = Dataset(name=f"{job.dataset}/{job.setting}/seed{job.seed}", digest=partition.sha256[:36],
+    job, sha = metrics["job"], metrics["partition_sha256"]
+    source = {"dataset": job["dataset"], "setting": job["setting"], "seed": job["seed"],
+              "uri": f"results/partitions/{job['dataset']}/{job['setting']}/seed{job['seed']}"}
+    profile = {"partition_sha256": sha, **metrics["partition"], "class_counts": metrics["class_counts"]}
+    dataset = Dataset(name=f"{job['dataset']}/{job['setting']}/seed{job['seed']}", digest=sha[:36],
                       source_type="fedakd-partition", source=json.dumps(source),
-                      schema=json.dumps({"imbalance": dict(job.setting_params["imbalance"]),
-                                         "split": dict(job.setting_params["split"])}),
+                      schema=json.dumps({"imbalance": metrics["setting"]["imbalance"],
+                                         "split": metrics["setting"]["split"]}),
                       profile=json.dumps(profile))
     return [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]
 
@@ -174,18 +179,17 @@ def _finished_metrics(job: JobSpec, metrics_path: Path, out_dir: Path) -> dict[s
 
 
 def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | None = None,
-              experiment_id: str | None = None, threads: int | None = None,
-              callbacks: Sequence["Callback"] = ()) -> dict[str, Any]:
-    """Train one job into ``out_dir``; return the metrics.json content."""
+              threads: int | None = None, callbacks: Sequence["Callback"] = ()) -> dict[str, Any]:
+    """Train one job into ``out_dir``; return the metrics.json content.
+
+    Training never touches the tracking store (``track_job`` logs the finished folder): the job imports
+    only what it trains with, and its results do not depend on a server staying up.
+    """
     out_dir = Path(out_dir)
     metrics_path = out_dir / METRICS_FILE
     finished = _finished_metrics(job, metrics_path, out_dir)
     if finished is not None:
         return finished
-    from fedakd.tracking import check_reachable, configure_http
-
-    configure_http(job.tracking)  # before anything: a lost server must cost seconds, not minutes
-    check_reachable(job.tracking_uri, job.tracking.get("connect_timeout", 10))
 
     import torch
 
@@ -193,7 +197,7 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
     from fedakd.engine import Checkpoint, FederatedData, RunSetup, resolve_device, run_federation
     from fedakd.partition import load_partition
     from fedakd.registry import get_method
-    from fedakd.tracking import RunTracker, TrackingError, ensure_experiment
+    from fedakd.run_artifacts import confusion_counts, write_job_files
 
     started = time.perf_counter()
     if threads:
@@ -209,18 +213,6 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
     method = method_cls(dict(job.method_options))
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    run_file = out_dir / RUN_FILE
-    resume_run_id = read_json(run_file, "run file").get("mlflow_run_id") if run_file.exists() else None
-    experiment_id = experiment_id or ensure_experiment(job.tracking_uri, job.experiment, job.tracking)
-    commit = git_commit()
-    tags = {"dataset": job.dataset, "setting": job.setting, "method": job.method,
-            "method_class": job.method_class, "seed": str(job.seed), "partition_sha256": partition.sha256,
-            **({"candidate": str(job.candidate)} if job.candidate is not None else {}),
-            "git_commit": commit, "device": str(device), **source_tags(commit)}
-    tracker = RunTracker(job.tracking_uri, experiment_id, job.key, tags, params=job.to_dict(),
-                         resume_run_id=resume_run_id, run_name=run_name(job),
-                         inputs=lambda: partition_inputs(job, partition),
-                         on_created=lambda run_id: atomic_write_json(run_file, {"mlflow_run_id": run_id}))
     data = FederatedData.from_indices(
         dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, client_indices=partition.client_indices,
         num_classes=dataset.num_classes, groups=partition.groups, device=device,
@@ -229,54 +221,93 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
     checkpoint = Checkpoint(out_dir / CHECKPOINT_FILE, {"job_digest": job.digest, "partition_sha256": partition.sha256})
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        result = run_federation(method, data, setup, checkpoint=checkpoint,
-                                callbacks=[tracker.callback(), _progress(job), *callbacks])
-        final, best = _summaries(result.history)
-        totals = result.totals
-        metrics = {
-            "job": {"dataset": job.dataset, "setting": job.setting, "method": job.method,
-                    "method_class": job.method_class, "seed": job.seed,
-                    **({"candidate": job.candidate} if job.candidate is not None else {})},
-            "job_digest": job.digest, "reference": method_cls.reference,
-            "setting": job.setting_params, "method_options": job.method_options,
-            "federation": job.federation,
-            "model": {"backbone": job.model["backbone"], "num_params": result.num_params},
-            "num_classes": dataset.num_classes, "class_counts": partition.class_counts,
-            "groups": partition.groups, "partition_sha256": partition.sha256,
-            "client_counters": result.counters,
-            "cost": {"local_steps": totals.local_steps, "server_steps": totals.server_steps,
-                     "bytes_down": totals.bytes_down, "bytes_up": totals.bytes_up,
-                     "rounds": job.federation["rounds"], "clients_per_round": result.clients_per_round},
-            "final": final, "best": best, "history": result.history,
-            "mlflow_experiment_id": experiment_id, "git_commit": commit, "device": str(device),
-        }
-        from fedakd.run_artifacts import write_run_artifacts
-
-        # Drawn while the tracker's thread catches up (opening the run takes seconds): only then its id.
-        artifacts = write_run_artifacts(out_dir / "artifacts", job=job.to_dict(), metrics=metrics,
-                                        y_true=dataset.y_test.numpy(), y_pred=result.final_predictions,
-                                        class_names=dataset.class_names,
-                                        manifest=Path(partition_dir) / "manifest.json" if partition_dir else None)
-        metrics["mlflow_run_id"] = tracker.run_id
-        if metrics["mlflow_run_id"] is None:  # the server went away before the run could be opened
-            raise TrackingError(tracker.lost_message("the trained rounds are saved in the job's checkpoint"))
-        summary = {f"final_{k}": v for k, v in final.items() if k != "per_class_recall" and v is not None}
-        tracker.log_summary({**summary, **{f"optimistic_best_round_{k}": v for k, v in best.items()
-                                           if k not in ("per_class_recall", "round") and v is not None},
-                             **result.counters, **{f"cost_{k}": v for k, v in metrics["cost"].items()}})
-        tracker.finish("FINISHED", artifacts)
-    except BaseException as exc:
-        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-        try:
-            tracker.finish(status)
-        except Exception as tracking_error:  # the original error matters more
-            log.warning("could not mark the MLflow run %s: %s", status, tracking_error)
-        raise
+        result = run_federation(method, data, setup, checkpoint=checkpoint, callbacks=[_progress(job), *callbacks])
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
+    final, best = _summaries(result.history)
+    totals = result.totals
+    metrics = {
+        "job": {"dataset": job.dataset, "setting": job.setting, "method": job.method,
+                "method_class": job.method_class, "seed": job.seed,
+                **({"candidate": job.candidate} if job.candidate is not None else {})},
+        "job_digest": job.digest, "reference": method_cls.reference,
+        "setting": job.setting_params, "method_options": job.method_options,
+        "federation": job.federation,
+        "model": {"backbone": job.model["backbone"], "num_params": result.num_params},
+        "num_classes": dataset.num_classes, "class_names": list(dataset.class_names),
+        "class_counts": partition.class_counts, "groups": partition.groups, "partition_sha256": partition.sha256,
+        "partition": partition_profile(partition),
+        "client_counters": result.counters,
+        "cost": {"local_steps": totals.local_steps, "server_steps": totals.server_steps,
+                 "bytes_down": totals.bytes_down, "bytes_up": totals.bytes_up,
+                 "rounds": job.federation["rounds"], "clients_per_round": result.clients_per_round},
+        "final": final, "best": best, "history": result.history,
+        "confusion_matrix": confusion_counts(dataset.y_test.numpy(), result.final_predictions, dataset.num_classes),
+        "git_commit": git_commit(), "device": str(device),
+    }
+    write_job_files(out_dir / ARTIFACTS_DIR, job=job.to_dict(), metrics=metrics,
+                    manifest=Path(partition_dir) / "manifest.json" if partition_dir else None)
     atomic_write_json(out_dir / TIMINGS_FILE, {"history": result.timings,
                                                "wall_seconds": time.perf_counter() - started})
     atomic_write_json(metrics_path, metrics)
     (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
-    run_file.unlink(missing_ok=True)
     return metrics
+
+
+def tracking_record(out_dir: str | Path) -> dict[str, Any]:
+    """The run folder's mlflow.json (store, experiment, run id, finished), empty when it was never logged."""
+    path = Path(out_dir) / TRACKING_FILE
+    return read_json(path, "MLflow tracking record") if path.exists() else {}
+
+
+def track_job(out_dir: str | Path, *, tracking_uri: str, experiment_id: str) -> str:
+    """Log a finished run folder as one FINISHED MLflow run of ``experiment_id``; return the run's id.
+
+    A folder already logged to that experiment with the same metrics.json is left as it is; one whose
+    earlier attempt lost its server resumes that run and logs only what it lacks; a retrained job (another
+    metrics.json) gets a new run, which retires the old one. Draws the run's figures (artifacts/) when they are missing.
+    """
+    from fedakd.run_artifacts import FIGURE_FILES, artifact_files, draw_run_figures
+    from fedakd.tracking import log_run
+
+    import hashlib
+
+    out_dir = Path(out_dir)
+    record_path = out_dir / TRACKING_FILE
+    record = tracking_record(out_dir)
+    results = hashlib.sha256((out_dir / METRICS_FILE).read_bytes()).hexdigest()
+    # The same results into the same experiment: a retrained job's folder (new metrics.json) is a new run.
+    same_run = (record.get("tracking_uri"), record.get("experiment_id"), record.get("metrics_sha256")) == (
+        tracking_uri, experiment_id, results)
+    if same_run and record.get("finished"):
+        return record["run_id"]
+    metrics = read_json(out_dir / METRICS_FILE, "metrics file")
+    timings = out_dir / TIMINGS_FILE
+    artifacts = out_dir / ARTIFACTS_DIR
+    if not all((artifacts / name).exists() for name in FIGURE_FILES):
+        draw_run_figures(artifacts, metrics)
+    final, best = metrics["final"], metrics["best"]
+    summary = {**{f"final_{k}": v for k, v in final.items() if k != "per_class_recall" and v is not None},
+               **{f"optimistic_best_round_{k}": v for k, v in best.items()
+                  if k not in ("per_class_recall", "round") and v is not None},
+               **metrics["client_counters"], **{f"cost_{k}": v for k, v in metrics["cost"].items()}}
+    job = metrics["job"]
+    commit = metrics["git_commit"]
+    tags = {"dataset": job["dataset"], "setting": job["setting"], "method": job["method"],
+            "method_class": job["method_class"], "seed": str(job["seed"]),
+            "partition_sha256": metrics["partition_sha256"],
+            **({"candidate": str(job["candidate"])} if job.get("candidate") is not None else {}),
+            "git_commit": commit, "device": metrics["device"], **source_tags(commit)}
+
+    def remember(run_id: str, finished: bool = False) -> None:
+        atomic_write_json(record_path, {"tracking_uri": tracking_uri, "experiment_id": experiment_id,
+                                        "metrics_sha256": results, "run_id": run_id, "finished": finished})
+
+    run_id = log_run(tracking_uri, experiment_id, job_key=job_key(job), run_name=run_name(job), tags=tags,
+                     params=read_json(artifacts / "job.json", "job spec"), history=metrics["history"],
+                     timings=read_json(timings, "timings file")["history"] if timings.exists() else [],
+                     summary=summary, artifacts=artifact_files(artifacts), inputs=lambda: partition_inputs(metrics),
+                     resume_run_id=record.get("run_id") if same_run else None, on_created=remember,
+                     safe=f"the results are saved in {out_dir}")
+    remember(run_id, finished=True)
+    return run_id

@@ -11,14 +11,17 @@ from typing import Any, Mapping
 
 from fedakd.metrics import METRIC_KEYS
 
-METRICS_FILE, TIMINGS_FILE, CHECKPOINT_FILE, RUN_FILE = "metrics.json", "timings.json", "checkpoint.pt", "run.json"
+METRICS_FILE, TIMINGS_FILE, CHECKPOINT_FILE = "metrics.json", "timings.json", "checkpoint.pt"
 ARTIFACTS_DIR = "artifacts"
+#: Written by the tracking step, not by training: the run's MLflow store, experiment and run id, and whether
+#: the run is FINISHED there (fedakd.jobs.track_job).
+TRACKING_FILE = "mlflow.json"
 
 #: Identity of a run inside metrics.json["job"].
 JOB_KEYS = ("dataset", "setting", "method", "method_class", "seed")
 #: Top-level keys every metrics.json has (reporting refuses a file that lacks one).
 REQUIRED_KEYS = ("job", "setting", "method_options", "federation", "model", "num_classes", "class_counts", "groups",
-                 "partition_sha256", "final", "best", "history", "cost", "mlflow_run_id", "mlflow_experiment_id")
+                 "partition_sha256", "final", "best", "history", "cost")
 #: Cost counters of metrics.json["cost"] (METHOD.md §3, compute parity).
 COST_KEYS = ("local_steps", "server_steps", "bytes_down", "bytes_up", "rounds", "clients_per_round")
 

@@ -1,7 +1,11 @@
 """Files attached to a job's MLflow run, so that a run in the UI explains itself: its resolved spec, the
 partition manifest, a per-class report, and three figures (learning curve, per-class recall, confusion
-matrix) drawn with matplotlib's Agg canvas directly (no pyplot, no scikit-learn display classes: every
-job draws them, and their imports would add seconds to each)."""
+matrix).
+
+The training job writes the cheap files (``write_job_files``: JSON and CSV, no plotting library); the
+tracking step draws the figures (``draw_run_figures``) for many runs in one process, so matplotlib is
+imported once per tracking step rather than once per job. The figures use matplotlib's Agg canvas
+directly (no pyplot, no scikit-learn display classes)."""
 
 from __future__ import annotations
 
@@ -38,13 +42,19 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def write_confusion_matrix(path: Path, y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str],
-                           title: str) -> Path:
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> list[list[int]]:
+    """counts[true][predicted] over the test set."""
+    n = num_classes
+    counts = np.bincount(np.asarray(y_true) * n + np.asarray(y_pred), minlength=n * n).reshape(n, n)
+    return counts.tolist()
+
+
+def write_confusion_matrix(path: Path, counts: list[list[int]], class_names: list[str], title: str) -> Path:
     """The final model's confusion matrix on the test set, each row normalised to the true class's count."""
     from matplotlib.figure import Figure
 
     n = len(class_names)
-    counts = np.bincount(np.asarray(y_true) * n + np.asarray(y_pred), minlength=n * n).reshape(n, n)
+    counts = np.asarray(counts)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     fig = Figure(figsize=(7, 6), layout="constrained")
     ax = fig.subplots()
@@ -105,19 +115,37 @@ def write_per_class_recall(path: Path, metrics: dict[str, Any], class_names: lis
     return _save(fig, path)
 
 
-def write_run_artifacts(folder: Path, *, job: dict[str, Any], metrics: dict[str, Any], y_true: np.ndarray,
-                        y_pred: np.ndarray, class_names: list[str], manifest: Path | None) -> list[tuple[Path, str | None]]:
-    """Write the artifacts into ``folder``; return (path, artifact folder) pairs for MLflow."""
+#: The figures a run's artifacts hold, in the artifact folder "figures".
+FIGURE_FILES = ("learning_curve.png", "per_class_recall.png", "confusion_matrix.png")
+
+
+def write_job_files(folder: Path, *, job: dict[str, Any], metrics: dict[str, Any],
+                    manifest: Path | None) -> None:
+    """What a training job writes into its artifacts folder: its spec, the per-class report, its partition's
+    manifest (copied, so that the folder explains itself wherever it is logged from)."""
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"{job['method']} on {job['dataset']}/{job['setting']}, seed {job['seed']}"
-    files = [
-        (atomic_write_json(folder / "job.json", job), None),
-        (write_per_class_report(folder / "per_class.csv", metrics, class_names), None),
-        (write_learning_curve(folder / "learning_curve.png", metrics["history"], name), "figures"),
-        (write_per_class_recall(folder / "per_class_recall.png", metrics, class_names, name), "figures"),
-        (write_confusion_matrix(folder / "confusion_matrix.png", y_true, y_pred, class_names,
-                                f"{name}: final round, row-normalised"), "figures"),
-    ]
+    atomic_write_json(folder / "job.json", job)
+    write_per_class_report(folder / "per_class.csv", metrics, metrics["class_names"])
     if manifest is not None and manifest.exists():
-        files.append((manifest, "partition"))
+        with atomic_path(folder / "manifest.json") as tmp:
+            tmp.write_bytes(manifest.read_bytes())
+
+
+def draw_run_figures(folder: Path, metrics: dict[str, Any]) -> None:
+    """The three figures of a finished run, from its metrics.json, into its artifacts folder."""
+    job = metrics["job"]
+    name = f"{job['method']} on {job['dataset']}/{job['setting']}, seed {job['seed']}"
+    class_names = metrics["class_names"]
+    write_learning_curve(folder / FIGURE_FILES[0], metrics["history"], name)
+    write_per_class_recall(folder / FIGURE_FILES[1], metrics, class_names, name)
+    write_confusion_matrix(folder / FIGURE_FILES[2], metrics["confusion_matrix"], class_names,
+                           f"{name}: final round, row-normalised")
+
+
+def artifact_files(folder: Path) -> list[tuple[Path, str | None]]:
+    """(path, artifact folder) pairs of a run's artifacts, for MLflow."""
+    files = [(folder / "job.json", None), (folder / "per_class.csv", None),
+             *((folder / name, "figures") for name in FIGURE_FILES)]
+    if (folder / "manifest.json").exists():
+        files.append((folder / "manifest.json", "partition"))
     return files

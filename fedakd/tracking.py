@@ -1,23 +1,24 @@
-"""MLflow tracking: one run per training job, logged in batches from a worker thread.
+"""MLflow tracking: one run per training job, logged after the job has trained, in batches.
 
-Why a worker thread: importing MLflow and opening the store costs seconds; the job starts training at
-once, the run is opened when the first round is logged, and the worker catches up, logging each round
-in one ``log_batch``. Calls run in submission order, so the store sees what a synchronous logger would.
-Training never waits on tracking.
+Why after: importing MLflow and opening its store cost about 3 CPU-seconds, more than the rounds of a
+small job. A training job therefore never imports MLflow: it writes its results to its run folder
+(metrics.json, timings.json, artifacts/), and one tracking step logs many finished run folders in one
+process (the pipeline's ``track`` rule per dataset and setting; ``fedakd train`` logs its own run at
+the end unless ``--no-track``). Results never depend on the tracking store.
 
 Run life cycle (what keeps the store honest):
 - the experiment is created once, before any job (``ensure_experiment``), marked as a model-training
   experiment so that MLflow's UI opens it on its runs;
-- a job checks first that the tracking URI answers (``check_reachable``: seconds, not minutes);
-- a fresh job first retires earlier runs of the same job key: FINISHED ones are deleted (soft,
+- the tracking step checks first that the tracking URI answers (``check_reachable``: seconds, not
+  minutes);
+- a fresh run first retires earlier runs of the same job key: FINISHED ones are deleted (soft,
   recoverable: they are superseded), RUNNING ones are marked KILLED;
-- a resumed job reopens its own run (id kept in the job folder), reads which (metric, step) points
-  the run already holds, and logs exactly the missing ones: a run is made whole, never doubled;
-- when the tracking server goes away mid-run, the tracker notes it and drops what it would log (the
-  job's checkpoint keeps every round); the job trains to the end and then stops with one line
-  saying what is safe and how to resume, and never marks itself finished;
-- an interrupted job marks its run KILLED (SIGTERM/Ctrl-C) or leaves it RUNNING (SIGKILL) until a
-  rerun resumes it; only FINISHED runs count in tables.
+- the run's id is kept in the run folder (``mlflow.json``) from its creation, so a tracking step that
+  lost its server reopens the same run, reads which (metric, step) points it already holds, and logs
+  exactly the missing ones: a run is made whole, never doubled; ``finished`` is set there only once the
+  run is FINISHED;
+- when the tracking server goes away, the step stops with one line saying what is safe (every result
+  is on disk) and to rerun it; nothing is marked finished.
 
 MLflow's own HTTP client would otherwise retry a lost server for minutes per call (7 retries,
 exponential backoff, 120 s timeouts); ``configure_http`` sets its documented environment variables
@@ -28,12 +29,10 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -212,186 +211,91 @@ def _is_outage(exc: BaseException) -> bool:
                                   "service unavailable"))
 
 
-class RunTracker:
-    """One MLflow run for one training job; every call is queued to one worker thread."""
-
-    def __init__(self, tracking_uri: str, experiment_id: str, job_key: str, tags: dict[str, str],
-                 params: dict[str, Any], resume_run_id: str | None = None,
-                 on_created: Callable[[str], None] | None = None, run_name: str | None = None,
-                 inputs: Callable[[], list] | None = None):
-        self.tracking_uri, self.experiment_id, self.job_key = tracking_uri, experiment_id, job_key
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
-        self._client = None
-        self._present: dict[str, set[int]] = {}  # metric key -> steps the run holds
-        self._pending: list = []
-        self._open_args = (tags, params, resume_run_id, on_created, run_name or job_key, inputs)
-        self._opened = None  # opened at the first logged round: MLflow's import stays off the start-up path
-        self.lost = threading.Event()  # set when the tracking server stopped answering
-        self.lost_reason: str | None = None
-        self.lost_at_round: int | None = None
-
-    # -- worker-side ------------------------------------------------------------------
-    def _guarded(self, fn: Callable, *args, step: int | None = None):
-        """Run a worker call unless the server is lost; an outage marks it lost instead of raising."""
-        if self.lost.is_set():
-            return None
+def _open_run(client, experiment_id: str, job_key: str, run_name: str, tags: dict[str, str],
+              resume_run_id: str | None) -> tuple[str, dict[str, set[int]], bool]:
+    """Reopen ``resume_run_id`` when it is an active run of the store, else retire the job's earlier runs and
+    create one; return the run id, the (metric -> steps) points it holds and whether it has its inputs."""
+    try:
+        experiment = client.get_experiment(experiment_id)
+    except Exception as exc:
+        if _is_outage(exc):
+            raise
+        experiment = None
+    if experiment is None or experiment.lifecycle_stage != "active":
+        raise TrackingError(f"experiment {experiment_id} is missing or deleted in the tracking store; if the store "
+                            f"was deleted, also delete results/mlflow/experiment.json so that the pipeline creates "
+                            f"the experiment again")
+    if resume_run_id is not None:
         try:
-            return fn(*args)
+            run = client.get_run(resume_run_id)
         except Exception as exc:
-            if not _is_outage(exc):
+            if _is_outage(exc):
                 raise
-            self.lost_reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-            self.lost_at_round = step
-            self.lost.set()
-            return None
+            run = None
+        if run is not None and run.info.lifecycle_stage == "active" and run.info.experiment_id == experiment_id:
+            _retry(client.update_run, resume_run_id, status="RUNNING")
+            present = {key: {m.step for m in _retry(client.get_metric_history, resume_run_id, key)}
+                       for key in run.data.metrics}
+            return resume_run_id, present, bool(run.inputs.dataset_inputs)
+    for earlier in _retry(client.search_runs, [experiment_id], filter_string=f"tags.job_key = '{job_key}'"):
+        if earlier.info.status == "FINISHED":  # superseded: soft-deleted, recoverable
+            _retry(client.delete_run, earlier.info.run_id)
+        elif earlier.info.status == "RUNNING":
+            _retry(client.set_terminated, earlier.info.run_id, status="KILLED")
+    run = _retry(client.create_run, experiment_id, run_name=run_name, tags={**tags, "job_key": job_key})
+    return run.info.run_id, {}, False
 
-    def _open(self, tags, params, resume_run_id, on_created, run_name, inputs) -> str | None:
-        from mlflow.entities import Param, RunTag
 
-        self._client = client = _client(self.tracking_uri)
-        experiment = client.get_experiment(self.experiment_id)  # raises if the store lacks it
-        if experiment.lifecycle_stage != "active":
-            raise TrackingError(f"experiment {self.experiment_id} is deleted")
-        run_id = None
-        if resume_run_id is not None:
-            try:
-                run = client.get_run(resume_run_id)
-            except Exception as exc:
-                if _is_outage(exc):
-                    raise
-                run = None
-            if run is not None and run.info.lifecycle_stage == "active":
-                run_id = resume_run_id
-                _retry(client.update_run, run_id, status="RUNNING")
-                for key in run.data.metrics:  # what the run holds, so that only the missing points are logged
-                    self._present[key] = {m.step for m in _retry(client.get_metric_history, run_id, key)}
-        if run_id is None:
-            self._retire_earlier_runs(client)
-            run = _retry(client.create_run, self.experiment_id, run_name=run_name,
-                         tags={**tags, "job_key": self.job_key})
-            run_id = run.info.run_id
-            if on_created is not None:
-                on_created(run_id)
-        # Params and tags are set again on a resumed run: the same values are accepted, and a run whose
-        # first attempt lost its server before logging them gets them now.
+def log_run(tracking_uri: str, experiment_id: str, *, job_key: str, run_name: str, tags: dict[str, str],
+            params: Mapping[str, Any], history: list[dict[str, Any]], timings: list[dict[str, float]] = (),
+            summary: Mapping[str, float] = (), artifacts: list[tuple[Path, str | None]] = (),
+            inputs: Callable[[], list] | None = None, resume_run_id: str | None = None,
+            on_created: Callable[[str], None] | None = None, safe: str = "the results are saved") -> str:
+    """Log one finished job as one FINISHED MLflow run and return its id.
+
+    Every round of ``history`` (with its ``timings``) is a step, ``summary`` is logged at step 0, then
+    the artifacts (file, artifact folder) and the status. Given ``resume_run_id`` of a run that an earlier
+    attempt opened, it logs exactly the points that run lacks: a run is made whole, never doubled. A
+    fresh run first retires the job's earlier runs (FINISHED ones are deleted, RUNNING ones KILLED);
+    ``on_created`` gets its id before anything is logged, so that a rerun can resume it.
+    A lost server raises TrackingError in seconds (see configure_http), naming what is ``safe``.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = _client(tracking_uri)
+    where = "before the run was opened"
+    try:
+        run_id, present, has_inputs = _open_run(client, experiment_id, job_key, run_name, tags, resume_run_id)
+        if run_id != resume_run_id and on_created is not None:
+            on_created(run_id)
+        where = f"while logging run {run_id}"
+        # Params and tags are set again on a resumed run: the same values are accepted, and a run whose first
+        # attempt lost its server before logging them gets them now.
         items = [Param(k, v[:6000]) for k, v in sorted(flatten("", params, {}).items())]
         for start in range(0, len(items), 100):  # log_batch takes at most 100 params
             _retry(client.log_batch, run_id, params=items[start:start + 100])
-        _retry(client.log_batch, run_id, tags=[RunTag(k, v) for k, v in {**tags, "job_key": self.job_key}.items()])
-        if inputs is not None and not run.inputs.dataset_inputs:
+        _retry(client.log_batch, run_id, tags=[RunTag(k, v) for k, v in {**tags, "job_key": job_key}.items()])
+        if inputs is not None and not has_inputs:
             log_inputs(client, run_id, inputs())
-        return run_id
-
-    def _retire_earlier_runs(self, client) -> None:
-        runs = _retry(client.search_runs, [self.experiment_id], filter_string=f"tags.job_key = '{self.job_key}'")
-        for run in runs:
-            if run.info.status == "FINISHED":
-                _retry(client.delete_run, run.info.run_id)
-            elif run.info.status == "RUNNING":
-                _retry(client.set_terminated, run.info.run_id, status="KILLED")
-
-    def _log(self, step: int, metrics: dict[str, float]) -> None:
-        """Log the points of ``metrics`` at ``step`` that the run does not hold yet."""
-        from mlflow.entities import Metric
-
-        run_id = self._opened.result()
-        if run_id is None:
-            return
-        now = int(time.time() * 1000)
-        items = [Metric(k, v, now, step) for k, v in metrics.items() if step not in self._present.get(k, ())]
-        for start in range(0, len(items), 1000):
-            _retry(self._client.log_batch, run_id, metrics=items[start:start + 1000])
-        for item in items:
-            self._present.setdefault(item.key, set()).add(step)
-
-    def _finish(self, status: str, artifacts: list[tuple[Path, str | None]]) -> None:
-        run_id = self._opened.result()
-        if run_id is None:
-            return
-        for path, folder in artifacts:
-            _retry(self._client.log_artifact, run_id, str(path), folder)
-        _retry(self._client.set_terminated, run_id, status=status)
-
-    # -- caller-side ------------------------------------------------------------------
-    def _ensure_open(self):
-        if self._opened is None:
-            self._opened = self._pool.submit(self._guarded, self._open, *self._open_args)
-        return self._opened
-
-    def _raise_if_failed(self) -> None:
-        """Stop the job at the next round, not after training, when the store answered but refused the run."""
-        if self._ensure_open().done() and self._opened.exception() is not None:
-            raise TrackingError(
-                f"MLflow run for {self.job_key} could not be opened in {self.tracking_uri} "
-                f"(experiment {self.experiment_id}): {self._opened.exception()}. If the store was deleted, also "
-                f"delete results/mlflow/experiment.json so the pipeline creates the experiment again"
-            ) from self._opened.exception()
-
-    def _submit(self, fn: Callable, *args, step: int | None = None) -> None:
-        self._pending.append(self._pool.submit(self._guarded, fn, *args, step=step))
-
-    def log_round(self, record: dict[str, Any], timing: dict[str, float] | None = None) -> None:
-        self._raise_if_failed()
-        self._submit(self._log, int(record["round"]), round_metrics(record, timing), step=int(record["round"]))
-
-    def log_summary(self, metrics: dict[str, float]) -> None:
-        """Run-level figures (final/best metrics, counters, costs) at step 0, once."""
-        if metrics:
-            self._ensure_open()
-            self._submit(self._log, 0, {k: float(v) for k, v in metrics.items()}, step=0)
-
-    def log_history(self, records: list[dict[str, Any]], timings: list[dict[str, float]] = ()) -> None:
-        """Log what a resumed run lacks of the rounds done before (points it holds are skipped)."""
         timing_of = {timing["round"]: timing for timing in timings}
-        for record in records:
-            self.log_round(record, timing_of.get(record["round"]))
-
-    def callback(self):
-        """The engine's view of this tracker: log every round, and make a resumed run whole."""
-        from fedakd.engine import Callback
-
-        tracker = self
-
-        class Tracking(Callback):
-            def on_resume(self, history, timings):
-                tracker.log_history(history, timings)
-
-            def on_round_end(self, record, timing):
-                tracker.log_round(record, timing)
-
-        return Tracking()
-
-    @property
-    def run_id(self) -> str | None:
-        """The run's id; None when the server was lost before the run could be opened."""
-        return self._ensure_open().result()
-
-    def lost_message(self, safe: str) -> str:
-        where = f"at round {self.lost_at_round}" if self.lost_at_round else "before the run was opened"
-        return (f"lost the MLflow tracking server at {self.tracking_uri} {where} ({self.lost_reason}); {safe}; "
-                f"rerun the same command once the server answers: the job logs what the run lacks and finishes it")
-
-    def finish(self, status: str = "FINISHED", artifacts: list[tuple[Path, str | None]] = ()) -> None:
-        """Wait for every queued call, log artifacts and set the final status.
-
-        A FINISHED run is only set when every call went through: after an outage this raises
-        TrackingError (the run stays RUNNING for the rerun to complete).
-        """
-        try:
-            if self._opened is None and status != "FINISHED":
-                return  # interrupted before the first round was logged: no run was opened, none to mark
-            self._ensure_open()
-            for future in self._pending:  # surface a failed log call instead of losing it
-                future.result()
-            if self.lost.is_set():
-                if status == "FINISHED":
-                    raise TrackingError(self.lost_message("the trained rounds are saved in the job's checkpoint"))
-                return
-            self._pool.submit(self._guarded, self._finish, status, list(artifacts)).result()
-            if self.lost.is_set() and status == "FINISHED":
-                raise TrackingError(self.lost_message("the trained rounds are saved in the job's checkpoint"))
-        finally:
-            self._pool.shutdown(wait=True)
+        steps = [(int(r["round"]), round_metrics(r, timing_of.get(r["round"]))) for r in history]
+        steps.append((0, {k: float(v) for k, v in dict(summary).items()}))
+        now = int(time.time() * 1000)
+        points = [Metric(key, value, now, step) for step, values in steps for key, value in values.items()
+                  if step not in present.get(key, ())]
+        for start in range(0, len(points), 1000):
+            _retry(client.log_batch, run_id, metrics=points[start:start + 1000])
+        for path, folder in artifacts:
+            _retry(client.log_artifact, run_id, str(path), folder)
+        _retry(client.set_terminated, run_id, status="FINISHED")
+    except Exception as exc:
+        if not _is_outage(exc):
+            raise
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        raise TrackingError(f"lost the MLflow tracking server at {tracking_uri} {where} ({reason}); {safe}; rerun the "
+                            f"same command once the server answers: it logs what the run lacks and finishes it"
+                            ) from None
+    return run_id
 
 
 def log_study_summary(tracking_uri: str, experiment_id: str, files: Mapping[str, list[Path]],

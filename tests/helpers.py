@@ -91,3 +91,12 @@ def finished_job_runs(workdir: Path, experiment: str) -> list:
     client, experiment_id = pipeline_experiment(workdir, experiment)
     runs = client.search_runs([experiment_id], max_results=1000)  # active (not deleted) runs
     return [run for run in runs if run.info.status == "FINISHED" and SUMMARY_TAG not in run.data.tags]
+
+
+def run_id(run_dir: Path) -> str:
+    """The MLflow run a run folder was logged as (its mlflow.json, written by the tracking step)."""
+    import json
+
+    record = json.loads((Path(run_dir) / "mlflow.json").read_text())
+    assert record["finished"], record
+    return record["run_id"]

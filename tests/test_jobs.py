@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fedakd.cli import main
+from tests.helpers import run_id
 
 REQUIRED_FINAL = {"accuracy", "balanced_accuracy", "macro_f1", "minority_recall", "worst_class_recall", "gmean",
                   "per_class_recall"}
@@ -32,10 +33,6 @@ def mlflow_runs(config_path, job_key=None):
     return client, client.search_runs([experiment.experiment_id], filter_string=query)
 
 
-def without_run_id(metrics):
-    return {k: v for k, v in metrics.items() if k != "mlflow_run_id"}
-
-
 def test_train_writes_metrics_and_a_finished_run(digits_config, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["ui-link", "--config", str(digits_config)]) == 0  # before any run: says so, creates no store
@@ -48,7 +45,8 @@ def test_train_writes_metrics_and_a_finished_run(digits_config, tmp_path, capsys
     assert len(metrics["partition_sha256"]) == 64
     assert not (out / "checkpoint.pt").exists()
     client, runs = mlflow_runs(digits_config)
-    assert [r.info.run_id for r in runs] == [metrics["mlflow_run_id"]]
+    assert [r.info.run_id for r in runs] == [run_id(out)]
+    assert "mlflow_run_id" not in metrics  # results never depend on the tracking store
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert run.data.tags["job_key"] == "digits/lt10-dir1/fedakd/seed0"
@@ -74,10 +72,10 @@ def test_same_seed_gives_identical_metrics(digits_config, tmp_path):
     assert main(train_args(digits_config, tmp_path / "b", "fedavg-smote", 1)) == 0
     a = json.loads((tmp_path / "a" / "metrics.json").read_text())
     b = json.loads((tmp_path / "b" / "metrics.json").read_text())
-    assert without_run_id(a) == without_run_id(b)
+    assert a == b
     # the second run of the same job supersedes the first: one FINISHED run per job
     _, runs = mlflow_runs(digits_config, "digits/lt10-dir1/fedavg-smote/seed1")
-    assert [r.info.run_id for r in runs if r.info.status == "FINISHED"] == [b["mlflow_run_id"]]
+    assert [r.info.run_id for r in runs if r.info.status == "FINISHED"] == [run_id(tmp_path / "b")]
 
 
 def test_saved_partition_is_used_and_checked(digits_config, tmp_path):
@@ -122,9 +120,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(digits_config, tmp_path, kill_w
 
     out = tmp_path / "killed"
     proc = _spawn(digits_config, out, rounds)
-    _wait_for(out / "checkpoint.pt", proc)  # "first-checkpoint" races the MLflow run's creation
+    _wait_for(out / "checkpoint.pt", proc)
     if kill_when == "mid-run":
-        _wait_for(out / "run.json", proc)
         time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -133,26 +130,26 @@ def test_sigkill_then_rerun_equals_uninterrupted(digits_config, tmp_path, kill_w
 
     expected = json.loads((reference / "metrics.json").read_text())
     resumed = json.loads((out / "metrics.json").read_text())
-    assert without_run_id(resumed) == without_run_id(expected)
+    assert resumed == expected
     client, runs = mlflow_runs(digits_config, "digits/lt10-dir1/fedakd/seed0")
     finished = [r for r in runs if r.info.status == "FINISHED"]
-    assert [r.info.run_id for r in finished] == [resumed["mlflow_run_id"]]
-    history = client.get_metric_history(resumed["mlflow_run_id"], "accuracy")
+    assert [r.info.run_id for r in finished] == [run_id(out)]
+    history = client.get_metric_history(run_id(out), "accuracy")
     assert sorted(m.step for m in history) == list(range(1, rounds + 1))  # no point lost or doubled
 
 
 @pytest.mark.slow
-def test_sigterm_marks_the_run_killed(digits_config, tmp_path):
+def test_sigterm_stops_cleanly_and_logs_nothing_half_done(digits_config, tmp_path):
     out = tmp_path / "terminated"
     proc = _spawn(digits_config, out, 200)
-    _wait_for(out / "run.json", proc)  # the MLflow run exists (it is opened when round 1 is logged)
+    _wait_for(out / "checkpoint.pt", proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0
-    assert not (out / "metrics.json").exists()
-    run_id = json.loads((out / "run.json").read_text())["mlflow_run_id"]
-    client, _ = mlflow_runs(digits_config)
-    assert client.get_run(run_id).info.status == "KILLED"
+    assert proc.returncode == 130 and "rerun the same command to resume" in err and "Traceback" not in err
+    assert not (out / "metrics.json").exists() and (out / "checkpoint.pt").exists()
+    assert not (out / "mlflow.json").exists()
+    _, runs = mlflow_runs(digits_config)
+    assert runs == []  # a run is logged once the job has trained: no RUNNING or KILLED run is left behind
 
 
 def test_on_cuda_deterministic_algorithms_are_switched_on_unless_the_config_says_not(monkeypatch):

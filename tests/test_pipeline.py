@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 SMOKE = REPO / "config" / "smoke.yaml"
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "minority_recall", "worst_class_recall")
-REPORT_ONLY = ("report", "--allowed-rules", "aggregate", "figures", "write_report", "mlflow_summary", "report",
+REPORT_ONLY = ("report", "--allowed-rules", "track", "aggregate", "figures", "write_report", "mlflow_summary", "report",
                "--forcerun", "aggregate", "figures")
 
 
@@ -64,14 +64,14 @@ def test_the_rules_conda_environment_holds_the_packages_dependencies():
     assert found == wanted
 
 
-@pytest.mark.parametrize(("config_name", "train_jobs", "partitions"), [
-    ("smoke.yaml", 1 * 1 * 18 * 2, 1 * 1 * 2),      # digits x 1 setting x 18 methods x 2 seeds
-    ("config.yaml", 1 * 2 * 7 * 5, 1 * 2 * 5),      # fashion-mnist x 2 settings x 7 methods x 5 seeds
-    ("paper.yaml", 2 * 12 * 19 * 5, 2 * 12 * 5),    # 2 datasets x (4 factors x 3 alphas) x 19 methods x 5 seeds
-    ("full.yaml", 1 * 2 * 18 * 5, 1 * 2 * 5),       # fashion-mnist x 2 settings x 18 methods x 5 seeds
-    ("tuned.yaml", 1 * 2 * 7 * 5, 1 * 2 * (5 + 2)),  # the default grid; partitions of 5 + 2 tuning seeds
+@pytest.mark.parametrize(("config_name", "train_jobs", "partitions", "settings"), [
+    ("smoke.yaml", 1 * 1 * 18 * 2, 1 * 1 * 2, 1),        # digits x 1 setting x 18 methods x 2 seeds
+    ("config.yaml", 1 * 2 * 7 * 5, 1 * 2 * 5, 2),        # fashion-mnist x 2 settings x 7 methods x 5 seeds
+    ("paper.yaml", 2 * 12 * 19 * 5, 2 * 12 * 5, 2 * 12),  # 2 datasets x (4 factors x 3 alphas) x 19 methods x 5 seeds
+    ("full.yaml", 1 * 2 * 18 * 5, 1 * 2 * 5, 2),         # fashion-mnist x 2 settings x 18 methods x 5 seeds
+    ("tuned.yaml", 1 * 2 * 7 * 5, 1 * 2 * (5 + 2), 2),   # the default grid; partitions of 5 + 2 tuning seeds
 ])
-def test_dry_run_plans_one_train_job_per_grid_point(tmp_path, config_name, train_jobs, partitions):
+def test_dry_run_plans_one_train_job_per_grid_point(tmp_path, config_name, train_jobs, partitions, settings):
     result = snakemake(tmp_path, "-n", configfile=REPO / "config" / config_name)
     assert result.returncode == 0, result.stderr
     counts = job_counts(result)
@@ -80,6 +80,7 @@ def test_dry_run_plans_one_train_job_per_grid_point(tmp_path, config_name, train
     tuned = config_name == "tuned.yaml"  # 2 settings x (6 methods x 4 candidates + fedavg's 1) x 2 tuning seeds
     assert counts.get("tune_train", 0) == (2 * 25 * 2 if tuned else 0)
     assert counts.get("tune_select", 0) == (2 * 7 if tuned else 0)
+    assert counts["track"] == settings and counts.get("track_tuning", 0) == (settings if tuned else 0)
     assert counts["mlflow_setup"] == counts["aggregate"] == counts["figures"] == counts["write_report"] == 1
     assert counts["mlflow_summary"] == 1
 
@@ -204,8 +205,8 @@ def test_rebuilding_and_rerunning_touch_only_what_changed(smoke_run):
     assert "MissingInputException" in output(missing) and str(deleted.relative_to(tmp_path)) in output(missing)
 
     plan = snakemake(tmp_path, "-n")
-    assert job_counts(plan) == {"train": 1, "aggregate": 1, "figures": 1, "write_report": 1, "mlflow_summary": 1,
-                                "all": 1}
+    assert job_counts(plan) == {"train": 1, "track": 1, "aggregate": 1, "figures": 1, "write_report": 1,
+                                "mlflow_summary": 1, "all": 1}
     assert "results/runs/digits/lt10-dir1/fedakd/seed1/metrics.json" in output(plan)
     rerun = snakemake(tmp_path)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -219,5 +220,5 @@ def test_rebuilding_and_rerunning_touch_only_what_changed(smoke_run):
                                                  "fedakd: {method: fedakd, distill_steps: 11}"))
     assert changed.read_text() != SMOKE.read_text()
     plan = snakemake(tmp_path, "-n", configfile=changed)
-    assert job_counts(plan) == {"train": 2, "aggregate": 1, "figures": 1, "write_report": 1, "mlflow_summary": 1,
-                                "all": 1}
+    assert job_counts(plan) == {"train": 2, "track": 1, "aggregate": 1, "figures": 1, "write_report": 1,
+                                "mlflow_summary": 1, "all": 1}

@@ -148,8 +148,8 @@ def test_the_tuning_stage_chooses_on_the_validation_split_and_feeds_the_evaluati
     changed["tune"]["methods"]["fedprox"]["mu"] = [0.001, 0.5]
     configfile.write_text(yaml.safe_dump(changed))
     plan = snakemake(workdir, "-n", configfile=configfile)
-    assert job_counts(plan) == {"tune_train": 1, "tune_select": 1, "train": 2, "aggregate": 1, "figures": 1,
-                                "write_report": 1, "mlflow_summary": 1, "all": 1}
+    assert job_counts(plan) == {"tune_train": 1, "tune_select": 1, "train": 2, "track_tuning": 1, "track": 1,
+                                "aggregate": 1, "figures": 1, "write_report": 1, "mlflow_summary": 1, "all": 1}
     import re
 
     planned = output(plan)

@@ -102,8 +102,8 @@ def test_the_experiment_opens_on_its_training_runs_with_every_method_and_the_par
 
 def test_a_run_page_charts_balanced_accuracy_and_shows_its_dataset(ui, browser):
     base, workdir = ui
-    metrics = json.loads((workdir / "results/runs/digits/lt10-dir1/fedakd/seed0/metrics.json").read_text())
-    run_page = f"{base}/#/experiments/{metrics['mlflow_experiment_id']}/runs/{metrics['mlflow_run_id']}"
+    record = json.loads((workdir / "results/runs/digits/lt10-dir1/fedakd/seed0/mlflow.json").read_text())
+    run_page = f"{base}/#/experiments/{record['experiment_id']}/runs/{record['run_id']}"
     browser.get(f"{run_page}/model-metrics?workflowType=machine_learning")
     body = wait_for_text(browser, ["balanced_accuracy", "Step"])
     charts = browser.find_elements("xpath", "//*[normalize-space(text())='balanced_accuracy']"
@@ -114,4 +114,5 @@ def test_a_run_page_charts_balanced_accuracy_and_shows_its_dataset(ui, browser):
     body = wait_for_text(browser, ["digits/lt10-dir1/seed0"])
     shoot(browser, "run-overview")
     assert "digits/lt10-dir1/seed0" in body and "Training" in body  # the dataset input, used for training
+    metrics = json.loads((workdir / "results/runs/digits/lt10-dir1/fedakd/seed0/metrics.json").read_text())
     assert "snakemake workflow" in body and metrics["git_commit"][:7] in body  # the source: what ran, which commit

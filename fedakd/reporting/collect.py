@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from fedakd.io import read_json
-from fedakd.layout import JOB_KEYS, TIMINGS_FILE, job_key, missing_keys
+from fedakd.layout import JOB_KEYS, TIMINGS_FILE, TRACKING_FILE, job_key, missing_keys
 from fedakd.metrics import METRIC_KEYS
 from fedakd.tracking import SUMMARY_TAG
 
@@ -49,6 +49,10 @@ def load_metrics(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             continue
         timings = Path(path).parent / TIMINGS_FILE  # written beside it, kept out of it: wall time is not a result
         run["wall_seconds"] = read_json(timings, "timings file")["wall_seconds"] if timings.exists() else None
+        tracked = Path(path).parent / TRACKING_FILE  # written by the tracking step, after training
+        if tracked.exists():
+            record = read_json(tracked, "MLflow tracking record")
+            run["mlflow_run_id"], run["mlflow_experiment_id"] = record.get("run_id"), record.get("experiment_id")
         runs.append(run)
     if problems:
         raise ResultsError("cannot collect the results:\n- " + "\n- ".join(problems))
@@ -119,6 +123,10 @@ def crosscheck_mlflow(runs: list[dict[str, Any]], tracking_uri: str, experiment:
         key = job_key(run["job"])
         keys_with_metrics.add(key)
         run_ids = finished.get(key, [])
+        if run.get("mlflow_run_id") is None:
+            problems.append(f"{key}: was never logged to MLflow (no {TRACKING_FILE} beside its metrics.json); rerun "
+                            f"the pipeline, whose track rule logs it, or `fedakd train` without --no-track")
+            continue
         if run["mlflow_run_id"] not in run_ids:
             problems.append(f"{key}: metrics.json names MLflow run {run['mlflow_run_id']}, which is not a FINISHED "
                             f"run of this job in experiment {experiment!r} (deleted or lost?); delete that "

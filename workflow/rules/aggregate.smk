@@ -9,6 +9,7 @@ localrules:
 rule aggregate:
     input:
         metrics=run_metrics(),
+        tracked=tracked_runs(),
         tuning=tuning_choices(),
         experiment=EXPERIMENT_FILE,
     output:

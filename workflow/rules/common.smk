@@ -123,8 +123,14 @@ def tuning_choices():
     )
 
 
+def tracked_runs():
+    """The track rule's outputs: the MLflow runs of every dataset x setting."""
+    return expand("results/mlflow/runs/{dataset}/{setting}.json", dataset=config["datasets"], setting=config["settings"])
+
+
 def final_targets():
-    return [*run_metrics(), *TABLES, FIGURES, REPORT, SUMMARY_RUN_FILE]
+    tuning = tracked_tuning_runs() if TUNING else []
+    return [*run_metrics(), *tracked_runs(), *tuning, *TABLES, FIGURES, REPORT, SUMMARY_RUN_FILE]
 
 
 def train_job(wildcards):

@@ -1,4 +1,11 @@
-# The MLflow experiment, created once, then one training job per dataset x setting x method x seed.
+# The MLflow experiment, created once, then one training job per dataset x setting x method x seed, and one
+# tracking job per dataset x setting that logs its finished runs to MLflow.
+#
+# Why a separate tracking job: importing MLflow and opening its store cost about 3 CPU-seconds, more than
+# the rounds of a small job; a training job imports only what it trains with, and the track rule pays that
+# cost once for all the runs of a setting (and draws their figures with one matplotlib import). A lost
+# tracking server stops only the track rule, with one line; the trained results are on disk, and a rerun
+# logs exactly what the runs lack (fedakd.tracking).
 #
 # threads: 1 per job, so the default profile's 2 cores run 2 jobs side by side, which keeps both cores
 # busy through a job's serial parts (start-up, evaluation, logging). More cores per job: a profile's
@@ -12,6 +19,7 @@
 
 localrules:
     mlflow_setup,
+    track,
 
 
 rule mlflow_setup:
@@ -37,7 +45,6 @@ rule train:
     input:
         manifest="results/partitions/{dataset}/{setting}/seed{seed}/manifest.json",
         indices="results/partitions/{dataset}/{setting}/seed{seed}/indices.npz",
-        experiment=EXPERIMENT_FILE,
         tuning=lambda wildcards: (
             f"results/tuning/{wildcards.dataset}/{wildcards.setting}/{wildcards.method}.json" if TUNING else []
         ),
@@ -56,3 +63,30 @@ rule train:
         "../envs/fedakd.yaml"
     script:
         "../scripts/train.py"
+
+
+rule track:
+    """The finished runs of one dataset x setting as FINISHED MLflow runs, with their figures; a run already
+    logged is left alone, one that an earlier attempt left incomplete is completed."""
+    input:
+        metrics=lambda wildcards: expand(
+            "results/runs/{dataset}/{setting}/{method}/seed{seed}/metrics.json",
+            dataset=wildcards.dataset,
+            setting=wildcards.setting,
+            method=config["methods"],
+            seed=config["seeds"],
+        ),
+        experiment=EXPERIMENT_FILE,
+    output:
+        "results/mlflow/runs/{dataset}/{setting}.json",
+    params:
+        tracking_uri=config["tracking_uri"],
+        tracking=config["tracking"],
+        experiment=config["experiment"],
+    log:
+        "logs/track/{dataset}/{setting}.log",
+    threads: 1
+    conda:
+        "../envs/fedakd.yaml"
+    script:
+        "../scripts/track.py"

@@ -18,18 +18,27 @@ def tuning_job(wildcards):
     ).to_dict()
 
 
-def tuning_runs(wildcards):
+def tuning_run_paths(dataset, setting, method):
     """Every candidate x tuning seed of one dataset x setting x method."""
     from fedakd.tuning import grid
 
     return expand(
         "results/tuning/runs/{dataset}/{setting}/{method}/c{candidate}/seed{seed}/metrics.json",
-        dataset=wildcards.dataset,
-        setting=wildcards.setting,
-        method=wildcards.method,
-        candidate=range(len(grid(config, wildcards.method))),
+        dataset=dataset,
+        setting=setting,
+        method=method,
+        candidate=range(len(grid(config, method))),
         seed=config["tune"]["seeds"],
     )
+
+
+def tuning_runs(wildcards):
+    return tuning_run_paths(wildcards.dataset, wildcards.setting, wildcards.method)
+
+
+def tracked_tuning_runs():
+    """The track_tuning rule's outputs: one per dataset x setting."""
+    return expand("results/mlflow/tuning/{dataset}/{setting}.json", dataset=config["datasets"], setting=config["settings"])
 
 
 rule tune_train:
@@ -37,7 +46,6 @@ rule tune_train:
     input:
         manifest="results/partitions/{dataset}/{setting}/seed{seed}/manifest.json",
         indices="results/partitions/{dataset}/{setting}/seed{seed}/indices.npz",
-        experiment=EXPERIMENT_FILE,
     output:
         "results/tuning/runs/{dataset}/{setting}/{method}/c{candidate}/seed{seed}/metrics.json",
     params:
@@ -57,6 +65,7 @@ rule tune_train:
 
 localrules:
     tune_select,
+    track_tuning,
 
 
 rule tune_select:
@@ -76,3 +85,25 @@ rule tune_select:
         "../envs/fedakd.yaml"
     script:
         "../scripts/tune_select.py"
+
+
+rule track_tuning:
+    """Every tuning run of one dataset x setting into the tuning experiment (the track rule's script)."""
+    input:
+        metrics=lambda wildcards: [
+            path for method in config["methods"] for path in tuning_run_paths(wildcards.dataset, wildcards.setting, method)
+        ],
+        experiment=EXPERIMENT_FILE,
+    output:
+        "results/mlflow/tuning/{dataset}/{setting}.json",
+    params:
+        tracking_uri=config["tracking_uri"],
+        tracking=config["tracking"],
+        experiment=experiments()[1],
+    log:
+        "logs/track/tuning/{dataset}/{setting}.log",
+    threads: 1
+    conda:
+        "../envs/fedakd.yaml"
+    script:
+        "../scripts/track.py"

@@ -1,5 +1,5 @@
 """Snakemake script (rules train and tune_train): train one job into its run folder; an evaluation job of a
-tuned study runs the options its method's tuning chose."""
+tuned study runs the options its method's tuning chose. The MLflow run is logged by the track rule."""
 
 from pathlib import Path
 
@@ -14,6 +14,5 @@ with logged(snakemake):
     job = JobSpec.from_dict(snakemake.params.job)
     if snakemake.input.get("tuning"):
         job = with_options(job, read_json(snakemake.input.tuning, "tuning choice")["chosen"]["options"])
-    experiments = read_json(snakemake.input.experiment, "MLflow experiment file")
     train_job(job, out_dir=Path(snakemake.output[0]).parent, partition_dir=Path(snakemake.input.manifest).parent,
-              experiment_id=experiments.get("ids", {}).get(job.experiment), threads=snakemake.threads)
+              threads=snakemake.threads)
