@@ -10,7 +10,7 @@ CORES  ?= 2
 CONFIG ?= config/config.yaml
 PORT   ?= 5000
 
-.PHONY: setup test test-fast reproduce report report-html data ui bench lint browser cluster-check clean-results
+.PHONY: setup test test-fast reproduce report report-html data ui bench bench-overhead gpu-check lint browser cluster-check clean-results
 
 setup: $(VENV)/.installed
 
@@ -44,7 +44,7 @@ reproduce: setup data
 # Rebuild tables, figures and report from the runs that exist, training nothing.
 report: setup
 	$(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES) --configfile $(CONFIG) report \
-	    --allowed-rules aggregate figures write_report mlflow_summary report --forcerun aggregate figures
+	    --allowed-rules track aggregate figures write_report mlflow_summary report --forcerun aggregate figures
 
 # Snakemake's own browsable report of the last run: tables, figures (by dataset and setting), report.md.
 report-html: setup
@@ -66,7 +66,17 @@ cluster-check: setup
 	VENV=$(VENV) .ci/cluster-check
 
 bench: setup data
-	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/bench.py $(if $(BASELINE),--baseline $(BASELINE))
+
+# Only the per-job overhead (start-up, CPU outside rounds, imports, a study's share), minutes not the whole
+# benchmark; BASELINE=REV measures that commit's code beside this checkout's in the same run.
+bench-overhead: setup data
+	$(BIN)/python benchmarks/bench.py --overhead-only $(if $(BASELINE),--baseline $(BASELINE))
+
+# On a machine lent a GPU: the smoke study on CUDA with jobs sharing the GPU, determinism, and the engine's
+# GPU figures; one summary, written to results/bench/gpu.json. Refuses at once without CUDA.
+gpu-check: setup data
+	$(BIN)/python benchmarks/gpu_check.py
 
 lint: setup
 	$(BIN)/snakemake --lint --configfile $(CONFIG)

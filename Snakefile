@@ -4,7 +4,7 @@
     snakemake --profile workflow/profiles/default                            # config/config.yaml
     snakemake --profile workflow/profiles/default --configfile config/paper.yaml
     snakemake --profile workflow/profiles/slurm --configfile config/paper.yaml
-    snakemake report --allowed-rules aggregate figures write_report mlflow_summary report --forcerun aggregate figures
+    snakemake report --allowed-rules track aggregate figures write_report mlflow_summary report --forcerun aggregate figures
                                                      # tables, figures, report from the runs on disk
 """
 

@@ -23,7 +23,7 @@ def overhead_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
              f"{tree['overhead_cpu_seconds_by_rounds']:.2f}; whole 1-round job {tree['job_cpu_seconds']['1 round']:.2f})"
              + ratio),
             (f"study_overhead_share{tag}", f"{study['overhead_share']:.0%}",
-             f"{study['jobs']} jobs on {study['dataset']}: {study['overhead_cpu_seconds']:.1f} of "
+             f"{study['jobs']} jobs ({study['jobs_are']}): {study['overhead_cpu_seconds']:.1f} of "
              f"{study['total_cpu_seconds']:.1f} CPU-s outside rounds (tracking step {study['tracking_step_cpu_seconds']:.1f})"),
             (f"largest_imports{tag}", f"{tree['imports'][0]['seconds']:.2f}" if tree["imports"] else "-",
              ", ".join(f"{row['module']} {row['seconds']:.2f}" for row in tree["imports"])),

@@ -5,7 +5,8 @@ matrix).
 The training job writes the cheap files (``write_job_files``: JSON and CSV, no plotting library); the
 tracking step draws the figures (``draw_run_figures``) for many runs in one process, so matplotlib is
 imported once per tracking step rather than once per job. The figures use matplotlib's Agg canvas
-directly (no pyplot, no scikit-learn display classes)."""
+directly (no pyplot, no scikit-learn display classes) and fixed margins: a constrained layout would draw
+each figure twice, and a study draws three per run."""
 
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def write_confusion_matrix(path: Path, counts: list[list[int]], class_names: lis
     n = len(class_names)
     counts = np.asarray(counts)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig = Figure(figsize=(7, 6), layout="constrained")
+    fig = Figure(figsize=(7, 6))
+    fig.subplots_adjust(left=0.2, right=0.97, bottom=0.2, top=0.93)
     ax = fig.subplots()
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     if n <= 20:
@@ -75,7 +77,8 @@ def write_learning_curve(path: Path, history: list[dict[str, Any]], title: str) 
     """Balanced accuracy, accuracy and minority recall of the global model against the round."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.5, 4), layout="constrained")
+    fig = Figure(figsize=(6.5, 4))
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.91)
     ax = fig.subplots()
     for key, label in (("balanced_accuracy", "balanced accuracy"), ("accuracy", "accuracy"),
                        ("minority_recall", "minority recall"), ("val_balanced_accuracy", "validation balanced accuracy")):
@@ -98,7 +101,8 @@ def write_per_class_recall(path: Path, metrics: dict[str, Any], class_names: lis
     group = _group_of(metrics["groups"])
     colours = {"head": "#0072B2", "medium": "#E69F00", "tail": "#D55E00", "": "#999999"}
     recall = metrics["final"]["per_class_recall"]
-    fig = Figure(figsize=(7, 4), layout="constrained")
+    fig = Figure(figsize=(7, 4))
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.24, top=0.91)
     ax = fig.subplots()
     ax.bar(range(len(recall)), recall, color=[colours[group.get(c, "")] for c in range(len(recall))])
     ax.set_xticks(range(len(recall)), [f"{name}\n(n={metrics['class_counts'][c]})"

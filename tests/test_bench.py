@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,8 +47,15 @@ def test_quick_bench_writes_every_figure(tmp_path):
     assert completed.returncode == 0, completed.stderr
     summary = json.loads(out.read_text())
 
-    for key in ("engine_vs_bare", "speedup_vs_reference", "startup_seconds", "peak_rss_mb"):
+    for key in ("engine_vs_bare", "speedup_vs_reference", "startup_seconds", "startup_cpu_seconds",
+                "overhead_cpu_seconds", "peak_rss_mb"):
         assert 0 < summary[key] < 1e5, (key, summary[key])
+    assert 0 < summary["study_overhead_share"] < 1
+    job = summary["details"]["overhead"]["trees"]["current"]
+    assert len(job["imports"]) == 10 and job["imports"][0]["seconds"] >= job["imports"][-1]["seconds"] > 0
+    assert "torch" in {row["module"] for row in job["imports"]}
+    assert job["study"]["tracking_step_cpu_seconds"] > 0  # the track step's MLflow import is counted
+    assert "overhead_cpu_seconds" in completed.stdout and "study_overhead_share" in completed.stdout
     assert 0.05 < summary["engine_vs_bare"] < 20  # same loop both sides: far from 1 means a broken measurement
     scaling = summary["scaling"]
     assert set(scaling["seconds_per_round"]["by_clients"]) == {"10", "50", "100"}
@@ -65,3 +73,17 @@ def test_quick_bench_writes_every_figure(tmp_path):
     machine = summary["machine"]
     assert machine["torch_threads"] == 1 and machine["cores"] >= 1 and machine["cpu_model"]
     assert "engine_vs_bare" in completed.stdout and "speedup_vs_reference" in completed.stdout
+
+
+def test_the_gpu_check_refuses_at_once_without_cuda(tmp_path):
+    """`make gpu-check` on a machine without a GPU: one line, exit 2, nothing written, seconds."""
+    import os
+
+    out = tmp_path / "gpu.json"
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("gpu-check: error: no CUDA device")
+    assert "a machine with an NVIDIA GPU" in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists() and time.perf_counter() - started < 30

@@ -7,7 +7,7 @@
 #
 # `snakemake report` (the report rule) alone brings everything up to date, training what is missing.
 # To rebuild tables, figures and report from the runs on disk and train nothing (`make report`):
-#     snakemake report --allowed-rules aggregate figures write_report mlflow_summary report --forcerun aggregate figures
+#     snakemake report --allowed-rules track aggregate figures write_report mlflow_summary report --forcerun aggregate figures
 # --allowed-rules: no other rule runs, even where a changed config or script would rerun a job, so the
 # metrics.json files on disk are taken as they are; a missing one stops everything with Snakemake's
 # MissingInputException naming it (a table never silently drops a seed). --forcerun: without it an
