@@ -21,11 +21,16 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
+# Two pytest-xdist workers: the suite mostly waits on subprocesses and servers (tests/conftest.py groups
+# the tests so that each costly set-up happens once). TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+
 test: setup
-	$(BIN)/python -m pytest -q
+	$(PYTEST) --durations=15
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # Fashion-MNIST offline on Debian: the dataset-fashion-mnist package (needs root);
 # elsewhere the pipeline's data rule downloads it through torchvision.

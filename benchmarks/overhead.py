@@ -207,7 +207,7 @@ def bench_overhead(trees: list[Tree], *, data_root: str, quick: bool, repeats: i
                                                   "experiment=bench"],
                           workdir=workdirs[tree.label], experiment_id=experiments[tree.label], **extra)
 
-        for tree in trees:  # a warm-up: file cache, decoded-data cache, bytecode
+        for tree in trees if not quick else ():  # a warm-up: file cache, decoded-data cache, bytecode
             one_job(tree, 1)
         for _ in range(repeats):
             for rounds in (1, 2):

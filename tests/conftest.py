@@ -1,4 +1,10 @@
-"""Shared fixtures: a small digits configuration written to a temporary folder."""
+"""Shared fixtures: a small digits configuration written to a temporary folder, and the smoke pipeline run
+once per session.
+
+`make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`): most of its time is spent
+waiting on subprocesses (Snakemake, MLflow and PostgreSQL servers, training jobs), so two workers keep both
+cores busy. Tests are grouped so that what is costly to set up is set up once: every test of a module on
+one worker (its module-scoped servers), and every test that reads the smoke pipeline's outputs on one."""
 
 from pathlib import Path
 
@@ -24,3 +30,12 @@ def smoke_run(tmp_path_factory):
 
     workdir = tmp_path_factory.mktemp("smoke")
     return workdir, snakemake(workdir)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into the groups it schedules
+def pytest_collection_modifyitems(config, items):
+    """xdist groups: a module's tests together; the smoke pipeline's readers (whatever their module) together."""
+    for item in items:
+        group = "smoke-pipeline" if "smoke_run" in item.fixturenames else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+

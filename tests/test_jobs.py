@@ -114,15 +114,17 @@ def _wait_for(path: Path, proc, timeout=120):
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_when", ["first-checkpoint", "mid-run"])
 def test_sigkill_then_rerun_equals_uninterrupted(digits_config, tmp_path, kill_when):
-    rounds = 12
+    rounds = 40  # a digits round takes a few hundredths of a second: enough of them to be killed mid-way
     reference = tmp_path / "reference"
     assert main(train_args(digits_config, reference, "fedakd", 0, "--set", f"federation.rounds={rounds}")) == 0
 
     out = tmp_path / "killed"
     proc = _spawn(digits_config, out, rounds)
-    _wait_for(out / "checkpoint.pt", proc)
-    if kill_when == "mid-run":
-        time.sleep(0.3)
+    if kill_when == "mid-run":  # its progress lines: one per finished round
+        while f"round 5/{rounds}" not in (line := proc.stderr.readline()):
+            assert line, proc.communicate()
+    else:
+        _wait_for(out / "checkpoint.pt", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "metrics.json").exists()
