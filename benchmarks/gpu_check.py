@@ -151,7 +151,7 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     lines = [f"gpu-check on {gpu['name']} ({gpu['memory_gb']} GB), torch {gpu['torch']}, CUDA {gpu['cuda']}",
              f"smoke pipeline on CUDA: {pipe['jobs']} jobs in {pipe['wall_seconds']:.0f} s with --resources "
              f"gpu={pipe['gpu_resource']}; at most {pipe['most_processes_on_gpu_at_once']} job processes on the GPU at once",
-             f"determinism (fedakd, fashion-mnist, 3 rounds, twice): "
+             "determinism (fedakd, fashion-mnist, 3 rounds, twice): "
              + ("identical metrics.json" if det["identical"] else f"DIFFERENT in {', '.join(det['differing_keys'])}")]
     for row in summary["rounds"]:
         lines.append(f"{row['method']:>7} amp={str(row['amp']):5}: {row['seconds_per_round']:.2f} s/round, "

@@ -16,18 +16,25 @@ from typing import Iterable
 import torch
 
 
-class SGD:
-    """torch.optim.SGD(params, lr, momentum, weight_decay): v = m·v + (g + wd·w) (v = g at the first step),
-    w -= lr·v."""
+class _Optimizer:
+    """What both share: the parameters, and zero_grad as torch's default (gradients set to None)."""
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
-        self.params = [p for p in params]
-        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
-        self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
+    def __init__(self, params: Iterable[torch.Tensor]):
+        self.params = list(params)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for param in self.params:
             param.grad = None
+
+
+class SGD(_Optimizer):
+    """torch.optim.SGD(params, lr, momentum, weight_decay): v = m·v + (g + wd·w) (v = g at the first step),
+    w -= lr·v."""
+
+    def __init__(self, params: Iterable[torch.Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        super().__init__(params)
+        self.lr, self.momentum, self.weight_decay = float(lr), float(momentum), float(weight_decay)
+        self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -47,21 +54,17 @@ class SGD:
             param.add_(grad, alpha=-self.lr)
 
 
-class Adam:
+class Adam(_Optimizer):
     """torch.optim.Adam(params, lr, betas, eps) without weight decay: m = lerp(m, g, 1 - β1),
     v = β2·v + (1 - β2)·g², w -= lr / (1 - β1^t) · m / (√v / √(1 - β2^t) + eps)."""
 
     def __init__(self, params: Iterable[torch.Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8):
-        self.params = [p for p in params]
+        super().__init__(params)
         self.lr, (self.beta1, self.beta2), self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
         self.steps = [0] * len(self.params)
         self.exp_avg: list[torch.Tensor | None] = [None] * len(self.params)
         self.exp_avg_sq: list[torch.Tensor | None] = [None] * len(self.params)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for param in self.params:
-            param.grad = None
 
     @torch.no_grad()
     def step(self) -> None:

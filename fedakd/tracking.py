@@ -211,27 +211,27 @@ def _is_outage(exc: BaseException) -> bool:
                                   "service unavailable"))
 
 
+def _found_or_none(lookup: Callable, *args):
+    """``lookup(*args)``, or None when the store answers that it has no such thing; an outage raises."""
+    try:
+        return lookup(*args)
+    except Exception as exc:
+        if _is_outage(exc):
+            raise
+        return None
+
+
 def _open_run(client, experiment_id: str, job_key: str, run_name: str, tags: dict[str, str],
               resume_run_id: str | None) -> tuple[str, dict[str, set[int]], bool]:
     """Reopen ``resume_run_id`` when it is an active run of the store, else retire the job's earlier runs and
     create one; return the run id, the (metric -> steps) points it holds and whether it has its inputs."""
-    try:
-        experiment = client.get_experiment(experiment_id)
-    except Exception as exc:
-        if _is_outage(exc):
-            raise
-        experiment = None
+    experiment = _found_or_none(client.get_experiment, experiment_id)
     if experiment is None or experiment.lifecycle_stage != "active":
         raise TrackingError(f"experiment {experiment_id} is missing or deleted in the tracking store; if the store "
                             f"was deleted, also delete results/mlflow/experiment.json so that the pipeline creates "
                             f"the experiment again")
     if resume_run_id is not None:
-        try:
-            run = client.get_run(resume_run_id)
-        except Exception as exc:
-            if _is_outage(exc):
-                raise
-            run = None
+        run = _found_or_none(client.get_run, resume_run_id)
         if run is not None and run.info.lifecycle_stage == "active" and run.info.experiment_id == experiment_id:
             _retry(client.update_run, resume_run_id, status="RUNNING")
             present = {key: {m.step for m in _retry(client.get_metric_history, resume_run_id, key)}
