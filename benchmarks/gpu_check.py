@@ -85,9 +85,9 @@ def smoke_pipeline(workdir: Path) -> dict[str, Any]:
         sampler.join()
     if done.returncode != 0:
         raise GpuCheckError(f"the smoke pipeline failed on CUDA:\n{(done.stdout + done.stderr)[-4000:]}")
-    runs = [json.loads(path.read_text()) for path in sorted((workdir / "results" / "runs").rglob("metrics.json"))]
-    on_cpu = [path for path, run in zip(sorted((workdir / "results" / "runs").rglob("metrics.json")), runs)
-              if not str(run["device"]).startswith("cuda")]
+    paths = sorted((workdir / "results" / "runs").rglob("metrics.json"))
+    runs = [json.loads(path.read_text()) for path in paths]
+    on_cpu = [path for path, run in zip(paths, runs) if not str(run["device"]).startswith("cuda")]
     if not runs or on_cpu:
         raise GpuCheckError(f"smoke pipeline: {len(on_cpu)} of {len(runs)} runs did not train on CUDA: {on_cpu[:3]}")
     return {"wall_seconds": seconds, "jobs": len(runs), "gpu_resource": SHARED_JOBS, "cores": CORES,

@@ -94,11 +94,12 @@ def run(args: argparse.Namespace, callbacks=()) -> None:
         job = job_spec(config, dataset=args.dataset, setting=args.setting, method=args.method, seed=args.seed)
         experiment_id = args.experiment_id
         if not args.no_track:  # a lost or wrong tracking URI is found before any work, not after training
-            from fedakd.tracking import TRACKING_DEFAULTS, check_reachable, configure_http, ensure_experiment
+            from fedakd.tracking import connect, ensure_experiment
 
-            configure_http(job.tracking)
-            check_reachable(job.tracking_uri, job.tracking.get("connect_timeout", TRACKING_DEFAULTS["connect_timeout"]))
-            experiment_id = experiment_id or ensure_experiment(job.tracking_uri, job.experiment, job.tracking)
+            if experiment_id is None:
+                experiment_id = ensure_experiment(job.tracking_uri, job.experiment, job.tracking)  # connects first
+            else:
+                connect(job.tracking_uri, job.tracking)
         metrics = jobs.train_job(job, out_dir=args.out, partition_dir=args.partition, threads=args.threads,
                                  callbacks=callbacks)
         final = metrics["final"]

@@ -8,6 +8,8 @@ run's. It never imports MLflow: ``track_job`` logs the finished folder afterward
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -270,18 +272,17 @@ def track_job(out_dir: str | Path, *, tracking_uri: str, experiment_id: str) -> 
     from fedakd.run_artifacts import FIGURE_FILES, artifact_files, draw_run_figures
     from fedakd.tracking import log_run
 
-    import hashlib
-
     out_dir = Path(out_dir)
     record_path = out_dir / TRACKING_FILE
     record = tracking_record(out_dir)
-    results = hashlib.sha256((out_dir / METRICS_FILE).read_bytes()).hexdigest()
+    raw = (out_dir / METRICS_FILE).read_bytes()
+    results = hashlib.sha256(raw).hexdigest()
     # The same results into the same experiment: a retrained job's folder (new metrics.json) is a new run.
     same_run = (record.get("tracking_uri"), record.get("experiment_id"), record.get("metrics_sha256")) == (
         tracking_uri, experiment_id, results)
     if same_run and record.get("finished"):
         return record["run_id"]
-    metrics = read_json(out_dir / METRICS_FILE, "metrics file")
+    metrics = json.loads(raw)  # metrics.json as training wrote it (atomically): the file hashed just above
     timings = out_dir / TIMINGS_FILE
     artifacts = out_dir / ARTIFACTS_DIR
     if not all((artifacts / name).exists() for name in FIGURE_FILES):

@@ -100,6 +100,12 @@ def check_reachable(tracking_uri: str, timeout: float = TRACKING_DEFAULTS["conne
                                 f"tracking_uri") from None
 
 
+def connect(tracking_uri: str, tracking: Mapping[str, Any] | None = None) -> None:
+    """Before talking to the store: bound MLflow's HTTP calls, then check in seconds that the URI answers."""
+    configure_http(tracking)
+    check_reachable(tracking_uri, {**TRACKING_DEFAULTS, **(tracking or {})}["connect_timeout"])
+
+
 def sqlite_file(tracking_uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` tracking URI; None for any other store."""
     return Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") else None
@@ -164,8 +170,7 @@ def ensure_experiment(tracking_uri: str, name: str, tracking: Mapping[str, Any] 
     Call it from one process before any training job starts: several processes
     creating a new SQLite store at once corrupt it.
     """
-    configure_http(tracking)
-    check_reachable(tracking_uri, (tracking or {}).get("connect_timeout", TRACKING_DEFAULTS["connect_timeout"]))
+    connect(tracking_uri, tracking)
     client = _client(tracking_uri)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:

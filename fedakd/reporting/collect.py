@@ -51,8 +51,7 @@ def load_metrics(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         run["wall_seconds"] = read_json(timings, "timings file")["wall_seconds"] if timings.exists() else None
         tracked = Path(path).parent / TRACKING_FILE  # written by the tracking step, after training
         if tracked.exists():
-            record = read_json(tracked, "MLflow tracking record")
-            run["mlflow_run_id"], run["mlflow_experiment_id"] = record.get("run_id"), record.get("experiment_id")
+            run["mlflow_run_id"] = read_json(tracked, "MLflow tracking record").get("run_id")
         runs.append(run)
     if problems:
         raise ResultsError("cannot collect the results:\n- " + "\n- ".join(problems))

@@ -7,19 +7,15 @@ from job_log import logged
 
 from fedakd.io import atomic_write_json, read_json
 from fedakd.jobs import track_job
-from fedakd.layout import job_key
-from fedakd.tracking import TRACKING_DEFAULTS, check_reachable, configure_http
+from fedakd.tracking import connect
 
 with logged(snakemake):
     tracking_uri, experiment = snakemake.params.tracking_uri, snakemake.params.experiment
-    settings = {**TRACKING_DEFAULTS, **snakemake.params.tracking}
-    configure_http(settings)
-    check_reachable(tracking_uri, settings["connect_timeout"])
+    connect(tracking_uri, snakemake.params.tracking)
     experiment_id = read_json(snakemake.input.experiment, "MLflow experiment file")["ids"][experiment]
-    runs = {}
+    runs = {}  # run folder -> MLflow run id
     for path in snakemake.input.metrics:
-        folder = Path(path).parent
-        runs[job_key(read_json(path, "metrics file")["job"])] = track_job(
-            folder, tracking_uri=tracking_uri, experiment_id=experiment_id)
+        folder = str(Path(path).parent)
+        runs[folder] = track_job(folder, tracking_uri=tracking_uri, experiment_id=experiment_id)
     atomic_write_json(snakemake.output[0], {"tracking_uri": tracking_uri, "experiment": experiment,
                                             "experiment_id": experiment_id, "runs": runs})
