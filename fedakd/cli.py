@@ -16,14 +16,13 @@ from pathlib import Path
 def _user_errors() -> tuple[type[BaseException], ...]:
     from fedakd.config import ConfigError
     from fedakd.data import DataError
-    from fedakd.engine import TrainingDiverged
     from fedakd.io import UnreadableFileError
     from fedakd.jobs import JobError
     from fedakd.partition import PartitionError
     from fedakd.registry import UnknownMethodError
     from fedakd.tracking import TrackingError
 
-    return (ConfigError, DataError, JobError, PartitionError, TrackingError, TrainingDiverged, UnknownMethodError,
+    return (ConfigError, DataError, JobError, PartitionError, TrackingError, UnknownMethodError,
             UnreadableFileError)
 
 

@@ -44,10 +44,6 @@ STREAM_INIT, STREAM_SAMPLE, STREAM_LOCAL, STREAM_SERVER = 11, 23, 37, 53
 VALIDATION_PREFIX = "val_"
 
 
-class TrainingDiverged(RuntimeError):
-    """The global model's weights stopped being finite numbers (a learning rate too large, usually)."""
-
-
 # -- what clients hold and send ---------------------------------------------------------------
 @dataclass
 class ClientData:
@@ -230,6 +226,8 @@ class RoundContext:
     clients: list[ClientData] = field(default_factory=list)  # this round's sampled clients
     proxy_x: torch.Tensor | None = None
     proxy_y: torch.Tensor | None = None
+    validation_x: torch.Tensor | None = None  # the held-out validation split (labelled server data, never test)
+    validation_y: np.ndarray | None = None
     amp: bool = False
     #: What the server evaluates and deploys, when it is not the weights it broadcasts (CReFF, CCVR).
     eval_weights: torch.Tensor | None = None
@@ -238,6 +236,7 @@ class RoundContext:
     extra_bytes_down: int = 0
     extra_bytes_up: int = 0
     losses: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # name -> per-client mean losses
+    notes: dict[str, float] = field(default_factory=dict)  # what a server step reports into the round's record
 
     def generator(self, *parts: int) -> torch.Generator:
         return torch_generator(self.seed, self.round, *parts)
@@ -346,6 +345,7 @@ class FederationResult:
     final_predictions: np.ndarray  # that model's predicted classes on the test set
     totals: Totals
     clients_per_round: int
+    diverged: dict[str, Any] | None = None  # round, step and what, when training diverged (fedakd.diagnostics)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -371,6 +371,7 @@ class _Server:
     history: list[dict[str, Any]] = field(default_factory=list)
     timings: list[dict[str, float]] = field(default_factory=list)
     totals: Totals = field(default_factory=Totals)
+    diverged: dict[str, Any] | None = None  # where a non-finite weight or loss first appeared
 
 
 def _build_server(method, data: FederatedData, setup: RunSetup) -> _Server:
@@ -391,7 +392,7 @@ def save_checkpoint(checkpoint: Checkpoint, server: _Server, method) -> None:
         "history": server.history, "timings": server.timings,
         "bytes_down": server.totals.bytes_down, "bytes_up": server.totals.bytes_up,
         "local_steps": server.totals.local_steps, "server_steps": server.totals.server_steps,
-        "method_state": method.state_dict(), "extra": dict(checkpoint.identity),
+        "method_state": method.state_dict(), "extra": dict(checkpoint.identity), "diverged": server.diverged,
     }
     with atomic_path(checkpoint.path) as tmp:
         torch.save(state, tmp)
@@ -411,6 +412,7 @@ def restore_checkpoint(checkpoint: Checkpoint, server: _Server, method, device: 
     server.round, server.history, server.timings = state["round"], state["history"], state["timings"]
     server.totals = Totals(state["bytes_down"], state["bytes_up"], state.get("local_steps", 0),
                            state.get("server_steps", 0))
+    server.diverged = state.get("diverged")
     method.load_state_dict(state.get("method_state") or {}, device)
     return True
 
@@ -421,7 +423,13 @@ def evaluate(server: _Server, x: torch.Tensor, y: np.ndarray, data: FederatedDat
     from fedakd.metrics import evaluate_predictions
 
     server.flat.copy_(server.global_weights if server.eval_weights is None else server.eval_weights)
-    probs = torch.softmax(predict_logits(server.model, x).float(), dim=1).cpu().numpy()
+    probs = torch.softmax(predict_logits(server.model, x).float(), dim=1)
+    # A diverged model's non-finite outputs carry no information: scored as the uniform prediction
+    # (class 0 by argmax, NLL ln C), so that the run keeps finite scores and stays in the statistics.
+    broken = ~torch.isfinite(probs).all(dim=1)
+    if bool(broken.any()):
+        probs[broken] = 1.0 / data.num_classes
+    probs = probs.cpu().numpy()
     return evaluate_predictions(y, probs, data.num_classes, data.groups), probs.argmax(axis=1)
 
 
@@ -432,6 +440,7 @@ def _round_record(server: _Server, ctx: RoundContext) -> dict[str, Any]:
                               "train_loss": None}
     for name, values in ctx.losses.items():
         record[name] = float(torch.stack(values).mean())
+    record.update(ctx.notes)
     return record
 
 
@@ -450,25 +459,61 @@ def _sample(server: _Server, clients: list[ClientData], data: FederatedData, set
     return RoundContext(round=r, seed=setup.seed, federation=setup.federation, device=setup.device,
                         model=server.model, flat=server.flat, spare=server.spare, spare_flat=server.spare_flat,
                         global_weights=server.global_weights, num_classes=data.num_classes, clients=sampled,
-                        proxy_x=data.proxy_x, proxy_y=data.proxy_y, amp=setup.amp)
+                        proxy_x=data.proxy_x, proxy_y=data.proxy_y, validation_x=data.validation_x,
+                        validation_y=data.validation_y, amp=setup.amp)
 
 
-def _aggregate_and_update(method, server: _Server, ctx: RoundContext, uploads: list[Upload]) -> None:
-    """The method's aggregation and server step; the new global model must be finite."""
-    ctx.global_weights = method.aggregate(ctx, uploads)
+def _finite(tensor: torch.Tensor | None) -> bool:
+    return tensor is None or bool(torch.isfinite(tensor).all())
+
+
+def _aggregate_and_update(method, server: _Server, ctx: RoundContext, uploads: list[Upload],
+                          keep_average: bool) -> torch.Tensor | None:
+    """The method's aggregation and server step. Returns the average of the uploads when ``keep_average``
+    (for the round's diagnostics). A non-finite weight or loss in the models of the round sets
+    ``server.diverged`` to where it first appeared (local, averaged, server); training stops there."""
+    averaged = ctx.global_weights = method.aggregate(ctx, uploads)
+    averaged_finite = _finite(averaged)
+    kept = averaged.clone() if keep_average else None
     method.server_update(ctx, uploads)
     server.global_weights, server.eval_weights = ctx.global_weights, ctx.eval_weights
-    if not bool(torch.isfinite(server.global_weights).all()):
-        raise TrainingDiverged(
-            f"training diverged in round {ctx.round}: the global model's weights are no longer finite numbers; "
-            f"lower federation.lr (now {ctx.federation['lr']}) or the method's own learning rates")
+    local_loss_finite = all(bool(torch.isfinite(torch.stack(values)).all()) for values in ctx.losses.values())
+    if averaged_finite and local_loss_finite and _finite(server.global_weights) and _finite(server.eval_weights):
+        return kept
+    if not local_loss_finite or not all(_finite(upload.weights) for upload in uploads):
+        step, what = "local", "a client's loss or uploaded weights"
+    elif not averaged_finite:
+        step, what = "averaged", "the average of the uploads"
+    else:
+        step, what = "server", "the model after the server's step"
+    server.diverged = {"round": ctx.round, "step": step, "what": what}
+    return kept
+
+
+def _diagnose(server: _Server, data: FederatedData, probe_x: torch.Tensor, uploads: list[Upload],
+              averaged: torch.Tensor | None) -> dict[str, float]:
+    """The round's ``diag/...`` keys (fedakd.diagnostics) from the uploads, their average and the deployed model."""
+    from fedakd.diagnostics import model_diagnostics, stage_record
+
+    def measure(weights):
+        return model_diagnostics(server.spare, server.spare_flat, weights, probe_x, data.num_classes)
+
+    deployed = server.global_weights if server.eval_weights is None else server.eval_weights
+    local = [measure(upload.weights) for upload in uploads]
+    averaged_values = measure(averaged) if averaged is not None else None
+    server_values = (averaged_values if averaged is not None and torch.equal(averaged, deployed)
+                     else measure(deployed))
+    return stage_record(local, averaged_values, server_values)
 
 
 def _evaluate_round(server: _Server, data: FederatedData, record: dict[str, Any]) -> np.ndarray:
     """Test metrics (and validation metrics, prefixed, where there is a validation split) into ``record``,
     which joins the history; returns the deployed model's predicted test classes."""
+    from fedakd.diagnostics import prediction_summary
+
     metrics, predictions = evaluate(server, data.test_x, data.test_y, data)
     record.update(metrics)
+    record["predicted_classes"], record["top_class_share"] = prediction_summary(predictions, data.num_classes)
     if data.validation_x is not None:
         validation, _ = evaluate(server, data.validation_x, data.validation_y, data)
         record.update({VALIDATION_PREFIX + key: value for key, value in validation.items()})
@@ -492,23 +537,37 @@ def run_federation(method, data: FederatedData, setup: RunSetup, *, checkpoint: 
     rounds, eval_every = setup.federation["rounds"], setup.federation["eval_every"]
     payload = tensor_bytes([server.flat])
     sync = torch.cuda.synchronize if setup.device.type == "cuda" else (lambda: None)
+    from fedakd.diagnostics import probe_indices
+
+    probe_x = data.test_x[torch.as_tensor(probe_indices(data.test_x.shape[0]), device=data.test_x.device)]
     predictions = None  # the last evaluation's predicted classes, kept for the final model's artifacts
     for r in range(server.round + 1, rounds + 1):
         _notify(callbacks, "on_round_start", r)
+        due = r % eval_every == 0 or r == rounds
         t0 = time.perf_counter()
-        ctx = _sample(server, clients, data, setup, r)
-        uploads = [method.client_update(ctx, client) for client in ctx.clients]
-        sync()
-        t1 = time.perf_counter()
-        _aggregate_and_update(method, server, ctx, uploads)
-        sync()
-        t2 = time.perf_counter()
-        _account(server, ctx, uploads, payload)
-        record = _round_record(server, ctx)
-        if r % eval_every == 0 or r == rounds:
-            predictions = _evaluate_round(server, data, record)
-        timing = {"round": r, "client_seconds": t1 - t0, "server_seconds": t2 - t1,
-                  "eval_seconds": time.perf_counter() - t2}
+        if server.diverged is not None:  # a diverged model is frozen: its scores repeat, nothing trains
+            record = {**(server.history[-1] if server.history else {}), "round": r}
+            if due:
+                server.history.append(record)
+            timing = {"round": r, "client_seconds": 0.0, "server_seconds": 0.0, "eval_seconds": 0.0}
+        else:
+            ctx = _sample(server, clients, data, setup, r)
+            uploads = [method.client_update(ctx, client) for client in ctx.clients]
+            sync()
+            t1 = time.perf_counter()
+            averaged = _aggregate_and_update(method, server, ctx, uploads, keep_average=due)
+            sync()
+            t2 = time.perf_counter()
+            _account(server, ctx, uploads, payload)
+            record = _round_record(server, ctx)
+            if due or server.diverged is not None:
+                record.update(_diagnose(server, data, probe_x, uploads, averaged))
+                t3 = time.perf_counter()
+                predictions = _evaluate_round(server, data, record)
+            else:
+                t3 = t2
+            timing = {"round": r, "client_seconds": t1 - t0, "server_seconds": t2 - t1,
+                      "diagnostics_seconds": t3 - t2, "eval_seconds": time.perf_counter() - t3}
         server.timings.append(timing)
         server.round = r
         if checkpoint is not None:
@@ -519,4 +578,5 @@ def run_federation(method, data: FederatedData, setup: RunSetup, *, checkpoint: 
         _, predictions = evaluate(server, data.test_x, data.test_y, data)
     deployed = server.global_weights if server.eval_weights is None else server.eval_weights
     return FederationResult(server.history, server.timings, counters, server.flat.numel(), deployed.cpu(),
-                            predictions, server.totals, clients_per_round(len(clients), setup.federation["fraction"]))
+                            predictions, server.totals, clients_per_round(len(clients), setup.federation["fraction"]),
+                            server.diverged)

@@ -155,6 +155,13 @@ def partition_inputs(metrics: Mapping[str, Any]) -> list:
     return [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])]
 
 
+def failure_tags(metrics: Mapping[str, Any]) -> dict[str, str]:
+    """MLflow tags of a run's failure flags: ``collapsed`` and ``diverged``, each 'no' or 'round r (step)'."""
+    failure = metrics.get("failure") or {}
+    return {kind: (f"round {entry['round']} ({entry['step']})" if (entry := failure.get(kind)) else "no")
+            for kind in ("collapsed", "diverged")}
+
+
 def configure_determinism(device, deterministic: bool) -> None:
     """On CUDA, deterministic kernels unless the config says ``deterministic: false`` (the CPU needs nothing)."""
     if device.type != "cuda" or not deterministic:
@@ -196,6 +203,7 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
     import torch
 
     from fedakd.data import load_dataset
+    from fedakd.diagnostics import describe, failed, failure_flags
     from fedakd.engine import Checkpoint, FederatedData, RunSetup, resolve_device, run_federation
     from fedakd.partition import load_partition
     from fedakd.registry import get_method
@@ -228,6 +236,11 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
         signal.signal(signal.SIGTERM, previous_handler)
     final, best = _summaries(result.history)
     totals = result.totals
+    failure = failure_flags(result.history, result.diverged)
+    if failed(failure):
+        log.warning("%s: training %s; the run is kept and flagged in metrics.json (failure)%s", job.key,
+                    describe(failure), "; lower federation.lr or the method's own learning rates"
+                    if failure["diverged"] else "")
     metrics = {
         "job": {"dataset": job.dataset, "setting": job.setting, "method": job.method,
                 "method_class": job.method_class, "seed": job.seed,
@@ -243,7 +256,7 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
         "cost": {"local_steps": totals.local_steps, "server_steps": totals.server_steps,
                  "bytes_down": totals.bytes_down, "bytes_up": totals.bytes_up,
                  "rounds": job.federation["rounds"], "clients_per_round": result.clients_per_round},
-        "final": final, "best": best, "history": result.history,
+        "final": final, "best": best, "failure": failure, "history": result.history,
         "confusion_matrix": confusion_counts(dataset.y_test.numpy(), result.final_predictions, dataset.num_classes),
         "git_commit": git_commit(), "device": str(device),
     }
@@ -291,14 +304,15 @@ def track_job(out_dir: str | Path, *, tracking_uri: str, experiment_id: str) -> 
     summary = {**{f"final_{k}": v for k, v in final.items() if k != "per_class_recall" and v is not None},
                **{f"optimistic_best_round_{k}": v for k, v in best.items()
                   if k not in ("per_class_recall", "round") and v is not None},
-               **metrics["client_counters"], **{f"cost_{k}": v for k, v in metrics["cost"].items()}}
+               **metrics["client_counters"], **{f"cost_{k}": v for k, v in metrics["cost"].items()},
+               **{f"{kind}_round": entry["round"] for kind, entry in (metrics.get("failure") or {}).items() if entry}}
     job = metrics["job"]
     commit = metrics["git_commit"]
     tags = {"dataset": job["dataset"], "setting": job["setting"], "method": job["method"],
             "method_class": job["method_class"], "seed": str(job["seed"]),
             "partition_sha256": metrics["partition_sha256"],
             **({"candidate": str(job["candidate"])} if job.get("candidate") is not None else {}),
-            "git_commit": commit, "device": metrics["device"], **source_tags(commit)}
+            "git_commit": commit, "device": metrics["device"], **source_tags(commit), **failure_tags(metrics)}
 
     def remember(run_id: str, finished: bool = False) -> None:
         atomic_write_json(record_path, {"tracking_uri": tracking_uri, "experiment_id": experiment_id,

@@ -21,7 +21,7 @@ TRACKING_FILE = "mlflow.json"
 JOB_KEYS = ("dataset", "setting", "method", "method_class", "seed")
 #: Top-level keys every metrics.json has (reporting refuses a file that lacks one).
 REQUIRED_KEYS = ("job", "setting", "method_options", "federation", "model", "num_classes", "class_counts", "groups",
-                 "partition_sha256", "final", "best", "history", "cost")
+                 "partition_sha256", "final", "best", "failure", "history", "cost")
 #: Cost counters of metrics.json["cost"] (METHOD.md §3, compute parity).
 COST_KEYS = ("local_steps", "server_steps", "bytes_down", "bytes_up", "rounds", "clients_per_round")
 

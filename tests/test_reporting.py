@@ -79,7 +79,7 @@ def make_run(setting: str, method: str, seed: int, accuracy: float) -> dict:
         "groups": NO_GROUPS if setting == "bal-iid" else LONGTAIL_GROUPS,
         "partition_sha256": partition_hash(setting, seed),
         "final": metrics_at(accuracy, setting), "best": {**metrics_at(accuracy, setting), "round": 3},
-        "history": history,
+        "failure": {"collapsed": None, "diverged": None}, "history": history,
         "cost": {"local_steps": 30 * 3, "server_steps": 10 * 3 if method != "fedavg" else 0,
                  "bytes_down": 3 * 4000 * 3, "bytes_up": 3 * 4000 * 3, "rounds": 3, "clients_per_round": 3},
         "mlflow_run_id": f"run-{setting}-{method}-{seed}", "mlflow_experiment_id": "1",
