@@ -10,7 +10,7 @@ loss is logged as train_loss, the distillation pass's as client_kd_loss.
 
 from __future__ import annotations
 
-from fedakd.distill import DISTILL_OPTIONS, distill_on_proxy
+from fedakd.distill import DISTILL_OPTIONS, GUARD_OPTIONS, distill_on_proxy, guard_problems, needs_validation_split
 from fedakd.method import Method
 
 #: Tag separating the client-side distillation pass's random stream from local training's.
@@ -23,19 +23,28 @@ class FedAKD(Method):
         "lambda": {"type": "number", "minimum": 0, "default": 1.0, "description": "weight of the KD term"},
         "temperature": {"type": "number", "exclusiveMinimum": 0, "default": 2.0, "description": "softmax temperature T"},
         "attention": {"type": "boolean", "default": True, "description": "insert the feature attention layer"},
+        "attention_form": {"enum": ["scaled", "residual"], "default": "scaled",
+                           "description": "scaled: h = d*a*f (the paper's); residual: h = a*f + f (stabilised)"},
         "kd_site": {"enum": ["server", "client"], "default": "server", "description": "where distillation runs"},
         "teacher_weighting": {"enum": ["uniform", "class_count"], "default": "uniform",
                               "description": "class_count: teacher k weighted on class y by its share of y (extension)"},
         "attention_transfer": {"type": "number", "minimum": 0, "default": 0.0,
                                "description": "beta of beta * mean_k KL(a_k || a_q) (extension; needs attention)"},
         **DISTILL_OPTIONS,
+        **GUARD_OPTIONS,  # the validated server step: an extension, off by default
     }
 
     @classmethod
+    def needs_validation_split(cls, options: dict) -> bool:
+        return needs_validation_split(options) and options.get("kd_site", "server") == "server"
+
+    @classmethod
     def check_options(cls, options: dict) -> list[str]:
-        problems = []
+        problems = guard_problems(options)
         if options.get("attention_transfer", 0) > 0 and not options.get("attention", True):
             problems.append("attention_transfer > 0 needs attention: true")
+        if options.get("attention_form", "scaled") != "scaled" and not options.get("attention", True):
+            problems.append("attention_form applies to attention: true only")
         if options.get("kd_site") == "client" and (
             options.get("attention_transfer", 0) > 0 or options.get("teacher_weighting") == "class_count"
         ):
@@ -47,7 +56,7 @@ class FedAKD(Method):
         return options.get("kd_site", "server") == "server"
 
     def model_options(self):
-        return {"attention": self.options["attention"]}
+        return {"attention": self.options["attention"], "attention_form": self.options["attention_form"]}
 
     def client_update(self, ctx, client):
         upload = ctx.local_sgd(client)
@@ -72,5 +81,5 @@ class FedAKD(Method):
             ctx, uploads, lam=self.options["lambda"], temperature=self.options["temperature"],
             steps=self.options["distill_steps"], lr=self.options["distill_lr"],
             batch_size=self.options["distill_batch_size"], teacher_weighting=self.options["teacher_weighting"],
-            attention_transfer=self.options["attention_transfer"],
+            attention_transfer=self.options["attention_transfer"], guard=self.options,
         )

@@ -319,18 +319,23 @@ def _resolve_method(method_class: str, entry: dict, where: KeyPath) -> tuple[typ
 
 def _check_methods(config: dict, skip) -> list[Problem]:
     """Each method registered and its options valid for its class (defaults filled in place)."""
-    problems, needing_proxy = [], []
+    problems, needing_proxy, needing_validation = [], [], []
     for name, entry in config["methods"].items():
         if skip(("methods", name)):
             continue
         method_class, found = _resolve_method(entry["method"], entry, ("methods", name))
         problems += found
-        if method_class is not None and not found and method_class.needs_transfer_set(method_options(entry)):
-            needing_proxy.append(name)
-    proxy_path = ("federation", "proxy_per_class")
-    if needing_proxy and not skip(proxy_path) and config["federation"]["proxy_per_class"] == 0:
-        problems.append(Problem(proxy_path, 0, f"at least 1: methods {', '.join(needing_proxy)} train on the "
-                                               f"transfer set (or remove them)"))
+        if method_class is not None and not found:
+            if method_class.needs_transfer_set(method_options(entry)):
+                needing_proxy.append(name)
+            if method_class.needs_validation_split(method_options(entry)):
+                needing_validation.append(name)
+    for key, needing, what in (("proxy_per_class", needing_proxy, "train on the transfer set"),
+                               ("validation_per_class", needing_validation, "validate their server step on the "
+                                "validation split (validation: validation)")):
+        path = ("federation", key)
+        if needing and not skip(path) and config["federation"][key] == 0:
+            problems.append(Problem(path, 0, f"at least 1: methods {', '.join(needing)} {what} (or remove them)"))
     return problems
 
 

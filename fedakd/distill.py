@@ -38,39 +38,161 @@ def teacher_outputs(ctx, uploads, with_attention: bool):
     return torch.stack(logits), (torch.stack(attention) if with_attention else None)
 
 
-def train_on_transfer_set(ctx, *, steps: int, lr: float, batch_size: int, loss_fn) -> None:
-    """``steps`` Adam steps on ``ctx.global_weights`` over the transfer set's inputs, in place.
+#: The validated server step (Lin et al.'s reference code for FedDF; an extension for the other server-side
+#: methods): options and their meaning. A method offers them with its own defaults.
+GUARD_OPTIONS = {
+    "validation": {"enum": ["none", "transfer", "validation"], "default": "none",
+                   "description": "labelled server data the server step is validated on: none; transfer (a "
+                                  "held-out share of the transfer set, see validation_share); validation (the "
+                                  "validation split, federation.validation_per_class > 0)"},
+    "validation_share": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.2,
+                         "description": "with validation: transfer, the share of each class of the transfer set "
+                                        "held out from the server's training to validate on"},
+    "validate_every": {"type": "integer", "minimum": 1, "default": 100,
+                       "description": "server steps between validations"},
+    "patience": {"type": "integer", "minimum": 0, "default": 0,
+                 "description": "stop after this many steps without a better validation score (0: never)"},
+    "keep_average": {"type": "boolean", "default": False,
+                     "description": "deploy the averaged model when no validated step of the server beats it"},
+    "schedule": {"enum": ["constant", "cosine"], "default": "constant",
+                 "description": "server learning rate: constant, or cosine-annealed to 0 over distill_steps"},
+    "grad_clip": {"type": "number", "minimum": 0, "default": 0.0,
+                  "description": "clip the server's gradient to this L2 norm (0: no clipping)"},
+}
+
+
+def guard_problems(options: dict) -> list[str]:
+    """Sentences for guard options that need a validation source to mean anything."""
+    if options.get("validation", "none") != "none":
+        return []
+    return [f"{name} needs validation: transfer or validation" for name, value in
+            (("patience", options.get("patience", 0)), ("keep_average", options.get("keep_average", False)))
+            if value]
+
+
+def needs_validation_split(options: dict) -> bool:
+    return options.get("validation", "none") == "validation"
+
+
+def held_out_transfer(proxy_y, share: float):
+    """(training positions, validation positions) in the transfer set: the first ceil(share * n_c) examples
+    of each class c (in transfer-set order) are held out, so both parts keep every class."""
+    import math
+
+    import torch
+
+    labels = proxy_y.cpu()
+    held = torch.zeros(labels.numel(), dtype=torch.bool)
+    for c in labels.unique().tolist():
+        where = (labels == c).nonzero().flatten()
+        held[where[: math.ceil(share * where.numel())]] = True
+    return (~held).nonzero().flatten(), held.nonzero().flatten()
+
+
+def _accuracy(ctx, x, y) -> float:
+    from fedakd.engine import predict_logits
+
+    predicted = predict_logits(ctx.model, x).argmax(dim=1)
+    return float((predicted == y).double().mean())
+
+
+def _clip_gradients(params, max_norm: float) -> None:
+    """torch.nn.utils.clip_grad_norm_'s rule: scale by max_norm / (norm + 1e-6) when that is below 1."""
+    import torch
+
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(coef)
+
+
+def validation_data(ctx, options: dict):
+    """(training positions in the transfer set or None for all, validation inputs, labels) of a guarded step,
+    or (None, None, None) when it is not validated."""
+    source = options.get("validation", "none")
+    if source == "none":
+        return None, None, None
+    if source == "validation":
+        if ctx.validation_x is None:  # config validation refuses this; a direct caller of the engine may not
+            raise RuntimeError("validation: validation needs a validation split (federation.validation_per_class)")
+        import torch
+
+        return None, ctx.validation_x, torch.as_tensor(ctx.validation_y, device=ctx.device)
+    train, held = held_out_transfer(ctx.proxy_y, options["validation_share"])
+    held = held.to(ctx.device)
+    return train.to(ctx.device), ctx.proxy_x[held], ctx.proxy_y[held]
+
+
+def train_on_transfer_set(ctx, *, steps: int, lr: float, batch_size: int, loss_fn, guard: dict | None = None) -> None:
+    """Up to ``steps`` Adam steps on ``ctx.global_weights`` over the transfer set's inputs, in place.
 
     ``loss_fn(logits, attention, idx)`` gives the loss of a batch (``idx`` indexes the transfer set,
     e.g. to look up teachers' outputs). Batches are drawn without replacement from a seeded
     permutation, reshuffled when fewer than a batch remain; every server-side method that trains on
     the transfer set (FedAKD, fedavg-ft, FedDF) takes these same steps, optimiser and batches.
+
+    ``guard`` (GUARD_OPTIONS; None or validation: none leaves them out, except schedule and grad_clip)
+    validates the model on labelled server data every ``validate_every`` steps, keeps the best validated
+    weights, stops after ``patience`` steps without improvement, and with ``keep_average`` deploys the
+    averaged model when it validates better than every validated step (Lin et al.'s FedDF). What the
+    guard did is recorded in the round's record (``server/...``).
     """
+    import math
+
     import torch
 
     from fedakd.engine import STREAM_SERVER
     from fedakd.optim import Adam
 
+    guard = guard or {}
+    train_positions, val_x, val_y = validation_data(ctx, guard)
     ctx.flat.copy_(ctx.global_weights)
     model = ctx.model
-    model.train()
     optimizer = Adam(model.parameters(), lr=lr)
     generator = ctx.generator(STREAM_SERVER)
-    n = ctx.proxy_x.shape[0]
-    order, cursor = torch.randperm(n, generator=generator), 0
-    for _ in range(steps):
+    n = ctx.proxy_x.shape[0] if train_positions is None else int(train_positions.numel())
+    batch_size = min(batch_size, n) if train_positions is not None else batch_size
+    cosine, clip = guard.get("schedule") == "cosine", float(guard.get("grad_clip", 0.0))
+    every, patience = guard.get("validate_every", 100), guard.get("patience", 0)
+    best_score = best_weights = best_step = None
+    init_score = _accuracy(ctx, val_x, val_y) if val_x is not None else None
+    model.train()
+    order, cursor, taken = torch.randperm(n, generator=generator), 0, 0
+    for step in range(1, steps + 1):
         if cursor + batch_size > n:  # a fresh pass over the transfer set
             order, cursor = torch.randperm(n, generator=generator), 0
         idx = order[cursor : cursor + batch_size].to(ctx.device)
+        if train_positions is not None:
+            idx = train_positions[idx]
         cursor += batch_size
+        if cosine:  # torch's CosineAnnealingLR(T_max = steps, eta_min = 0), in closed form
+            optimizer.lr = lr * (1 + math.cos(math.pi * (step - 1) / steps)) / 2
         with ctx.autocast():
             logits, attention = model.forward_features(ctx.proxy_x[idx])
             loss = loss_fn(logits, attention, idx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip > 0:
+            _clip_gradients(optimizer.params, clip)
         optimizer.step()
-    ctx.count_server_steps(steps)
-    ctx.global_weights = ctx.flat.clone()
+        taken = step
+        if val_x is not None and (step % every == 0 or step == steps):
+            score = _accuracy(ctx, val_x, val_y)
+            model.train()
+            if best_score is None or score > best_score:
+                best_score, best_weights, best_step = score, ctx.flat.clone(), step
+            elif patience and step - best_step >= patience:
+                break
+    ctx.count_server_steps(taken)
+    if val_x is None:
+        ctx.global_weights = ctx.flat.clone()
+        return
+    kept = bool(guard.get("keep_average")) and (best_score is None or init_score > best_score)
+    if not kept:
+        ctx.global_weights = best_weights if best_weights is not None else ctx.flat.clone()
+    ctx.notes.update({"server/steps_taken": taken, "server/val_average": init_score,
+                      "server/val_best": best_score, "server/kept_average": float(kept)})
 
 
 def require_transfer_set(ctx) -> None:
@@ -79,7 +201,8 @@ def require_transfer_set(ctx) -> None:
 
 
 def distill_on_proxy(ctx, uploads, *, lam: float, temperature: float, steps: int, lr: float, batch_size: int,
-                     teacher_weighting: str = "uniform", attention_transfer: float = 0.0) -> None:
+                     teacher_weighting: str = "uniform", attention_transfer: float = 0.0,
+                     guard: dict | None = None) -> None:
     """FedAKD's server step (lam > 0) or fedavg-ft's fine-tuning (lam = 0) on the labelled transfer set."""
     import torch
 
@@ -104,4 +227,4 @@ def distill_on_proxy(ctx, uploads, *, lam: float, temperature: float, steps: int
             loss = loss + attention_transfer * attention_transfer_loss(attention, teacher_attention[:, idx])
         return loss
 
-    train_on_transfer_set(ctx, steps=steps, lr=lr, batch_size=batch_size, loss_fn=loss_fn)
+    train_on_transfer_set(ctx, steps=steps, lr=lr, batch_size=batch_size, loss_fn=loss_fn, guard=guard)

@@ -49,6 +49,11 @@ class Method:
         """Whether these options need the transfer set (proxy_per_class > 0)."""
         return cls.needs_proxy
 
+    @classmethod
+    def needs_validation_split(cls, options: dict[str, Any]) -> bool:
+        """Whether these options read the validation split during training (validation_per_class > 0)."""
+        return False
+
     def __init__(self, options: dict[str, Any]):
         self.options = dict(options)
 

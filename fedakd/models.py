@@ -18,21 +18,32 @@ class BackboneError(ValueError):
     """An unknown backbone, or one that cannot take the dataset's input shape."""
 
 
-class FeatureAttention(nn.Module):
-    """The paper's attention over features: a = softmax(W f), h = d * a * f.
+#: How the attention weights a re-weight the features f (METHOD.md section 2).
+ATTENTION_FORMS = ("scaled", "residual")
 
-    W starts at zero, so a is uniform (1/d) and h = f: the layer begins as the
-    identity and the model starts exactly where the attention-free one does.
+
+class FeatureAttention(nn.Module):
+    """Attention over features, a = softmax(W f), in one of two forms:
+
+    - ``scaled`` (the paper's literal form): h = d * a * f. W starts at zero, so a is uniform (1/d) and
+      h = f: the layer begins as the identity. d * a_j can amplify one feature up to d times, which is
+      how a client with few classes drives the model into a one-class collapse (docs/method-card.md).
+    - ``residual``: h = a * f + f. It starts at (1 + 1/d) f, never amplifies a feature more than twice,
+      and keeps every feature that the backbone computes in the head's input.
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, form: str = "scaled"):
         super().__init__()
-        self.dim = dim
+        if form not in ATTENTION_FORMS:
+            raise ValueError(f"attention form {form!r} is not one of {', '.join(ATTENTION_FORMS)}")
+        self.dim, self.form = dim, form
         self.weight = nn.Linear(dim, dim, bias=False)
         nn.init.zeros_(self.weight.weight)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         attention = torch.softmax(self.weight(features), dim=-1)
+        if self.form == "residual":
+            return attention * features + features, attention
         return self.dim * attention * features, attention
 
 
@@ -51,6 +62,12 @@ class Classifier(nn.Module):
         if self.attention is not None:
             features, attention = self.attention(features)
         return self.head(features), attention
+
+    def inspect(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Backbone features f, logits and attention (None without) in one pass: what diagnostics read."""
+        features = self.features(x)
+        embedded, attention = (features, None) if self.attention is None else self.attention(features)
+        return features, self.head(embedded), attention
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """What the head sees: the backbone's features, attention-weighted when the model has attention."""
@@ -179,7 +196,7 @@ def _resolve_backbone(backbone: str, in_shape: tuple[int, int, int]) -> str:
 
 
 def build_model(backbone: str, *, in_shape: tuple[int, int, int], num_classes: int,
-                attention: bool = False) -> Classifier:
+                attention: bool = False, attention_form: str = "scaled") -> Classifier:
     """Build backbone, head, then attention, in that order: W's zero init draws no random numbers,
     but its construction does, so this order gives the same backbone and head weights (for a given
     torch seed) with and without attention -- the ablation compares like with like."""
@@ -188,7 +205,7 @@ def build_model(backbone: str, *, in_shape: tuple[int, int, int], num_classes: i
     name = _resolve_backbone(backbone, tuple(in_shape))
     features = _BACKBONES[name].build(tuple(in_shape))
     head = nn.Linear(features.feature_dim, num_classes)
-    feature_attention = FeatureAttention(features.feature_dim) if attention else None
+    feature_attention = FeatureAttention(features.feature_dim, attention_form) if attention else None
     return Classifier(features, head, feature_attention)
 
 
