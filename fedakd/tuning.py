@@ -22,8 +22,9 @@ from typing import Any, Sequence
 
 from fedakd.spec import JobSpec
 
-SELECTION_RULE = ("the candidate with the highest mean of the selection metric over the tuning seeds; "
-                  "ties go to the candidate listed first in the grid")
+SELECTION_RULE = ("the candidate with the highest mean of the selection metric over the tuning seeds among "
+                  "those none of whose tuning runs collapsed or diverged (a failed candidate is chosen only when "
+                  "every candidate failed); ties go to the candidate listed first in the grid")
 
 
 def tuning_experiment(config: dict[str, Any]) -> str:
@@ -119,28 +120,34 @@ def with_options(job: JobSpec, options: dict[str, Any]) -> JobSpec:
     return dataclasses.replace(job, method_options={**job.method_options, **options})
 
 
-def select(scores: Sequence[Sequence[float]]) -> int:
+def select(scores: Sequence[Sequence[float]], failed: Sequence[Sequence[bool]] | None = None) -> int:
     """Index of the chosen candidate: highest mean score over seeds, ties to the first listed.
 
     Means within 1e-12 (relative) of each other tie. A candidate with a NaN score (its metric undefined)
-    loses to any candidate with a number.
+    loses to any candidate with a number. A candidate with a failed run (``failed``: per candidate and seed,
+    collapsed or diverged, fedakd.diagnostics) loses to every candidate without one, whatever its mean.
     """
     means = [math.fsum(s) / len(s) if s and not any(math.isnan(v) for v in s) else -math.inf for s in scores]
-    best = max(means)
+    healthy = [not any(f) for f in failed] if failed is not None else [True] * len(scores)
+    pool = [i for i, ok in enumerate(healthy) if ok] or list(range(len(scores)))
+    best = max(means[i] for i in pool)
     # equal up to rounding (0.6 + 0.7 and 0.4 + 0.9 differ in the last bit) is a tie
-    return next(i for i, mean in enumerate(means) if mean >= best - 1e-12 * max(1.0, abs(best)))
+    return next(i for i in pool if means[i] >= best - 1e-12 * max(1.0, abs(best)))
 
 
 def selection_record(*, dataset: str, setting: str, method: str, candidates: list[dict[str, Any]],
-                     scores: list[list[float]], seeds: list[int], metric: str, budget: int) -> dict[str, Any]:
+                     scores: list[list[float]], seeds: list[int], metric: str, budget: int,
+                     failed: list[list[bool]] | None = None) -> dict[str, Any]:
     """The content of results/tuning/{dataset}/{setting}/{method}.json."""
-    chosen = select(scores)
+    failed = failed if failed is not None else [[False] * len(s) for s in scores]
+    chosen = select(scores, failed)
     note = ("" if len(candidates) == budget else
             f"{len(candidates)} of {budget} candidates: the method has no numeric option to vary, so it repeats none")
     return {
         "dataset": dataset, "setting": setting, "method": method, "metric": metric, "seeds": seeds,
         "budget": budget, "rule": SELECTION_RULE, "note": note,
-        "candidates": [{"index": i, "options": options, "scores": s, "mean": math.fsum(s) / len(s)}
-                       for i, (options, s) in enumerate(zip(candidates, scores))],
+        "candidates": [{"index": i, "options": options, "scores": s, "mean": math.fsum(s) / len(s),
+                        "failed_seeds": [seed for seed, f in zip(seeds, fails) if f]}
+                       for i, (options, s, fails) in enumerate(zip(candidates, scores, failed))],
         "chosen": {"index": chosen, "options": candidates[chosen]},
     }

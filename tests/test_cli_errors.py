@@ -135,9 +135,12 @@ def test_corrupt_metrics_json_is_named(digits_config, tmp_path, capsys):
     assert str(out / "metrics.json") in err and "not valid JSON" in err
 
 
-def test_a_diverging_run_stops_with_one_line_naming_the_learning_rate(digits_config, tmp_path, capsys):
+def test_a_diverging_run_is_kept_flagged_and_named_in_one_warning(digits_config, tmp_path, capsys, caplog):
     out = tmp_path / "run"
-    assert train(digits_config, out, "--set", "federation.lr=1e12", method="fedavg") == 2
-    err = capsys.readouterr().err  # MLflow may log its store's creation first
-    assert "\nfedakd: error: training diverged in round 1" in "\n" + err and "federation.lr" in err
-    assert "Traceback" not in err and not (out / "metrics.json").exists()
+    assert train(digits_config, out, "--set", "federation.lr=1e12", method="fedavg") == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "fedakd"]
+    assert len(warnings) == 1 and "training diverged at round 1 (local)" in warnings[0]
+    assert "federation.lr" in warnings[0] and "Traceback" not in capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["failure"]["diverged"] == {"round": 1, "step": "local", "what": "a client's loss or uploaded weights"}
+    assert len(metrics["history"]) == metrics["federation"]["rounds"]  # frozen, scored, kept in the statistics

@@ -486,3 +486,39 @@ def test_report_needs_every_table(tmp_path, runs, manifests, frame, study):
     with pytest.raises(ResultsError, match="comparison"):
         report.write_report(runs, {"summary": tables.summary_table(frame, study)}, [], tmp_path / "r.md", CONFIG,
                             manifests, study)
+
+
+def test_a_collapsed_run_stays_in_the_statistics_is_counted_and_named(tmp_path, runs, manifests, study):
+    """fedakd seed 1 on lt10 collapses to chance from round 2: its score enters every mean and test, the summary
+    and the comparison count it, and the report names it with one sensitivity line without it."""
+    failed = []
+    for run in runs:
+        if (run["job"]["method"], run["job"]["setting"], run["job"]["seed"]) == ("fedakd", "lt10-dir1", 1):
+            final = {**run["final"], "balanced_accuracy": 0.25}
+            run = {**run, "final": final,
+                   "failure": {"collapsed": {"round": 2, "step": "averaged", "top_class_share": 1.0},
+                               "diverged": None}}
+        failed.append(run)
+    frame = collect.runs_frame(failed)
+    assert frame["failed"].sum() == 1 and frame["collapsed"].sum() == 1 and not frame["diverged"].any()
+    built = tables.build_tables(frame, study)
+    summary = built["summary"].set_index(["setting", "method"])
+    assert summary.loc[("lt10-dir1", "fedakd"), "n_collapsed"] == 1
+    # balanced accuracy is accuracy - 0.05 here: 0.70, 0.25, 0.73, the collapsed seed in the mean
+    assert summary.loc[("lt10-dir1", "fedakd"), "balanced_accuracy_mean"] == pytest.approx((0.70 + 0.25 + 0.73) / 3)
+    readable = tables.format_summary(built["summary"], study)
+    assert list(readable.loc[(readable.setting == "lt10-dir1") & (readable.method == "fedakd"), "failed seeds"]) == [
+        "collapsed 1 of 3"]
+    comparison = built["comparison"]
+    row = comparison[(comparison.setting == "lt10-dir1") & (comparison.method == "fedakd")
+                     & (comparison.baseline == "fedavg") & (comparison.metric == "balanced_accuracy")].iloc[0]
+    # fedavg's 0.65, 0.69, 0.67; with it: (0.05 - 0.44 + 0.06) / 3; without seed 1: (0.05 + 0.06) / 2
+    assert row["mean_diff"] == pytest.approx((0.05 - 0.44 + 0.06) / 3) and row["n_pairs"] == 3
+    assert row["mean_diff_without_failed"] == pytest.approx(0.055) and row["n_pairs_without_failed"] == 2
+    assert (row["method_failed"], row["baseline_failed"]) == (1, 0)
+    text = report.write_report(failed, built, [], tmp_path / "report.md", CONFIG, manifests, study).read_text()
+    lt10 = text.split("**digits / lt10-dir1**")[1].split("**digits / lt100-dir1**")[0]
+    assert "Failed runs (1; kept in every statistic above): fedakd seed 1: collapsed from round 2 (averaged)." in lt10
+    assert "Sensitivity, without the failed seeds: fedakd − fedavg +0.055 (n = 2, against -0.110 with them)" in lt10
+    lt100 = text.split("**digits / lt100-dir1**")[1].split("**digits / bal-iid**")[0]
+    assert "No run collapsed or diverged." in lt100

@@ -26,7 +26,7 @@ BEST_COLUMNS = tuple(f"best_{key}" for key in METRIC_KEYS)  # optimistic: the ro
 FRAME_COLUMNS = ("dataset", "setting", "method", "method_class", "seed", *METRIC_KEYS, "per_class_recall",
                  *BEST_COLUMNS, "imbalance_kind", "imbalance_factor", "split_kind", "split_alpha", "split_k",
                  "rounds", "clients_per_round", "local_steps", "server_steps", "bytes_down", "bytes_up",
-                 "wall_seconds", "ba_history")
+                 "wall_seconds", "collapsed", "diverged", "failed", "failure", "ba_history")
 
 
 class ResultsError(ValueError):
@@ -154,9 +154,20 @@ def crosscheck_mlflow(runs: list[dict[str, Any]], tracking_uri: str, experiment:
     return note
 
 
+def _failure_columns(failure: dict[str, Any] | None) -> dict[str, Any]:
+    """collapsed, diverged, failed (either) and the failure's description (fedakd.diagnostics)."""
+    from fedakd.diagnostics import describe
+
+    failure = failure or {}
+    collapsed, diverged = bool(failure.get("collapsed")), bool(failure.get("diverged"))
+    return {"collapsed": collapsed, "diverged": diverged, "failed": collapsed or diverged,
+            "failure": describe(failure)}
+
+
 def runs_frame(runs: list[dict[str, Any]]):
     """One row per run: identity, final-round metrics (the headline), the optimistic best-round ones,
-    the setting's parameters, the cost counters, and the balanced-accuracy curve (``ba_history``).
+    the setting's parameters, the cost counters, the failure flags (collapsed, diverged, failed, failure:
+    fedakd.diagnostics) and the balanced-accuracy curve (``ba_history``).
 
     Missing metrics (a group a balanced pool lacks) become NaN; per_class_recall and ba_history stay
     list columns.
@@ -176,6 +187,7 @@ def runs_frame(runs: list[dict[str, Any]]):
             **{key: run["cost"][key] for key in ("rounds", "clients_per_round", "local_steps", "server_steps",
                                                  "bytes_down", "bytes_up")},
             "wall_seconds": run.get("wall_seconds"),
+            **_failure_columns(run.get("failure")),
             "ba_history": [{"round": r["round"], "balanced_accuracy": r.get("balanced_accuracy")}
                            for r in run["history"]],
         })

@@ -22,6 +22,7 @@ from fedakd.reporting.stats import ALPHA, holm, paired_test, verdict
 DEFAULT_BASELINE, DEFAULT_FOCUS = "fedavg", "fedakd"
 COMPARISON_COLUMNS = ("dataset", "setting", "method", "baseline", "metric", "n_pairs", "mean_diff", "ci_low",
                       "ci_high", "ttest_p", "wilcoxon_p", "ttest_p_holm", "wilcoxon_p_holm", "verdict", "family_size",
+                      "method_failed", "baseline_failed", "n_pairs_without_failed", "mean_diff_without_failed",
                       "note")
 LADDER_COLUMNS = ("dataset", "setting", "step", "from_method", "to_method", "adds", "metric", "n_pairs", "mean_diff",
                   "ci_low", "ci_high", "note")
@@ -71,12 +72,19 @@ def declared_comparisons(config: dict[str, Any]) -> list[tuple[str, str]]:
     return unique
 
 
-def _differences(block, method: str, baseline: str, metric: str) -> np.ndarray:
-    """Per-seed method - baseline over the seeds both have and where the metric is defined."""
+def _differences(block, method: str, baseline: str, metric: str, without_failed: bool = False) -> np.ndarray:
+    """Per-seed method - baseline over the seeds both have and where the metric is defined; with
+    ``without_failed``, only the seeds where neither run collapsed or diverged (the sensitivity line)."""
+    if without_failed and "failed" in block:
+        block = block[~block["failed"].astype(bool)]
     a = block[block["method"] == method].set_index("seed")[metric]
     b = block[block["method"] == baseline].set_index("seed")[metric]
     paired = (a - b).dropna()
     return paired.sort_index().to_numpy(dtype=float)
+
+
+def _failed_count(block, method: str) -> int:
+    return int(block.loc[block["method"] == method, "failed"].astype(bool).sum()) if "failed" in block else 0
 
 
 def comparison_table(frame, pairs: Sequence[tuple[str, str]], metrics: Sequence[str], alpha: float = ALPHA):
@@ -95,6 +103,8 @@ def comparison_table(frame, pairs: Sequence[tuple[str, str]], metrics: Sequence[
                 if missing:
                     family.append({**row, "n_pairs": 0, "mean_diff": math.nan, "ci_low": math.nan,
                                    "ci_high": math.nan, "ttest_p": math.nan, "wilcoxon_p": math.nan,
+                                   "method_failed": 0, "baseline_failed": 0, "n_pairs_without_failed": 0,
+                                   "mean_diff_without_failed": math.nan,
                                    "note": f"no runs of {', '.join(missing)} here"})
                     continue
                 differences = _differences(block, method, baseline, metric)
@@ -102,9 +112,15 @@ def comparison_table(frame, pairs: Sequence[tuple[str, str]], metrics: Sequence[
                 note = result.note
                 if len(differences) == 0:
                     note = f"{metric} undefined here (no such classes)"
+                # Failed runs stay in the test; the difference without them is one sensitivity figure beside it.
+                healthy = _differences(block, method, baseline, metric, without_failed=True)
                 family.append({**row, "n_pairs": result.n_pairs, "mean_diff": result.mean_diff,
                                "ci_low": result.ci_low, "ci_high": result.ci_high, "ttest_p": result.ttest_p,
-                               "wilcoxon_p": result.wilcoxon_p, "note": note})
+                               "wilcoxon_p": result.wilcoxon_p, "method_failed": _failed_count(block, method),
+                               "baseline_failed": _failed_count(block, baseline),
+                               "n_pairs_without_failed": len(healthy),
+                               "mean_diff_without_failed": float(healthy.mean()) if len(healthy) else math.nan,
+                               "note": note})
         t_adjusted = holm([row["ttest_p"] for row in family])
         w_adjusted = holm([row["wilcoxon_p"] for row in family])
         size = int(np.sum(~np.isnan([row["ttest_p"] for row in family])))

@@ -121,9 +121,35 @@ def _ladder_sentence(ladder, metric: str) -> str:
     return sentence
 
 
-def _verdict_paragraphs(tables: dict, study) -> list[str]:
+def _failed_runs(runs: list[dict[str, Any]], dataset: str, setting: str) -> list[str]:
+    """'fedakd seed 1: collapsed from round 3 (averaged)' for every failed run of one dataset and setting."""
+    from fedakd.diagnostics import describe, failed
+
+    found = [(run["job"]["method"], int(run["job"]["seed"]), describe(run.get("failure")))
+             for run in runs if run["job"]["dataset"] == dataset and run["job"]["setting"] == setting
+             and failed(run.get("failure"))]
+    return [f"{method} seed {seed}: {what}" for method, seed, what in sorted(found)]
+
+
+def _failure_sentences(runs, comparison_rows, focus: str, dataset: str, setting: str) -> list[str]:
+    """Every failed run named (method, seed, round, step), and the focus method's balanced-accuracy
+    differences without the failed seeds, as one sensitivity line."""
+    failed_runs = _failed_runs(runs, dataset, setting)
+    if not failed_runs:
+        return ["No run collapsed or diverged."]
+    sentences = [f"Failed runs ({len(failed_runs)}; kept in every statistic above): " + "; ".join(failed_runs) + "."]
+    rows = comparison_rows[(comparison_rows["metric"] == VERDICT_METRICS[0])
+                           & ((comparison_rows["method_failed"] > 0) | (comparison_rows["baseline_failed"] > 0))]
+    if len(rows):
+        sentences.append("Sensitivity, without the failed seeds: " + "; ".join(
+            f"{focus} − {row['baseline']} {row['mean_diff_without_failed']:+.3f} (n = {row['n_pairs_without_failed']}"
+            f", against {row['mean_diff']:+.3f} with them)" for _, row in rows.iterrows()) + ".")
+    return sentences
+
+
+def _verdict_paragraphs(tables: dict, study, runs: list[dict[str, Any]] = ()) -> list[str]:
     """The report's opening: per dataset and setting, the focus method against its key rivals on the
-    verdict metrics (adjusted tests only), the ladder, and whether the methods had converged."""
+    verdict metrics (adjusted tests only), the ladder, every failed run, and whether the methods had converged."""
     summary, comparison, ladder = tables["summary"], tables["comparison"], tables["ladder"]
     focus = study.focus
     lines = ["## Verdict", ""]
@@ -150,6 +176,7 @@ def _verdict_paragraphs(tables: dict, study) -> list[str]:
         steps = ladder[(ladder["dataset"] == dataset) & (ladder["setting"] == setting)]
         if len(steps):
             sentences.append(_ladder_sentence(steps, VERDICT_METRICS[0]))
+        sentences += _failure_sentences(runs, rows, focus, dataset, setting)
         unconverged = block[~block["converged"]]
         if len(unconverged):
             names = ", ".join(f"{m} (+{100 * r:.1f} points)" for m, r in zip(unconverged["method"],
@@ -221,7 +248,7 @@ def write_report(runs: list[dict[str, Any]], tables: dict, figures: list[Path], 
     readable = readable_tables(tables, study)
     out_path = Path(out_path)
     lines = [f"# fedakd-bench report: {config.get('experiment', 'unnamed experiment')}", "",
-             *_verdict_paragraphs(tables, study), *_statistics_note(tables, study),
+             *_verdict_paragraphs(tables, study, runs), *_statistics_note(tables, study),
              *_setup(config, runs), *_partitions(runs, manifests),
              "## Results", "",
              "Headline figures are **final-round** test metrics, mean ± std [95 % t-interval] over seeds.", "",

@@ -36,10 +36,12 @@ DEFAULT_LADDER = ("fedavg", "fedavg-ft", "fedakd-noattn", "fedakd")
 COST_COLUMNS = ("local_steps", "server_steps", "bytes_down", "bytes_up", "wall_seconds")
 CAPTIONS = {
     "summary": "Final-round test metrics: mean ± std [95 % t-interval] over seeds (n seeds); late BA: mean balanced "
-               "accuracy over the last rounds; not converged: balanced accuracy still rising at the end.",
+               "accuracy over the last rounds; not converged: balanced accuracy still rising at the end; failed "
+               "seeds: runs whose deployed model collapsed to one class or diverged (kept in the statistics).",
     "comparison": "Declared comparisons (method − baseline, paired over seeds): mean difference [95 % t-interval], "
                   "paired t-test and Wilcoxon p, Holm-adjusted over the family (all comparisons × metrics of one "
-                  "setting); verdict at the adjusted level.",
+                  "setting); verdict at the adjusted level; failed seeds of each side, and the mean difference "
+                  "over the seeds where neither failed (a sensitivity figure, never the verdict).",
     "ladder": "Ablation ladder: each step's paired difference from the method below it [95 % t-interval].",
     "cost": "Cost per run (mean over seeds): local SGD steps, server steps, megabytes (10^6 bytes) down and up, wall "
             "seconds.",
@@ -108,7 +110,9 @@ def summary_table(frame, study: Study = Study()):
     rows = []
     for (dataset, setting, method), group in frame.groupby(GROUP_KEYS, sort=False):
         row = {"dataset": dataset, "setting": setting, "method": method, "n_seeds": len(group),
-               "reference": method in study.references}
+               "reference": method in study.references,
+               "n_collapsed": int(group["collapsed"].astype(bool).sum()) if "collapsed" in group else 0,
+               "n_diverged": int(group["diverged"].astype(bool).sum()) if "diverged" in group else 0}
         for metric in METRIC_KEYS:
             stats = _stats(group[metric].dropna().to_numpy(dtype=float))
             row.update({f"{metric}_{name}": value for name, value in zip(SUMMARY_STATS, stats)})
@@ -186,7 +190,15 @@ def format_summary(summary, study: Study = Study()):
     readable[f"rounds to {study.reach:.0%}"] = [_number(v, 1) for v in summary["rounds_to_reach_mean"]]
     readable["converged"] = ["yes" if c else f"not converged (+{100 * r:.1f} pts)"
                              for c, r in zip(summary["converged"], summary["late_rise"])]
+    readable["failed seeds"] = [failed_text(c, d, n) for c, d, n in
+                                zip(summary["n_collapsed"], summary["n_diverged"], summary["n_seeds"])]
     return pd.DataFrame(readable)
+
+
+def failed_text(collapsed: int, diverged: int, n: int) -> str:
+    """'collapsed 1 of 5', 'diverged 1 of 5; collapsed 2 of 5' or 'none'."""
+    parts = [f"{kind} {k} of {n}" for kind, k in (("diverged", diverged), ("collapsed", collapsed)) if k]
+    return "; ".join(parts) or "none"
 
 
 def format_comparison(comparison):
@@ -203,7 +215,14 @@ def format_comparison(comparison):
         "t p (Holm)": [_p_value(p) for p in comparison["ttest_p_holm"]],
         "Wilcoxon p": [_p_value(p) for p in comparison["wilcoxon_p"]],
         "Wilcoxon p (Holm)": [_p_value(p) for p in comparison["wilcoxon_p_holm"]],
-        "verdict": comparison["verdict"], "note": comparison["note"],
+        "verdict": comparison["verdict"],
+        "failed seeds (method / baseline)": [f"{a} / {b}" for a, b in
+                                             zip(comparison["method_failed"], comparison["baseline_failed"])],
+        "mean diff without failed runs": [
+            "same" if a == 0 and b == 0 else f"{_number(d, 4, True)} (n = {k})"
+            for a, b, d, k in zip(comparison["method_failed"], comparison["baseline_failed"],
+                                  comparison["mean_diff_without_failed"], comparison["n_pairs_without_failed"])],
+        "note": comparison["note"],
     })
 
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from job_log import logged
 
+from fedakd.diagnostics import failed
 from fedakd.io import atomic_write_json
 from fedakd.reporting.collect import load_metrics
 from fedakd.tuning import grid, selection_record
@@ -16,7 +17,9 @@ with logged(snakemake):
     scores = [[runs[f"c{index}", seed]["history"][-1].get(params.metric) for seed in params.seeds]
               for index in range(len(candidates))]
     scores = [[float("nan") if score is None else score for score in row] for row in scores]
+    failures = [[failed(runs[f"c{index}", seed].get("failure")) for seed in params.seeds]
+                for index in range(len(candidates))]
     record = selection_record(dataset=wildcards.dataset, setting=wildcards.setting, method=wildcards.method,
                               candidates=candidates, scores=scores, seeds=list(params.seeds), metric=params.metric,
-                              budget=params.budget)
+                              budget=params.budget, failed=failures)
     atomic_write_json(snakemake.output[0], record)
