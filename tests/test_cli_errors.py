@@ -144,3 +144,14 @@ def test_a_diverging_run_is_kept_flagged_and_named_in_one_warning(digits_config,
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["failure"]["diverged"] == {"round": 1, "step": "local", "what": "a client's loss or uploaded weights"}
     assert len(metrics["history"]) == metrics["federation"]["rounds"]  # frozen, scored, kept in the statistics
+
+
+def test_a_diverged_run_is_tagged_in_mlflow(digits_config, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    out = tmp_path / "run"
+    assert train(digits_config, out, "--set", "federation.lr=1e12", method="fedavg") == 0
+    record = json.loads((out / "mlflow.json").read_text())
+    run = MlflowClient(tracking_uri=record["tracking_uri"]).get_run(record["run_id"])
+    assert run.data.tags["diverged"] == "round 1 (local)" and run.data.tags["collapsed"] == "round 1 (averaged)"
+    assert run.data.metrics["diverged_round"] == 1
