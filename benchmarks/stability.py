@@ -103,19 +103,25 @@ def protocol_table() -> list[str]:
     candidates = list(itertools.product(PROTOCOL_GRID["lr"], PROTOCOL_GRID["local_epochs"]))
     lines = ["| local lr | local epochs | " + " | ".join(f"{s} seed {seed}" for s in SETTINGS for seed in PROTOCOL_SEEDS)
              + " | mean |", "|---|---|" + "---|" * (len(SETTINGS) * len(PROTOCOL_SEEDS) + 1)]
-    scores = []
+    from fedakd.diagnostics import failed
+
+    scores, failures = [], []
     for lr, epochs in candidates:
-        row = []
+        row, fails = [], []
         for setting, seed in itertools.product(SETTINGS, PROTOCOL_SEEDS):
             run = _read(OUT / "protocol" / f"lr{lr}-e{epochs}" / setting / f"seed{seed}")
             row.append(run["history"][-1].get("val_balanced_accuracy") if run else None)
+            fails.append(bool(run) and failed(run["failure"]))
         scores.append([math.nan if v is None else v for v in row])
-        cells = " | ".join("-" if v is None else f"{v:.3f}" for v in row)
+        failures.append(fails)
+        cells = " | ".join("-" if v is None else f"{v:.3f}" + (" (collapsed)" if f else "")
+                           for v, f in zip(row, fails))
         mean = math.fsum(v for v in row if v is not None) / max(1, sum(v is not None for v in row))
         lines.append(f"| {lr} | {epochs} | {cells} | {mean:.3f} |")
-    chosen = candidates[select(scores)]
-    return lines + ["", f"Chosen for FedAvg (highest mean validation balanced accuracy at the final round; a "
-                        f"candidate with a missing score loses): local lr {chosen[0]}, local epochs {chosen[1]}."]
+    chosen = candidates[select(scores, failures)]
+    return lines + ["", f"Chosen for FedAvg (fedakd.tuning.select: the highest mean validation balanced accuracy at "
+                        f"the final round; a candidate with a missing score or a collapsed or diverged run loses): "
+                        f"local lr {chosen[0]}, local epochs {chosen[1]}."]
 
 
 def stability_table() -> list[str]:

@@ -1,6 +1,6 @@
 """Files attached to a job's MLflow run, so that a run in the UI explains itself: its resolved spec, the
-partition manifest, a per-class report, and three figures (learning curve, per-class recall, confusion
-matrix).
+partition manifest, a per-class report, and four figures (learning curve, per-class recall, confusion
+matrix, training diagnostics).
 
 The training job writes the cheap files (``write_job_files``: JSON and CSV, no plotting library); the
 tracking step draws the figures (``draw_run_figures``) for many runs in one process, so matplotlib is
@@ -119,8 +119,41 @@ def write_per_class_recall(path: Path, metrics: dict[str, Any], class_names: lis
     return _save(fig, path)
 
 
+def write_diagnostics(path: Path, history: list[dict[str, Any]], title: str) -> Path:
+    """Three panels against the round, one line per stage (the worst upload, the average, the deployed model):
+    dead feature units, the largest input the head sees (log scale), and the top class's share of the
+    predictions; the collapse threshold is drawn on the last (fedakd.diagnostics)."""
+    from matplotlib.figure import Figure
+
+    from fedakd.diagnostics import COLLAPSE_SHARE, diag_key
+
+    stages = (("local_max", "worst upload", ":"), ("averaged", "average of the uploads", "--"),
+              ("server", "deployed", "-"))
+    panels = (("dead_units", "dead feature units", False), ("embed_max", "largest head input", True),
+              ("top_class_share", "top class share", False))
+    fig = Figure(figsize=(10, 3.4))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.16, top=0.84, wspace=0.3)
+    axes = fig.subplots(1, 3)
+    for ax, (name, label, log) in zip(axes, panels):
+        for stage, stage_label, style in stages:
+            points = [(r["round"], r[diag_key(stage, name)]) for r in history if r.get(diag_key(stage, name)) is not None]
+            if points:
+                ax.plot(*zip(*points), linestyle=style, marker="o", markersize=3, label=stage_label)
+        if log and ax.lines:
+            ax.set_yscale("symlog", linthresh=1.0)
+        if name == "top_class_share":
+            ax.axhline(COLLAPSE_SHARE, color="#D55E00", linewidth=0.8)
+            ax.set_ylim(0, 1.05)
+        ax.set_xlabel("communication round")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize="x-small")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
 #: The figures a run's artifacts hold, in the artifact folder "figures".
-FIGURE_FILES = ("learning_curve.png", "per_class_recall.png", "confusion_matrix.png")
+FIGURE_FILES = ("learning_curve.png", "per_class_recall.png", "confusion_matrix.png", "diagnostics.png")
 
 
 def write_job_files(folder: Path, *, job: dict[str, Any], metrics: dict[str, Any],
@@ -136,7 +169,7 @@ def write_job_files(folder: Path, *, job: dict[str, Any], metrics: dict[str, Any
 
 
 def draw_run_figures(folder: Path, metrics: dict[str, Any]) -> None:
-    """The three figures of a finished run, from its metrics.json, into its artifacts folder."""
+    """The four figures of a finished run, from its metrics.json, into its artifacts folder."""
     job = metrics["job"]
     name = f"{job['method']} on {job['dataset']}/{job['setting']}, seed {job['seed']}"
     class_names = metrics["class_names"]
@@ -144,6 +177,7 @@ def draw_run_figures(folder: Path, metrics: dict[str, Any]) -> None:
     write_per_class_recall(folder / FIGURE_FILES[1], metrics, class_names, name)
     write_confusion_matrix(folder / FIGURE_FILES[2], metrics["confusion_matrix"], class_names,
                            f"{name}: final round, row-normalised")
+    write_diagnostics(folder / FIGURE_FILES[3], metrics["history"], f"{name}: training diagnostics")
 
 
 def artifact_files(folder: Path) -> list[tuple[Path, str | None]]:

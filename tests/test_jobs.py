@@ -58,7 +58,8 @@ def test_train_writes_metrics_and_a_finished_run(digits_config, tmp_path, capsys
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"job.json", "per_class.csv", "figures"} <= artifacts
     assert {a.path for a in client.list_artifacts(run.info.run_id, "figures")} == {
-        "figures/learning_curve.png", "figures/per_class_recall.png", "figures/confusion_matrix.png"}
+        "figures/learning_curve.png", "figures/per_class_recall.png", "figures/confusion_matrix.png",
+        "figures/diagnostics.png"}
 
     mtime = (out / "metrics.json").stat().st_mtime_ns
     assert main(train_args(digits_config, out, "fedakd")) == 0  # finished: nothing to do
