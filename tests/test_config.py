@@ -143,7 +143,8 @@ BAD_CONFIGS = {
                                            "comparisons.pairs[0][1]: 'fedsgd'"),
     "comparison pair of one method": (_set("comparisons.pairs", [["fedavg", "fedavg"]]),
                                       "comparisons.pairs[0]: ['fedavg', 'fedavg']"),
-    "unknown comparison metric": (_set("comparisons.metrics", ["nll"]), "comparisons.metrics[0]: 'nll'"),
+    "unknown secondary metric": (_set("comparisons.secondary", ["nll"]), "comparisons.secondary[0]: 'nll'"),
+    "unknown primary metric": (_set("comparisons.primary", "nll"), "comparisons.primary: 'nll'"),
     "comparison level 1": (_set("comparisons.alpha", 1), "comparisons.alpha: 1"),
     "n_max 0": (_set(f"{IMBALANCE}.n_max", 0), f"{IMBALANCE}.n_max: 0"),
 }
@@ -208,9 +209,8 @@ def test_a_minimal_config_gets_every_default():
                        "validation_per_class": 0},
         "model": {"backbone": "auto"},
         "methods": {"avg": {"method": "fedavg"}},
-        "comparisons": {"pairs": [], "alpha": 0.05,
-                        "metrics": ["balanced_accuracy", "minority_recall", "worst_class_recall", "macro_f1",
-                                    "accuracy"],
+        "comparisons": {"pairs": [], "alpha": 0.05, "primary": "balanced_accuracy",
+                        "secondary": ["minority_recall", "worst_class_recall", "macro_f1", "gmean"],
                         "ladder": ["fedavg", "fedavg-ft", "fedakd-noattn", "fedakd"],
                         "convergence": {"window": 0.2, "threshold": 0.01, "reach": 0.95}},
     }

@@ -170,6 +170,10 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     assert text.split("\n")[2] == "## Verdict" and "Holm-adjusted" in text and "### Ablation ladder" in text
     linked = re.findall(r"\]\((figures/[^)]+)\)", text)
     assert linked and all((report.parent / link).exists() for link in linked)
+    # the verdict opens with the forest plot; the critical-difference diagram is among the figures
+    verdict = text.split("## Verdict")[1].split("### How the verdict is drawn")[0]
+    assert "](figures/forest_digits_lt10-dir1.png)" in verdict
+    assert "figures/critical_difference_digits.png" in linked and "**Power:**" in text
 
     assert finished_runs_per_job(tmp_path) == Counter(expected_jobs)
     run, artifacts = summary_run(tmp_path)
@@ -184,7 +188,7 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     assert built.returncode == 0 and "Report created" in output(built), output(built)[-3000:]
     page = html.read_text()
     for name in ("Figures: digits", "lt10-dir1", "all settings", '"Tables"', '"Report"', "minority_vs_imbalance",
-                 "per_class_recall", "seed 1"):
+                 "per_class_recall", "seed 1", "forest", "critical_difference"):
         assert name in page, name
 
 

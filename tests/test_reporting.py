@@ -255,15 +255,17 @@ def test_summary_hand_computed(frame, study):
     assert len(summary) == 9 and (summary["n_seeds"] == 3).all() and not summary["reference"].any()
     row = summary[(summary.setting == "lt10-dir1") & (summary.method == "fedavg")].iloc[0]
     # accuracy 0.70, 0.74, 0.72: mean 0.72; deviations -0.02, 0.02, 0 -> std = sqrt(0.0008 / 2) = 0.02
-    # half-width = t_{0.975,2} * std / sqrt(3) = 4.302653 * 0.02 / 1.7320508 = 0.0496828
+    # percentile bootstrap: a resample of 3 seeds is all 0.70 with probability 1/27 = 0.037 > 0.025, so the
+    # 2.5 % quantile of the resampled means is 0.70, and likewise the 97.5 % one is 0.74 (a t-interval,
+    # 0.72 -+ 0.0497, would leave the values' range)
     assert_allclose([row["accuracy_mean"], row["accuracy_std"]], [0.72, 0.02], atol=1e-12)
-    assert_allclose([row["accuracy_ci_low"], row["accuracy_ci_high"]], [0.72 - 0.0496828, 0.72 + 0.0496828],
-                    atol=1e-6)
+    assert_allclose([row["accuracy_ci_low"], row["accuracy_ci_high"]], [0.70, 0.74], atol=1e-12)
     # balanced accuracy is accuracy - 0.05 and climbs 0.1 a round: the last 20 % of 3 rounds is round 3
     # (late mean = final, 0.67), 95 % of the final is first reached at round 3, and the rise from round 2
     # to round 3 is 0.1 > 0.01: not converged.
     assert row["late_balanced_accuracy_mean"] == pytest.approx(0.67)
     assert row["rounds_to_reach_mean"] == 3 and row["late_rise"] == pytest.approx(0.1) and not row["converged"]
+    assert row["n_converged"] == 0
     assert row["optimistic_best_round_balanced_accuracy_mean"] == pytest.approx(0.67)
     balanced = summary[summary.setting == "bal-iid"]
     assert balanced["minority_recall_mean"].isna().all() and balanced["minority_recall_ci_low"].isna().all()
@@ -289,45 +291,52 @@ def test_comparisons_match_scipy_and_holm_over_the_family(frame, study):
 
     from fedakd.reporting.stats import holm
 
-    comparison = tables.comparison_table(frame, study.pairs, study.metrics, study.alpha)
+    comparison = tables.comparison_table(frame, study.pairs, study.primary, study.secondary, study.alpha)
     assert list(comparison.columns) == list(COMPARISON_COLUMNS)
-    assert len(comparison) == 3 * 3 * 5  # settings x declared comparisons x headline metrics
+    assert len(comparison) == 3 * 3 * 5  # settings x declared comparisons x (1 primary + 4 secondary metrics)
+    assert "accuracy" not in set(comparison["metric"])  # equal to balanced accuracy on a balanced test set
     row = comparison[(comparison.setting == "lt10-dir1") & (comparison.method == "fedakd")
-                     & (comparison.baseline == "fedavg") & (comparison.metric == "accuracy")].iloc[0]
+                     & (comparison.baseline == "fedavg") & (comparison.metric == "balanced_accuracy")].iloc[0]
     fedakd, fedavg = ACCURACY["lt10-dir1", "fedakd"], ACCURACY["lt10-dir1", "fedavg"]
-    # differences 0.05, 0.02, 0.06 -> mean 0.043333
+    # differences 0.05, 0.02, 0.06 -> mean 0.043333 (balanced accuracy is accuracy - 0.05 in both)
     assert_allclose(row["mean_diff"], 0.13 / 3)
     assert_allclose(row["ttest_p"], stats.ttest_rel(fedakd, fedavg).pvalue)
     assert_allclose(row["wilcoxon_p"], stats.wilcoxon(np.subtract(fedakd, fedavg)).pvalue)
-    assert row["n_pairs"] == 3 and row["note"] == "" and row["family_size"] == 15
-    block = comparison[comparison.setting == "lt10-dir1"]
-    assert_allclose(block["ttest_p_holm"], holm(block["ttest_p"]))
-    assert set(block["verdict"]) <= {"win", "tie", "loss"}
+    # the primary family is the 3 declared comparisons on balanced accuracy alone, not 3 x 5 metrics
+    assert row["n_pairs"] == 3 and row["note"] == "" and row["family_size"] == 3 and row["family"] == "primary"
+    primary = comparison[(comparison.setting == "lt10-dir1") & (comparison.family == "primary")]
+    assert_allclose(primary["ttest_p_holm"], holm(primary["ttest_p"]))
+    for metric in study.secondary:  # each secondary metric its own family
+        block = comparison[(comparison.setting == "lt10-dir1") & (comparison.metric == metric)]
+        assert (block["family"] == "secondary").all()
+        assert_allclose(block["ttest_p_holm"], holm(block["ttest_p"]))
+    assert set(primary["verdict"]) <= {"win", "tie", "loss"}
+    # fedakd 0.70, 0.71, 0.73 against fedavg 0.65, 0.69, 0.67: every one of the 9 run pairs is an improvement
+    assert row["prob_improvement"] == 1.0
     balanced = comparison[(comparison.setting == "bal-iid") & (comparison.metric == "minority_recall")]
     assert balanced["ttest_p"].isna().all() and balanced["note"].str.contains("undefined").all()
-    assert (balanced["verdict"] == "untested").all()
-    # bal-iid: minority recall is undefined (3 comparisons), and fedakd - fedakd-noattn is 0.01 in every seed
-    # on every metric (a t-test cannot be run on identical differences): 15 - 3 - 4 = 8 tests in the family
-    assert (comparison[comparison.setting == "bal-iid"]["family_size"] == 8).all()
+    assert (balanced["verdict"] == "untested").all() and (balanced["family_size"] == 0).all()
+    # bal-iid: fedakd - fedakd-noattn is 0.01 in every seed (a t-test cannot be run on identical differences)
+    assert (comparison[(comparison.setting == "bal-iid") & (comparison.family == "primary")]["family_size"] == 2).all()
 
 
 def test_comparison_untestable_cases(frame):
     two_methods = frame[frame.method.isin(["fedavg", "fedakd"]) & (frame.setting == "lt10-dir1")].copy()
-    pairs, metrics = [("fedakd", "fedavg")], ["accuracy", "balanced_accuracy"]
-    one_pair = tables.comparison_table(two_methods[two_methods.seed == 0], pairs, metrics)
+    pairs, metrics = [("fedakd", "fedavg")], ("accuracy", ["balanced_accuracy"])
+    one_pair = tables.comparison_table(two_methods[two_methods.seed == 0], pairs, *metrics)
     assert one_pair["wilcoxon_p"].isna().all() and one_pair["ttest_p"].isna().all()
     assert one_pair["note"].str.contains("1 seed pair").all()
     tied = two_methods.copy()
     tied.loc[tied.method == "fedakd", "accuracy"] = tied.loc[tied.method == "fedavg", "accuracy"].to_numpy()
-    row = tables.comparison_table(tied, pairs, metrics).query("metric == 'accuracy'").iloc[0]
+    row = tables.comparison_table(tied, pairs, *metrics).query("metric == 'accuracy'").iloc[0]
     assert math.isnan(row["wilcoxon_p"]) and row["note"] == "all differences zero: no test"
-    no_baseline = tables.comparison_table(two_methods[two_methods.method == "fedakd"], pairs, metrics)
+    no_baseline = tables.comparison_table(two_methods[two_methods.method == "fedakd"], pairs, *metrics)
     assert no_baseline["ttest_p"].isna().all() and (no_baseline["note"] == "no runs of fedavg here").all()
 
 
 def test_ladder_steps_are_paired_differences(frame, study):
     ladder = tables.ladder_table(frame, study.ladder, study.metrics)
-    lt10 = ladder[(ladder.setting == "lt10-dir1") & (ladder.metric == "accuracy")]
+    lt10 = ladder[(ladder.setting == "lt10-dir1") & (ladder.metric == "balanced_accuracy")]
     # the config lacks fedavg-ft: fedavg -> fedakd-noattn -> fedakd
     assert lt10["from_method"].tolist() == ["fedavg", "fedakd-noattn"]
     assert lt10["adds"].tolist() == ["fedakd-noattn over fedavg", "attention"]
@@ -353,8 +362,8 @@ def test_write_tables(tmp_path, frame, study):
     reread = pd.read_csv(tmp_path / "summary.csv")
     assert_allclose(reread["accuracy_ci_low"], built["summary"]["accuracy_ci_low"], rtol=1e-15)
     markdown = (tmp_path / "summary.md").read_text()
-    assert "0.670 ± 0.020 [0.620, 0.720]" in markdown and "balanced accuracy" in markdown  # BA = accuracy - 0.05
-    assert "not converged (+10.0 pts)" in markdown
+    assert "0.670 ± 0.020 [0.650, 0.690]" in markdown and "balanced accuracy" in markdown  # BA = accuracy - 0.05
+    assert "0 of 3 (rising up to +10.0 pts)" in markdown
     comparison = (tmp_path / "comparison.md").read_text()
     assert "fedakd − fedavg" in comparison and "t p (Holm)" in comparison
     latex = (tmp_path / "comparison.tex").read_text()
@@ -448,18 +457,24 @@ def test_report_verdict_follows_the_adjusted_tests(written_report):
         return comparison[(comparison.setting == setting) & (comparison.method == "fedakd")
                           & (comparison.baseline == "fedavg") & (comparison.metric == metric)].iloc[0]
 
-    for setting in ("lt10-dir1", "lt100-dir1"):
-        r = row(setting, "balanced_accuracy")
-        word = {"win": "better", "tie": "not distinguishable", "loss": "worse"}[r["verdict"]]
-        assert f"against fedavg: {r['mean_diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], {word} " \
-               f"(Holm-adjusted t-test p = {r['ttest_p_holm']:.3g})" in verdict
     # lt100: differences 0.06, 0.05, 0.06 are small-p; lt10's 0.05, 0.02, 0.06 are not, after adjustment
-    assert row("lt100-dir1", "balanced_accuracy")["ttest_p"] < 0.05 < row("lt10-dir1", "balanced_accuracy")[
-        "ttest_p_holm"]
-    assert "The ladder (balanced accuracy, 95 % t-intervals): fedakd-noattn over fedavg" in verdict
-    assert "Not converged: fedavg (+10.0 points), fedakd (+10.0 points), fedakd-noattn (+10.0 points)" in verdict
+    assert row("lt100-dir1", "balanced_accuracy")["verdict"] == "win"
+    assert row("lt10-dir1", "balanced_accuracy")["verdict"] == "tie"
+    lt10 = verdict.split("### digits / lt10-dir1")[1].split("### digits / lt100-dir1")[0]
+    lt100 = verdict.split("### digits / lt100-dir1")[1].split("### digits / bal-iid")[0]
+    r = row("lt100-dir1", "balanced_accuracy")
+    assert f"fedakd beats fedavg ({r['mean_diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]) on balanced " \
+           f"accuracy" in lt100 and "It is not distinguishable from fedakd-noattn." in lt100
+    assert "fedakd beats none of its 2 declared rivals on balanced accuracy" in lt10
+    assert "It is not distinguishable from fedavg, fedakd-noattn." in lt10
+    assert "the largest clear step is attention (fedakd-noattn → fedakd)" in lt10
+    # every fedavg curve still climbs 0.1 a round: the first sentence says so
+    assert lt10.split("\n\n")[1].startswith("fedavg has converged on 0 of 3 seeds here, so this compares how fast")
+    paragraph = lt10.split("\n\n")[1]
+    assert paragraph.count(". ") + 1 <= 3  # at most three sentences
     note = text.split("### How the verdict is drawn")[1]
     assert "cannot give a two-sided p below 0.25" in note and "Holm-adjusted" in note
+    assert "**primary** metric, balanced accuracy" in note and "minimum difference" in note
 
 
 def test_a_method_best_by_mean_but_not_significantly_is_not_called_better(tmp_path, runs, manifests, study):
@@ -478,8 +493,8 @@ def test_a_method_best_by_mean_but_not_significantly_is_not_called_better(tmp_pa
     assert lt10.sort_values("balanced_accuracy_mean").iloc[-1]["method"] == "fedakd"  # best by mean
     built = tables.build_tables(frame, study)
     text = report.write_report(shifted, built, [], tmp_path / "report.md", CONFIG, manifests, study).read_text()
-    lt10_verdict = text.split("**digits / lt10-dir1**")[1].split("**digits / lt100-dir1**")[0]
-    assert "better" not in lt10_verdict and "not distinguishable" in lt10_verdict
+    lt10_verdict = text.split("### digits / lt10-dir1")[1].split("### digits / lt100-dir1")[0]
+    assert "beats none" in lt10_verdict and "not distinguishable" in lt10_verdict
 
 
 def test_report_needs_every_table(tmp_path, runs, manifests, frame, study):
@@ -517,8 +532,8 @@ def test_a_collapsed_run_stays_in_the_statistics_is_counted_and_named(tmp_path, 
     assert row["mean_diff_without_failed"] == pytest.approx(0.055) and row["n_pairs_without_failed"] == 2
     assert (row["method_failed"], row["baseline_failed"]) == (1, 0)
     text = report.write_report(failed, built, [], tmp_path / "report.md", CONFIG, manifests, study).read_text()
-    lt10 = text.split("**digits / lt10-dir1**")[1].split("**digits / lt100-dir1**")[0]
+    lt10 = text.split("### digits / lt10-dir1")[1].split("### digits / lt100-dir1")[0]
     assert "Failed runs (1; kept in every statistic above): fedakd seed 1: collapsed from round 2 (averaged)." in lt10
     assert "Sensitivity, without the failed seeds: fedakd − fedavg +0.055 (n = 2, against -0.110 with them)" in lt10
-    lt100 = text.split("**digits / lt100-dir1**")[1].split("**digits / bal-iid**")[0]
+    lt100 = text.split("### digits / lt100-dir1")[1].split("### digits / bal-iid")[0]
     assert "No run collapsed or diverged." in lt100

@@ -7,7 +7,8 @@ import pytest
 from numpy.testing import assert_allclose
 
 from fedakd.reporting import curves
-from fedakd.reporting.stats import holm, paired_test, smallest_attainable_p, t_interval, verdict
+from fedakd.reporting.stats import (bootstrap_interval, holm, minimum_detectable_difference, paired_power, paired_test,
+                                    seeds_for_power, smallest_attainable_p, t_interval, verdict)
 
 
 def test_t_interval_by_hand():
@@ -25,7 +26,9 @@ def test_paired_test_by_hand():
     assert result.n_pairs == 3 and result.mean_diff == pytest.approx(0.02)
     assert result.ttest_p == pytest.approx(0.0741799, abs=1e-6)
     assert result.wilcoxon_p == pytest.approx(0.25)
-    assert result.ci_low < 0 < result.ci_high and result.note == ""
+    # the percentile bootstrap: each extreme resample (all 0.01, all 0.03) has probability 1/27 > 0.025, so
+    # the interval is [0.01, 0.03] (the t-interval, 0.02 -+ 0.0248, would reach below 0)
+    assert (result.ci_low, result.ci_high) == pytest.approx((0.01, 0.03)) and result.note == ""
 
 
 @pytest.mark.parametrize("differences, note", [
@@ -77,3 +80,39 @@ def test_mean_curve_uses_the_rounds_every_run_has():
     b = [{"round": 2, "balanced_accuracy": 0.6}, {"round": 3, "balanced_accuracy": 0.7}]
     rounds, values = curves.mean_curve([a, b], "balanced_accuracy")
     assert rounds.tolist() == [2.0] and values.tolist() == [0.5]
+
+
+def test_a_bootstrap_interval_at_the_metric_s_bound_stays_inside_it():
+    # worst-class recall 0 on four seeds and 0.004 on one: a t-interval reaches below 0, the bootstrap cannot
+    values = [0.0, 0.0, 0.0, 0.0, 0.004]
+    assert t_interval(values)[0] < 0
+    low, high = bootstrap_interval(values)
+    assert 0.0 <= low <= high <= 0.004
+    low, high = bootstrap_interval([1.0, 1.0, 0.98, 1.0])
+    assert 0.98 <= low <= high <= 1.0
+    assert bootstrap_interval([0.3, 0.3]) == (0.3, 0.3) and all(math.isnan(v) for v in bootstrap_interval([0.3]))
+    assert bootstrap_interval([0.1, 0.5, 0.2]) == bootstrap_interval([0.1, 0.5, 0.2])  # seeded: reproducible
+
+
+def test_power_and_seed_count_by_hand():
+    # effect size delta / sd = 1 (a 2-point difference, paired std 2 points), two-sided 5 %: the textbook paired
+    # t-test needs n = 10 for 80 % power (G*Power's actual power at n = 10: 0.8031; at n = 9 it falls below 0.8)
+    assert paired_power(10, 0.02, 0.02, 0.05) == pytest.approx(0.8031, abs=1e-3)
+    assert paired_power(9, 0.02, 0.02, 0.05) < 0.8
+    assert seeds_for_power(0.02, 0.02, 0.05) == 10
+    # Holm's strictest step over a family of 10 tests is level 0.005: more seeds
+    assert seeds_for_power(0.02, 0.02, 0.05, family=10) == 18
+    # the minimum detectable difference at n = 10 is the 2 points that needed 10 seeds, to the bisection's precision
+    assert minimum_detectable_difference(10, 0.02, 0.05) == pytest.approx(0.0199, abs=2e-4)
+    assert math.isnan(minimum_detectable_difference(1, 0.02, 0.05))
+
+
+def test_convergence_per_seed_one_still_rising_one_collapsed():
+    flat = [{"round": r, "balanced_accuracy": 0.70 + 0.001 * r} for r in range(1, 11)]
+    rising = [{"round": r, "balanced_accuracy": 0.40 + 0.03 * r} for r in range(1, 11)]
+    collapsed = [{"round": r, "balanced_accuracy": 0.10} for r in range(1, 11)]  # flat at chance
+    converged = 0
+    for history, failed in ((flat, False), (rising, False), (collapsed, True)):
+        rounds, values = curves.curve(history, "balanced_accuracy")
+        converged += curves.seed_converged(curves.rise(rounds, values, 10), failed)
+    assert converged == 1  # "converged 1 of 3": the collapsed seed's flat line is a failure, not convergence

@@ -1,13 +1,15 @@
 """The declared comparisons and the ablation ladder (METHOD.md §5).
 
 Which comparisons a study makes is fixed by its config before any result exists
-(``declared_comparisons``); every one is tested on every headline metric and reported, and the
-p-values are Holm-adjusted over the family of all declared comparisons x headline metrics within one
-dataset and setting. Nothing here picks a method by its mean and then tests it.
+(``declared_comparisons``), and so are its metrics: one primary metric (balanced accuracy), whose
+family -- every declared comparison on it, within one dataset and setting -- is Holm-adjusted and alone
+decides win / tie / loss; and secondary metrics, each its own Holm family, reported and adjusted the
+same way but never deciding the verdict. Nothing here picks a method by its mean and then tests it.
+Each row also gives rliable's probability of improvement P(method > baseline) over the runs.
 
 The ladder decomposes FedAKD's gain: fedavg -> fedavg-ft (the transfer set's labels) -> fedakd-noattn
 (adding distillation) -> fedakd (adding attention), each step a paired difference with its 95 %
-t-interval (descriptive: the steps are not a tested family).
+bootstrap interval (descriptive: the steps are not a tested family).
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ import numpy as np
 from fedakd.reporting.stats import ALPHA, holm, paired_test, verdict
 
 DEFAULT_BASELINE, DEFAULT_FOCUS = "fedavg", "fedakd"
-COMPARISON_COLUMNS = ("dataset", "setting", "method", "baseline", "metric", "n_pairs", "mean_diff", "ci_low",
+PRIMARY, SECONDARY = "balanced_accuracy", ("minority_recall", "worst_class_recall", "macro_f1", "gmean")
+COMPARISON_COLUMNS = ("dataset", "setting", "method", "baseline", "metric", "family", "n_pairs", "mean_diff",
+                      "ci_low",
                       "ci_high", "ttest_p", "wilcoxon_p", "ttest_p_holm", "wilcoxon_p_holm", "verdict", "family_size",
                       "method_failed", "baseline_failed", "n_pairs_without_failed", "mean_diff_without_failed",
-                      "note")
+                      "prob_improvement", "paired_std", "note")
 LADDER_COLUMNS = ("dataset", "setting", "step", "from_method", "to_method", "adds", "metric", "n_pairs", "mean_diff",
                   "ci_low", "ci_high", "note")
 #: What each rung of the default ladder adds to the one before it.
@@ -87,25 +91,38 @@ def _failed_count(block, method: str) -> int:
     return int(block.loc[block["method"] == method, "failed"].astype(bool).sum()) if "failed" in block else 0
 
 
-def comparison_table(frame, pairs: Sequence[tuple[str, str]], metrics: Sequence[str], alpha: float = ALPHA):
-    """Every declared comparison on every metric, per dataset and setting, with Holm-adjusted p-values."""
+def probability_of_improvement(block, method: str, baseline: str, metric: str) -> float:
+    """rliable's P(X > Y): the chance that a run of ``method`` scores above a run of ``baseline`` (ties half)."""
+    from rliable import metrics as rly
+
+    x = block.loc[block["method"] == method, metric].dropna().to_numpy(dtype=float)
+    y = block.loc[block["method"] == baseline, metric].dropna().to_numpy(dtype=float)
+    if not len(x) or not len(y):
+        return math.nan
+    return float(rly.probability_of_improvement(x[:, None], y[:, None]))
+
+
+def comparison_table(frame, pairs: Sequence[tuple[str, str]], primary: str = PRIMARY,
+                     secondary: Sequence[str] = SECONDARY, alpha: float = ALPHA):
+    """Every declared comparison on the primary and each secondary metric, per dataset and setting; p-values
+    Holm-adjusted within each (dataset, setting, metric) family. ``family`` says which decides the verdict."""
     import pandas as pd
 
     rows = []
     for (dataset, setting), block in frame.groupby(["dataset", "setting"], sort=False):
         present = set(block["method"])
-        family = []
-        for method, baseline in pairs:
-            for metric in metrics:
+        for metric in (primary, *[m for m in secondary if m != primary]):
+            family = []
+            for method, baseline in pairs:
                 row = {"dataset": dataset, "setting": setting, "method": method, "baseline": baseline,
-                       "metric": metric}
+                       "metric": metric, "family": "primary" if metric == primary else "secondary"}
                 missing = [m for m in (method, baseline) if m not in present]
                 if missing:
                     family.append({**row, "n_pairs": 0, "mean_diff": math.nan, "ci_low": math.nan,
                                    "ci_high": math.nan, "ttest_p": math.nan, "wilcoxon_p": math.nan,
                                    "method_failed": 0, "baseline_failed": 0, "n_pairs_without_failed": 0,
-                                   "mean_diff_without_failed": math.nan,
-                                   "note": f"no runs of {', '.join(missing)} here"})
+                                   "mean_diff_without_failed": math.nan, "prob_improvement": math.nan,
+                                   "paired_std": math.nan, "note": f"no runs of {', '.join(missing)} here"})
                     continue
                 differences = _differences(block, method, baseline, metric)
                 result = paired_test(differences)
@@ -120,13 +137,15 @@ def comparison_table(frame, pairs: Sequence[tuple[str, str]], metrics: Sequence[
                                "baseline_failed": _failed_count(block, baseline),
                                "n_pairs_without_failed": len(healthy),
                                "mean_diff_without_failed": float(healthy.mean()) if len(healthy) else math.nan,
+                               "prob_improvement": probability_of_improvement(block, method, baseline, metric),
+                               "paired_std": float(differences.std(ddof=1)) if len(differences) > 1 else math.nan,
                                "note": note})
-        t_adjusted = holm([row["ttest_p"] for row in family])
-        w_adjusted = holm([row["wilcoxon_p"] for row in family])
-        size = int(np.sum(~np.isnan([row["ttest_p"] for row in family])))
-        for row, t_p, w_p in zip(family, t_adjusted, w_adjusted):
-            rows.append({**row, "ttest_p_holm": t_p, "wilcoxon_p_holm": w_p, "family_size": size,
-                         "verdict": verdict(row["mean_diff"], t_p, alpha)})
+            t_adjusted = holm([row["ttest_p"] for row in family])
+            w_adjusted = holm([row["wilcoxon_p"] for row in family])
+            size = int(np.sum(~np.isnan([row["ttest_p"] for row in family])))
+            for row, t_p, w_p in zip(family, t_adjusted, w_adjusted):
+                rows.append({**row, "ttest_p_holm": t_p, "wilcoxon_p_holm": w_p, "family_size": size,
+                             "verdict": verdict(row["mean_diff"], t_p, alpha)})
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 
 
@@ -137,7 +156,7 @@ def ladder_steps(ladder: Sequence[str], methods: Sequence[str]) -> list[tuple[st
 
 
 def ladder_table(frame, ladder: Sequence[str], metrics: Sequence[str]):
-    """Per dataset and setting, each rung's paired difference from the one below, with its 95 % t-interval."""
+    """Per dataset and setting, each rung's paired difference from the one below, with its 95 % bootstrap interval."""
     import pandas as pd
 
     rows = []

@@ -5,7 +5,8 @@ The window is the last ``fraction`` of the rounds: rounds r > R - ceil(fraction 
 A curve's rise over the window is measured from the round just before it to the last round, on a
 least-squares line through those points (so one noisy round does not decide it). A method whose
 rise exceeds the threshold had not converged: comparing it at the last round compares how fast the
-methods learn, not where they end up.
+methods learn, not where they end up. Convergence is judged per seed (``seed_converged``), and a
+collapsed or diverged seed never counts as converged.
 """
 
 from __future__ import annotations
@@ -54,6 +55,12 @@ def rise(rounds: np.ndarray, values: np.ndarray, total_rounds: int, fraction: fl
         return math.nan
     slope = np.polyfit(rounds[inside], values[inside], 1)[0]
     return float(slope * (rounds[inside].max() - rounds[inside].min()))
+
+
+def seed_converged(rise_value: float, failed: bool, threshold: float = RISE_THRESHOLD) -> bool:
+    """One seed's convergence: its curve rose by at most ``threshold`` over the window, and it neither
+    collapsed nor diverged (a flat line at chance is a failure, not a converged model)."""
+    return not failed and not math.isnan(rise_value) and rise_value <= threshold
 
 
 def mean_curve(histories: Sequence[Sequence[dict[str, Any]]], key: str) -> tuple[np.ndarray, np.ndarray]:

@@ -338,13 +338,82 @@ def tuning_sensitivity(records: list[dict[str, Any]], out_dir: str | Path) -> li
     return written
 
 
+VERDICT_COLOURS = {"win": "#009E73", "tie": "#7F7F7F", "loss": "#D55E00", "untested": "#BBBBBB"}
+
+
+def forest_plots(comparison, focus: str | None, out_dir: str | Path) -> list[Path]:
+    """Per dataset and setting: the focus method's paired difference from each rival on the primary metric,
+    with its 95 % bootstrap interval, coloured by the adjusted verdict (win / tie / loss)."""
+    from matplotlib.patches import Patch
+
+    if focus is None or comparison is None or not len(comparison):
+        return []
+    rows = comparison[(comparison["method"] == focus) & (comparison["family"] == "primary")]
+    written = []
+    for (dataset, setting), block in rows.groupby(["dataset", "setting"], sort=False):
+        block = block.reset_index(drop=True)
+        fig = _new_figure(6.0, 0.45 * len(block) + 1.4)
+        ax = fig.subplots()
+        ys = np.arange(len(block))[::-1]
+        for y, (_, row) in zip(ys, block.iterrows()):
+            colour = VERDICT_COLOURS.get(row["verdict"], "#BBBBBB")
+            if not np.isnan(row["ci_low"]):
+                ax.plot([row["ci_low"], row["ci_high"]], [y, y], color=colour, linewidth=2.5)
+            ax.plot([row["mean_diff"]], [y], "o", color=colour, markersize=6)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(ys, [f"vs {b}" for b in block["baseline"]])
+        metric = block["metric"].iloc[0].replace("_", " ")
+        ax.set_xlabel(f"{focus} − rival, {metric}\n(paired mean over seeds, 95 % bootstrap interval)")
+        ax.set_title(f"{dataset} / {setting}: {focus} against each rival ({int(block['n_pairs'].max())} seeds; "
+                     f"Holm-adjusted t-test)", fontsize=8)
+        present = [v for v in ("win", "tie", "loss", "untested") if v in set(block["verdict"])]
+        ax.legend(handles=[Patch(color=VERDICT_COLOURS[v], label=v) for v in present], fontsize="small",
+                  loc="best")
+        ax.grid(axis="x", alpha=0.3)
+        written += _save(fig, Path(out_dir) / f"forest_{_safe(dataset)}_{_safe(setting)}.png")
+    return written
+
+
+def critical_difference(frame, metric: str, out_dir: str | Path, alpha: float = 0.05) -> list[Path]:
+    """Per dataset: every method's mean rank on ``metric`` over blocks = (setting, seed), the Friedman test and
+    Nemenyi's post-hoc (scikit-posthocs) as a critical-difference diagram; methods joined by a bar are not
+    distinguishable. Needs at least 3 methods and 2 complete blocks."""
+    import scikit_posthocs as sp
+    from scipy import stats
+
+    written = []
+    for dataset, block in frame.groupby("dataset", sort=False):
+        table = block.pivot_table(index=["setting", "seed"], columns="method", values=metric).dropna()
+        if table.shape[1] < 3 or table.shape[0] < 2:
+            continue
+        ranks = table.rank(axis=1, ascending=False).mean()
+        nemenyi = sp.posthoc_nemenyi_friedman(table.to_numpy())
+        nemenyi.index = nemenyi.columns = list(table.columns)
+        friedman = stats.friedmanchisquare(*(table[c].to_numpy() for c in table.columns)).pvalue
+        fig = _new_figure(7.0, 0.28 * table.shape[1] + 1.6)
+        ax = fig.subplots()
+        sp.critical_difference_diagram(ranks, nemenyi, alpha=alpha, ax=ax)
+        ax.set_title(f"{dataset}: mean rank on {metric.replace('_', ' ')} over N = {table.shape[0]} blocks "
+                     f"(settings x seeds), Friedman p = {friedman:.3g};\nbars join methods that Nemenyi's test "
+                     f"cannot tell apart at {alpha}", fontsize=7)
+        written += _save(fig, Path(out_dir) / f"critical_difference_{_safe(dataset)}.png")
+    return written
+
+
 def make_figures(runs: list[dict[str, Any]], manifests: list[dict[str, Any]], out_dir: str | Path,
-                 tuning: list[dict[str, Any]] = ()) -> list[Path]:
-    """Every figure of the report; partition heatmaps are named after the setting whose runs share their hash."""
+                 tuning: list[dict[str, Any]] = (), comparison=None, study=None) -> list[Path]:
+    """Every figure of the report; partition heatmaps are named after the setting whose runs share their hash.
+    With the comparison table and the study, also the forest plots and the critical-difference diagrams."""
     out_dir = Path(out_dir)
     written = [*learning_curves(runs, out_dir), *per_class_recall(runs, out_dir),
                *minority_vs_imbalance(runs, out_dir), *accuracy_vs_bytes(runs, out_dir),
                *tuning_sensitivity(list(tuning), out_dir)]
+    if study is not None:
+        from fedakd.reporting.collect import runs_frame
+
+        competitors = [run for run in runs if run["job"]["method"] not in set(study.references)]
+        written += [*forest_plots(comparison, study.focus, out_dir),
+                    *critical_difference(runs_frame(competitors), study.primary, out_dir, study.alpha)]
     setting_of = {run["partition_sha256"]: run["job"]["setting"] for run in runs}
     for manifest in manifests:
         setting = setting_of.get(manifest["sha256"], manifest["sha256"][:12])

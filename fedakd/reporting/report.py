@@ -18,6 +18,8 @@ from fedakd.io import atomic_write_text
 from fedakd.reporting.collect import ResultsError
 from fedakd.reporting.stats import smallest_attainable_p
 FIGURE_SECTIONS = {
+    "critical_difference": "Critical-difference diagrams (Friedman + Nemenyi across settings and seeds)",
+    "forest": "Forest plots (the focus method against each rival)",
     "learning_curves": "Learning curves",
     "per_class_recall": "Per-class recall",
     "minority_vs_imbalance": "Minority recall against imbalance",
@@ -77,10 +79,6 @@ def _partitions(runs: list[dict[str, Any]], manifests: list[dict[str, Any]]) -> 
     return lines + [""]
 
 
-#: Whom the opening paragraph compares the focus method with, when the study has them.
-KEY_RIVALS = ("fedavg", "fedavg-smote", "fedavg-ft", "feddf")
-#: The two metrics the opening paragraph speaks of: overall, and on the minority classes.
-VERDICT_METRICS = ("balanced_accuracy", "minority_recall")
 WORDS = {"win": "better", "loss": "worse", "tie": "not distinguishable", "untested": "not tested"}
 
 
@@ -89,36 +87,24 @@ def _difference(row) -> str:
     return f"{row['mean_diff']:+.3f}{interval}"
 
 
-def _comparison_sentence(row) -> str:
-    """'against fedavg: +0.137 [0.120, 0.154], better (Holm-adjusted t-test p = 0.002)'."""
-    if row["verdict"] == "untested":
-        shown = f"{_difference(row)}, " if row["n_pairs"] else ""
-        return f"against {row['baseline']}: {shown}not tested ({row['note'] or 'no p-value'})"
-    return (f"against {row['baseline']}: {_difference(row)}, {WORDS[row['verdict']]} "
-            f"(Holm-adjusted t-test p = {row['ttest_p_holm']:.3g})")
+def _listing(rows) -> str:
+    """'fedavg (+0.137 [+0.120, +0.154]), feddf (+0.050 [...])'."""
+    return ", ".join(f"{row['baseline']} ({_difference(row)})" for _, row in rows.iterrows())
 
 
 def _ladder_sentence(ladder, metric: str) -> str:
-    """Which rungs of the ladder move ``metric`` clearly (their interval excludes 0) and which do not."""
-    parts, clear = [], []
-    for _, step in ladder[ladder["metric"] == metric].iterrows():
-        if math.isnan(step["ci_low"]):
-            parts.append(f"{step['adds']} {step['mean_diff']:+.3f} (no interval)")
-            continue
-        excludes_zero = step["ci_low"] > 0 or step["ci_high"] < 0
-        parts.append(f"{step['adds']} {_difference(step)}" + ("" if excludes_zero else " (interval includes 0)"))
-        if excludes_zero:
-            clear.append((abs(step["mean_diff"]), step["adds"], step["mean_diff"] > 0))
-    if not parts:
+    """Where the focus method's gain comes from: the ladder's largest step whose bootstrap interval excludes 0."""
+    steps = ladder[ladder["metric"] == metric]
+    clear = [(abs(step["mean_diff"]), step) for _, step in steps.iterrows()
+             if not math.isnan(step["ci_low"]) and (step["ci_low"] > 0 or step["ci_high"] < 0)]
+    if not len(steps):
         return ""
-    sentence = f"The ladder ({metric.replace('_', ' ')}, 95 % t-intervals): " + "; ".join(parts) + ". "
-    if clear:
-        size, adds, helps = max(clear)
-        sentence += (f"The largest clear step is {adds}, which {'adds' if helps else 'costs'} {size:.3f}; "
-                     f"steps whose interval includes 0 are not shown to matter.")
-    else:
-        sentence += "No step's interval excludes 0: the ladder does not locate a gain."
-    return sentence
+    if not clear:
+        return "No step of the ablation ladder moves it clearly (every step's interval includes 0)."
+    _, step = max(clear, key=lambda item: item[0])
+    direction = "adds" if step["mean_diff"] > 0 else "costs"
+    return (f"On the ablation ladder, the largest clear step is {step['adds']} ({step['from_method']} → "
+            f"{step['to_method']}), which {direction} {_difference(step)}.")
 
 
 def _failed_runs(runs: list[dict[str, Any]], dataset: str, setting: str) -> list[str]:
@@ -132,13 +118,13 @@ def _failed_runs(runs: list[dict[str, Any]], dataset: str, setting: str) -> list
 
 
 def _failure_sentences(runs, comparison_rows, focus: str, dataset: str, setting: str) -> list[str]:
-    """Every failed run named (method, seed, round, step), and the focus method's balanced-accuracy
-    differences without the failed seeds, as one sensitivity line."""
+    """Every failed run named (method, seed, round, step), and the focus method's primary-metric differences
+    without the failed seeds, as one sensitivity line."""
     failed_runs = _failed_runs(runs, dataset, setting)
     if not failed_runs:
         return ["No run collapsed or diverged."]
     sentences = [f"Failed runs ({len(failed_runs)}; kept in every statistic above): " + "; ".join(failed_runs) + "."]
-    rows = comparison_rows[(comparison_rows["metric"] == VERDICT_METRICS[0])
+    rows = comparison_rows[(comparison_rows["family"] == "primary")
                            & ((comparison_rows["method_failed"] > 0) | (comparison_rows["baseline_failed"] > 0))]
     if len(rows):
         sentences.append("Sensitivity, without the failed seeds: " + "; ".join(
@@ -147,62 +133,101 @@ def _failure_sentences(runs, comparison_rows, focus: str, dataset: str, setting:
     return sentences
 
 
-def _verdict_paragraphs(tables: dict, study, runs: list[dict[str, Any]] = ()) -> list[str]:
-    """The report's opening: per dataset and setting, the focus method against its key rivals on the
-    verdict metrics (adjusted tests only), the ladder, every failed run, and whether the methods had converged."""
+def _convergence_clause(block, baseline: str | None) -> str:
+    """The opening clause when the baseline has not converged on every seed (the verdict then compares speed)."""
+    if baseline is None or baseline not in set(block["method"]):
+        return ""
+    row = block[block["method"] == baseline].iloc[0]
+    if row["converged"]:
+        return ""
+    return (f"{baseline} has converged on {int(row['n_converged'])} of {int(row['n_seeds'])} seeds here, so this "
+            f"compares how fast the methods learn, not where they end up: ")
+
+
+def _setting_sentences(block, rows, steps, study) -> list[str]:
+    """At most three sentences: where the focus method wins, where it ties (and loses), and where its gain
+    comes from, all on the primary metric's adjusted family."""
+    focus, metric = study.focus, study.primary.replace("_", " ")
+    tested = rows[rows["family"] == "primary"]
+    wins, ties, losses = (tested[tested["verdict"] == word] for word in ("win", "tie", "loss"))
+    opening = _convergence_clause(block, study.baseline)
+    first = (f"{focus} beats {_listing(wins)} on {metric}" if len(wins)
+             else f"{focus} beats none of its {len(tested)} declared rivals on {metric}")
+    first = (opening + first[0].lower() + first[1:]) if opening else first
+    second = []
+    if len(ties):
+        second.append(f"not distinguishable from {', '.join(ties['baseline'])}")
+    if len(losses):
+        second.append(f"worse than {_listing(losses)}")
+    sentences = [first + " (Holm-adjusted paired t-test, 95 % paired bootstrap intervals)."]
+    if second:
+        sentences.append("It is " + "; and ".join(second) + ".")
+    ladder = _ladder_sentence(steps, study.primary)
+    if ladder:
+        sentences.append(ladder)
+    return sentences[:3]
+
+
+def _verdict_paragraphs(tables: dict, study, runs: list[dict[str, Any]] = (), figures: list[Path] = (),
+                        report_dir: Path | None = None) -> list[str]:
+    """The report's opening: per dataset and setting, the forest plot, at most three sentences drawn from the
+    primary family and the ladder, then every failed run named."""
     summary, comparison, ladder = tables["summary"], tables["comparison"], tables["ladder"]
     focus = study.focus
     lines = ["## Verdict", ""]
     if focus is None:
         return lines + ["The config declares no focus method (comparisons.focus), so no verdict is drawn; the "
                         "declared comparisons are in the table below.", ""]
+    forests = {Path(f).stem: Path(f) for f in figures if Path(f).suffix == ".png" and Path(f).stem.startswith("forest_")}
     for (dataset, setting), block in summary.groupby(["dataset", "setting"], sort=False):
         n = int(block["n_seeds"].max())
-        sentences = [f"**{dataset} / {setting}** ({n} seeds, final round)."]
         rows = comparison[(comparison["dataset"] == dataset) & (comparison["setting"] == setting)
                           & (comparison["method"] == focus)]
-        for metric in VERDICT_METRICS:
-            chosen = rows[(rows["metric"] == metric) & rows["baseline"].isin(KEY_RIVALS)]
-            chosen = chosen.set_index("baseline").reindex([r for r in KEY_RIVALS if r in set(chosen["baseline"])])
-            if chosen.empty:
-                continue
-            own = block[block["method"] == focus][f"{metric}_mean"]
-            if not len(own) or math.isnan(own.iloc[0]):
-                sentences.append(f"{focus}'s {metric.replace('_', ' ')} is undefined here (no such classes).")
-                continue
-            sentences.append(f"{focus}'s {metric.replace('_', ' ')} is {float(own.iloc[0]):.3f}; "
-                             + "; ".join(_comparison_sentence({**row, "baseline": baseline})
-                                         for baseline, row in chosen.iterrows()) + ".")
         steps = ladder[(ladder["dataset"] == dataset) & (ladder["setting"] == setting)]
-        if len(steps):
-            sentences.append(_ladder_sentence(steps, VERDICT_METRICS[0]))
-        sentences += _failure_sentences(runs, rows, focus, dataset, setting)
-        unconverged = block[~block["converged"]]
-        if len(unconverged):
-            names = ", ".join(f"{m} (+{100 * r:.1f} points)" for m, r in zip(unconverged["method"],
-                                                                          unconverged["late_rise"]))
-            sentences.append(f"Not converged: {names} over the last {study.window:.0%} of the rounds, so on this "
-                             f"setting the verdict compares how fast the methods learn, not where they end up.")
-        lines += [" ".join(sentences), ""]
+        lines += [f"### {dataset} / {setting} ({n} seeds, final round)", ""]
+        forest = forests.get(f"forest_{dataset}_{setting}")
+        if forest is not None and report_dir is not None:
+            lines += [f"![{focus} against each rival, {dataset} / {setting}]"
+                      f"({Path(os.path.relpath(forest, report_dir)).as_posix()})", ""]
+        lines += [" ".join(_setting_sentences(block, rows, steps, study)), ""]
+        lines += [" ".join(_failure_sentences(runs, rows, focus, dataset, setting)), ""]
     return lines
 
 
 def _statistics_note(tables: dict, study) -> list[str]:
-    """What the tests can and cannot show with the seeds run: the family, the level, the attainable p."""
+    """What the tests can and cannot show with the seeds run: the families, the level, the attainable p, the
+    minimum detectable difference and the seeds a 2-point difference would need."""
+    import numpy as np
+
+    from fedakd.reporting.stats import POWER, minimum_detectable_difference, seeds_for_power
+
     comparison = tables["comparison"]
-    n = int(comparison["n_pairs"].max()) if len(comparison) else 0
+    primary = comparison[comparison["family"] == "primary"] if len(comparison) else comparison
+    n = int(primary["n_pairs"].max()) if len(primary) else 0
     floor = smallest_attainable_p(n)
-    family = int(comparison["family_size"].max()) if len(comparison) else 0
-    return [
+    family = int(primary["family_size"].max()) if len(primary) else 0
+    spreads = primary["paired_std"].dropna().to_numpy(dtype=float) if len(primary) else np.array([])
+    lines = [
         "### How the verdict is drawn", "",
-        f"The comparisons were declared by the config before any result existed: {len(study.pairs)} comparisons "
-        f"(each method against {study.baseline}, and {study.focus} against every other; references excluded) "
-        f"x {len(study.metrics)} headline metrics ({', '.join(study.metrics)}) make each setting's family of up to "
-        f"{family} tests. p-values are Holm-adjusted within that family; a comparison is a win or a loss only when "
-        f"its adjusted paired t-test p is below {study.alpha}, else a tie. With {n} seed pairs the exact Wilcoxon "
-        f"signed-rank test cannot give a two-sided p below {floor['wilcoxon']:.4g} (so, adjusted, it can rarely "
-        f"reach {study.alpha}); the t-test has no such floor but assumes roughly normal differences. Best-round "
-        f"figures are chosen on the test set and appear only in summary.csv, labelled optimistic.", ""]
+        f"The comparisons and the metrics were declared by the config before any result existed: "
+        f"{len(study.pairs)} comparisons (each method against {study.baseline}, and {study.focus} against every "
+        f"other; references excluded). The **primary** metric, {study.primary.replace('_', ' ')}, makes each "
+        f"setting's family of up to {family} tests, Holm-adjusted; a comparison is a win or a loss only when its "
+        f"adjusted paired t-test p is below {study.alpha}, else a tie. The secondary metrics "
+        f"({', '.join(study.secondary) or 'none'}) are each their own adjusted family, reported in the comparison "
+        f"table and never deciding the verdict. Intervals are 95 % paired bootstrap intervals (percentile, seeds "
+        f"resampled), inside the metric's range by construction; the t-test is the declared test. With {n} seed "
+        f"pairs the exact Wilcoxon signed-rank test cannot give a two-sided p below {floor['wilcoxon']:.4g}. "
+        f"Best-round figures are chosen on the test set and appear only in summary.csv, labelled optimistic."]
+    if len(spreads) and family:
+        sd = float(np.median(spreads))
+        mdd = minimum_detectable_difference(n, sd, study.alpha, POWER, family)
+        needed = seeds_for_power(sd, 0.02, study.alpha, POWER, family)
+        lines[-1] += (f" **Power:** with the median paired standard deviation of the primary comparisons, "
+                      f"{sd:.4f}, and {n} seeds, the minimum difference the strictest Holm step (level "
+                      f"{study.alpha}/{family}) detects with {POWER:.0%} power is {mdd:.3f} ({100 * mdd:.1f} points); "
+                      f"a 2-point difference would need {needed} seeds.")
+    return lines + [""]
 
 
 def _figures(figures: list[Path], report_dir: Path) -> list[str]:
@@ -248,10 +273,10 @@ def write_report(runs: list[dict[str, Any]], tables: dict, figures: list[Path], 
     readable = readable_tables(tables, study)
     out_path = Path(out_path)
     lines = [f"# fedakd-bench report: {config.get('experiment', 'unnamed experiment')}", "",
-             *_verdict_paragraphs(tables, study, runs), *_statistics_note(tables, study),
+             *_verdict_paragraphs(tables, study, runs, figures, out_path.parent), *_statistics_note(tables, study),
              *_setup(config, runs), *_partitions(runs, manifests),
              "## Results", "",
-             "Headline figures are **final-round** test metrics, mean ± std [95 % t-interval] over seeds.", "",
+             "Headline figures are **final-round** test metrics, mean ± std [95 % bootstrap interval] over seeds.", "",
              "### Summary", "", readable["summary"].to_markdown(index=False), "",
              "### Declared comparisons", "", readable["comparison"].to_markdown(index=False), "",
              "### Ablation ladder", "", readable["ladder"].to_markdown(index=False) if len(readable["ladder"])

@@ -2,10 +2,12 @@
 
 Seed s fixes the partition, the initial weights and the client sampling for every method, so two
 methods are compared through their per-seed differences. For one comparison and metric this module
-gives the mean difference with its 95 % t-interval, the paired t-test and the Wilcoxon signed-rank
-p-values (scipy.stats), and, over a family of comparisons, Holm's step-down adjustment; a verdict is
-win / tie / loss at the adjusted level. With n seeds Wilcoxon's exact two-sided p cannot go below
-2 / 2^n (0.25 at n = 3, 0.0625 at n = 5), which ``smallest_attainable_p`` reports.
+gives the mean difference with its 95 % paired bootstrap interval (percentile, seeds resampled: a mean
+of a metric in [0, 1] stays in [0, 1], a difference in [-1, 1], by construction), the paired t-test
+(the declared test, whose Holm-adjusted p decides win / tie / loss) and the Wilcoxon signed-rank p
+(scipy.stats), and, over a family of comparisons, Holm's step-down adjustment. With n seeds Wilcoxon's
+exact two-sided p cannot go below 2 / 2^n (0.25 at n = 3, 0.0625 at n = 5): ``smallest_attainable_p``.
+``seeds_for_power`` and ``minimum_detectable_difference`` size a study from the paired spread it shows.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import numpy as np
 
 CONFIDENCE = 0.95
 ALPHA = 0.05
+POWER = 0.8
+#: Bootstrap resamples and their seed: the same runs always give the same interval.
+RESAMPLES, BOOTSTRAP_SEED = 10_000, 20201
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,56 @@ def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
     return float(mean - half), float(mean + half)
 
 
+def bootstrap_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The percentile bootstrap interval of the mean (scipy.stats.bootstrap, values resampled with
+    replacement): inside [min, max] of the values, so inside the metric's range; NaN below 2 values."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        return math.nan, math.nan
+    if np.all(values == values[0]):
+        return float(values[0]), float(values[0])
+    result = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=RESAMPLES,
+                             method="percentile", rng=np.random.default_rng(BOOTSTRAP_SEED))
+    low, high = result.confidence_interval
+    return float(low), float(high)
+
+
+def paired_power(n: int, sd: float, delta: float, alpha: float) -> float:
+    """Power of the two-sided paired t-test at level ``alpha`` with n pairs, paired std ``sd``, true mean
+    difference ``delta``: P(|T| > t_{1-alpha/2, n-1}) for T ~ noncentral t(n - 1, delta sqrt(n) / sd)."""
+    from scipy import stats
+
+    if n < 2 or sd <= 0:
+        return math.nan
+    critical = stats.t.ppf(1 - alpha / 2, n - 1)
+    shift = delta * math.sqrt(n) / sd
+    return float(stats.nct.sf(critical, n - 1, shift) + stats.nct.cdf(-critical, n - 1, shift))
+
+
+def seeds_for_power(sd: float, delta: float, alpha: float, power: float = POWER, family: int = 1,
+                    most: int = 1000) -> int:
+    """The fewest seeds whose paired t-test detects ``delta`` with ``power`` at level alpha / family (Holm's
+    first, strictest step: a bound that holds whatever the other tests show)."""
+    for n in range(2, most + 1):
+        if paired_power(n, sd, delta, alpha / family) >= power:
+            return n
+    return most
+
+
+def minimum_detectable_difference(n: int, sd: float, alpha: float, power: float = POWER, family: int = 1) -> float:
+    """The smallest true difference the paired t-test detects with ``power`` at level alpha / family with n seeds
+    (bisection on ``paired_power``)."""
+    if n < 2 or not sd > 0:
+        return math.nan
+    low, high = 0.0, 10 * sd
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (middle, high) if paired_power(n, sd, middle, alpha / family) < power else (low, middle)
+    return high
+
+
 def paired_test(differences) -> PairedResult:
     """Paired t-test and Wilcoxon signed-rank test of per-seed differences against 0.
 
@@ -59,7 +114,7 @@ def paired_test(differences) -> PairedResult:
     d = np.asarray(differences, dtype=float)
     n = len(d)
     mean = float(d.mean()) if n else math.nan
-    low, high = t_interval(d)
+    low, high = bootstrap_interval(d)
     if n < 2:
         return PairedResult(n, mean, low, high, math.nan, math.nan, f"{n} seed pair(s): no test")
     if np.all(d == 0):

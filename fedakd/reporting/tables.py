@@ -1,11 +1,11 @@
 """The tables of a study (METHOD.md §5): summary, declared comparisons, ablation ladder, cost.
 
-- summary: per dataset x setting x method, final-round metrics as mean, std and 95 % t-interval over
-  seeds; the late-round mean of balanced accuracy and the rounds to reach a fraction of its final
-  value; a convergence flag; best-round figures only as ``optimistic_best_round_*`` (chosen on the
-  test set);
-- comparison: every declared comparison x headline metric with Holm-adjusted p-values
-  (fedakd.reporting.comparisons);
+- summary: per dataset x setting x method, final-round metrics as mean, std and 95 % bootstrap interval
+  over seeds; the late-round mean of balanced accuracy and the rounds to reach a fraction of its final
+  value; convergence judged per seed ("converged k of n"; a collapsed or diverged seed never is);
+  failed seeds; best-round figures only as ``optimistic_best_round_*`` (chosen on the test set);
+- comparison: every declared comparison on the primary metric (the family that decides the verdict)
+  and on each secondary metric (its own family), with Holm-adjusted p-values (fedakd.reporting.comparisons);
 - ladder: FedAKD's gain decomposed step by step;
 - cost: local SGD steps, server steps, bytes down and up, wall time.
 
@@ -25,24 +25,25 @@ import numpy as np
 from fedakd.io import atomic_write_text
 from fedakd.metrics import METRIC_KEYS
 from fedakd.reporting import curves
-from fedakd.reporting.comparisons import (DEFAULT_BASELINE, comparison_table, declared_comparisons, ladder_table,
-                                          reference_methods, roles)
-from fedakd.reporting.stats import ALPHA, t_interval
+from fedakd.reporting.comparisons import (DEFAULT_BASELINE, PRIMARY, SECONDARY, comparison_table, declared_comparisons,
+                                          ladder_table, reference_methods, roles)
+from fedakd.reporting.stats import ALPHA, bootstrap_interval
 
 GROUP_KEYS = ["dataset", "setting", "method"]
 SUMMARY_STATS = ("mean", "std", "ci_low", "ci_high")
-DEFAULT_METRICS = ("balanced_accuracy", "minority_recall", "worst_class_recall", "macro_f1", "accuracy")
 DEFAULT_LADDER = ("fedavg", "fedavg-ft", "fedakd-noattn", "fedakd")
 COST_COLUMNS = ("local_steps", "server_steps", "bytes_down", "bytes_up", "wall_seconds")
 CAPTIONS = {
-    "summary": "Final-round test metrics: mean ± std [95 % t-interval] over seeds (n seeds); late BA: mean balanced "
-               "accuracy over the last rounds; not converged: balanced accuracy still rising at the end; failed "
-               "seeds: runs whose deployed model collapsed to one class or diverged (kept in the statistics).",
-    "comparison": "Declared comparisons (method − baseline, paired over seeds): mean difference [95 % t-interval], "
-                  "paired t-test and Wilcoxon p, Holm-adjusted over the family (all comparisons × metrics of one "
-                  "setting); verdict at the adjusted level; failed seeds of each side, and the mean difference "
+    "summary": "Final-round test metrics: mean ± std [95 % bootstrap interval] over seeds (n seeds); late BA: mean "
+               "balanced accuracy over the last rounds; converged: seeds whose balanced accuracy had stopped rising "
+               "(a failed seed never has); failed seeds: runs whose deployed model collapsed to one class or "
+               "diverged (kept in the statistics).",
+    "comparison": "Declared comparisons (method − baseline, paired over seeds): mean difference [95 % paired "
+                  "bootstrap interval], paired t-test (the declared test) and Wilcoxon p, Holm-adjusted within each "
+                  "family (all comparisons on one metric of one setting); the primary family alone decides the "
+                  "verdict, secondary ones are descriptive; P(>): probability of improvement; failed seeds of each side, and the mean difference "
                   "over the seeds where neither failed (a sensitivity figure, never the verdict).",
-    "ladder": "Ablation ladder: each step's paired difference from the method below it [95 % t-interval].",
+    "ladder": "Ablation ladder: each step's paired difference from the method below it [95 % bootstrap interval].",
     "cost": "Cost per run (mean over seeds): local SGD steps, server steps, megabytes (10^6 bytes) down and up, wall "
             "seconds.",
     "tuning": "Tuning: every candidate's validation score at the final round on each tuning seed, and the choice "
@@ -57,7 +58,8 @@ class Study:
     pairs: tuple[tuple[str, str], ...] = ()
     baseline: str | None = DEFAULT_BASELINE  # every method is compared with it
     focus: str | None = None  # it is compared with every method: the method the verdict is about
-    metrics: tuple[str, ...] = DEFAULT_METRICS
+    primary: str = PRIMARY  # its family alone decides win / tie / loss
+    secondary: tuple[str, ...] = SECONDARY  # each its own adjusted family, descriptive
     alpha: float = ALPHA
     ladder: tuple[str, ...] = DEFAULT_LADDER
     window: float = curves.WINDOW
@@ -66,13 +68,19 @@ class Study:
     references: tuple[str, ...] = ()
     tuned: dict[str, Any] = field(default_factory=dict)  # method -> the options tuning chose (issue 11)
 
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The headline metrics: the primary one first, then the secondary ones."""
+        return (self.primary, *[m for m in self.secondary if m != self.primary])
+
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "Study":
         comparisons = config.get("comparisons", {})
         convergence = comparisons.get("convergence", {})
         baseline, focus = roles(config)
         return cls(pairs=tuple(declared_comparisons(config)), baseline=baseline, focus=focus,
-                   metrics=tuple(comparisons.get("metrics", DEFAULT_METRICS)),
+                   primary=comparisons.get("primary", PRIMARY),
+                   secondary=tuple(comparisons.get("secondary", SECONDARY)),
                    alpha=comparisons.get("alpha", ALPHA), ladder=tuple(comparisons.get("ladder", DEFAULT_LADDER)),
                    window=convergence.get("window", curves.WINDOW),
                    threshold=convergence.get("threshold", curves.RISE_THRESHOLD),
@@ -81,25 +89,26 @@ class Study:
 
     def to_dict(self) -> dict[str, Any]:
         return {"pairs": [list(p) for p in self.pairs], "baseline": self.baseline, "focus": self.focus,
-                "metrics": list(self.metrics), "alpha": self.alpha,
+                "primary": self.primary, "secondary": list(self.secondary), "alpha": self.alpha,
                 "ladder": list(self.ladder), "window": self.window, "threshold": self.threshold,
                 "reach": self.reach, "references": list(self.references), "tuned": self.tuned}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Study":
         return cls(pairs=tuple(tuple(p) for p in data["pairs"]), baseline=data["baseline"], focus=data["focus"],
-                   metrics=tuple(data["metrics"]), alpha=data["alpha"],
+                   primary=data["primary"], secondary=tuple(data["secondary"]), alpha=data["alpha"],
                    ladder=tuple(data["ladder"]), window=data["window"], threshold=data["threshold"],
                    reach=data["reach"], references=tuple(data["references"]), tuned=dict(data.get("tuned", {})))
 
 
 # -- summary --------------------------------------------------------------------------------------
 def _stats(values: np.ndarray) -> tuple[float, float, float, float]:
-    """Mean, sample std (ddof=1) and 95 % t-interval; std and interval are NaN with fewer than 2 values."""
+    """Mean, sample std (ddof=1) and 95 % bootstrap interval (inside the values' range); std and interval are
+    NaN with fewer than 2 values."""
     if len(values) == 0:
         return math.nan, math.nan, math.nan, math.nan
     std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
-    return (float(values.mean()), std, *t_interval(values))
+    return (float(values.mean()), std, *bootstrap_interval(values))
 
 
 def summary_table(frame, study: Study = Study()):
@@ -117,16 +126,18 @@ def summary_table(frame, study: Study = Study()):
             stats = _stats(group[metric].dropna().to_numpy(dtype=float))
             row.update({f"{metric}_{name}": value for name, value in zip(SUMMARY_STATS, stats)})
         total_rounds = int(group["rounds"].iloc[0])
-        late, reach = [], []
-        for history in group["ba_history"]:
+        late, reach, rises, converged = [], [], [], 0
+        failed = group["failed"].astype(bool) if "failed" in group else [False] * len(group)
+        for history, seed_failed in zip(group["ba_history"], failed):
             rounds, values = curves.curve(history, "balanced_accuracy")
             late.append(curves.late_mean(rounds, values, total_rounds, study.window))
             reach.append(curves.rounds_to_reach(rounds, values, study.reach))
-        rounds, values = curves.mean_curve(list(group["ba_history"]), "balanced_accuracy")
-        rise = curves.rise(rounds, values, total_rounds, study.window)
+            rises.append(curves.rise(rounds, values, total_rounds, study.window))
+            converged += curves.seed_converged(rises[-1], bool(seed_failed), study.threshold)
         row.update({"late_balanced_accuracy_mean": float(np.nanmean(late)),
                     "rounds_to_reach_mean": float(np.nanmean(reach)), "rounds": total_rounds,
-                    "late_rise": rise, "converged": bool(not rise > study.threshold)})
+                    "late_rise": float(np.nanmax(rises)) if not np.all(np.isnan(rises)) else math.nan,
+                    "n_converged": converged, "converged": converged == len(group)})
         for metric in study.metrics:
             row[f"optimistic_best_round_{metric}_mean"] = float(group[f"best_{metric}"].mean())
         rows.append(row)
@@ -180,7 +191,8 @@ def format_summary(summary, study: Study = Study()):
     readable = summary[["dataset", "setting"]].copy()
     readable["method"] = [_method_label(m, r, study.tuned) for m, r in zip(summary["method"], summary["reference"])]
     readable["n"] = summary["n_seeds"]
-    for metric in study.metrics:
+    shown = (*study.metrics, *(["accuracy"] if "accuracy" not in study.metrics else []))  # accuracy: in the tables,
+    for metric in shown:                                                                     # not in the headline
         readable[metric.replace("_", " ")] = [
             _number(mean) if math.isnan(std) else f"{_number(mean)} ± {_number(std)}{_interval(low, high)}"
             for mean, std, low, high in zip(summary[f"{metric}_mean"], summary[f"{metric}_std"],
@@ -188,8 +200,8 @@ def format_summary(summary, study: Study = Study()):
         ]
     readable["late BA"] = [_number(v) for v in summary["late_balanced_accuracy_mean"]]
     readable[f"rounds to {study.reach:.0%}"] = [_number(v, 1) for v in summary["rounds_to_reach_mean"]]
-    readable["converged"] = ["yes" if c else f"not converged (+{100 * r:.1f} pts)"
-                             for c, r in zip(summary["converged"], summary["late_rise"])]
+    readable["converged"] = [f"{k} of {n}" + ("" if k == n or math.isnan(r) else f" (rising up to +{100 * r:.1f} pts)")
+                             for k, n, r in zip(summary["n_converged"], summary["n_seeds"], summary["late_rise"])]
     readable["failed seeds"] = [failed_text(c, d, n) for c, d, n in
                                 zip(summary["n_collapsed"], summary["n_diverged"], summary["n_seeds"])]
     return pd.DataFrame(readable)
@@ -208,14 +220,17 @@ def format_comparison(comparison):
     return pd.DataFrame({
         "dataset": comparison["dataset"], "setting": comparison["setting"],
         "comparison": [f"{m} − {b}" for m, b in zip(comparison["method"], comparison["baseline"])],
-        "metric": comparison["metric"].str.replace("_", " "), "n": comparison["n_pairs"],
-        "mean diff [95% CI]": [f"{_number(d, 4, True)}{_interval(lo, hi, 4, True)}" for d, lo, hi in
-                               zip(comparison["mean_diff"], comparison["ci_low"], comparison["ci_high"])],
+        "metric": comparison["metric"].str.replace("_", " "), "family": comparison["family"],
+        "n": comparison["n_pairs"],
+        "mean diff [95% bootstrap]": [f"{_number(d, 4, True)}{_interval(lo, hi, 4, True)}" for d, lo, hi in
+                                      zip(comparison["mean_diff"], comparison["ci_low"], comparison["ci_high"])],
+        "P(>)": [_number(p, 2) for p in comparison["prob_improvement"]],
         "t p": [_p_value(p) for p in comparison["ttest_p"]],
         "t p (Holm)": [_p_value(p) for p in comparison["ttest_p_holm"]],
         "Wilcoxon p": [_p_value(p) for p in comparison["wilcoxon_p"]],
         "Wilcoxon p (Holm)": [_p_value(p) for p in comparison["wilcoxon_p_holm"]],
-        "verdict": comparison["verdict"],
+        "verdict": [v if f == "primary" or v == "untested" else f"{v} (descriptive)"
+                    for v, f in zip(comparison["verdict"], comparison["family"])],
         "failed seeds (method / baseline)": [f"{a} / {b}" for a, b in
                                              zip(comparison["method_failed"], comparison["baseline_failed"])],
         "mean diff without failed runs": [
@@ -233,7 +248,7 @@ def format_ladder(ladder):
         "dataset": ladder["dataset"], "setting": ladder["setting"], "step": ladder["step"],
         "from → to": [f"{a} → {b}" for a, b in zip(ladder["from_method"], ladder["to_method"])],
         "adds": ladder["adds"], "metric": ladder["metric"].str.replace("_", " "), "n": ladder["n_pairs"],
-        "difference [95% CI]": [f"{_number(d, 4, True)}{_interval(lo, hi, 4, True)}" for d, lo, hi in
+        "difference [95% bootstrap]": [f"{_number(d, 4, True)}{_interval(lo, hi, 4, True)}" for d, lo, hi in
                                 zip(ladder["mean_diff"], ladder["ci_low"], ladder["ci_high"])],
         "note": ladder["note"],
     })
@@ -286,7 +301,7 @@ def build_tables(frame, study: Study = Study(), tuning: Sequence[dict[str, Any]]
     """Every table of the pipeline, from one frame of runs (fedakd.reporting.collect.runs_frame) and, in a
     tuned study, the tuning records."""
     built = {"summary": summary_table(frame, study),
-             "comparison": comparison_table(frame, study.pairs, study.metrics, study.alpha),
+             "comparison": comparison_table(frame, study.pairs, study.primary, study.secondary, study.alpha),
              "ladder": ladder_table(frame, study.ladder, study.metrics),
              "cost": cost_table(frame)}
     if tuning:

@@ -24,7 +24,7 @@ TUNING = "tune" in config  # a tuning stage before the evaluation grid (workflow
 TABLE_NAMES = ["summary", "comparison", "ladder", "cost", *(["tuning"] if TUNING else [])]
 TABLES = expand("results/tables/{table}.{ext}", table=TABLE_NAMES, ext=["csv", "md", "tex"])
 FIGURES = "reports/figures"
-FIGURE_KINDS = ["learning_curves", "per_class_recall", "accuracy_vs_bytes"]
+FIGURE_KINDS = ["learning_curves", "per_class_recall", "accuracy_vs_bytes", "forest"]
 REPORT = "reports/report.md"
 
 def experiments():
@@ -67,7 +67,7 @@ def figure_patterns():
     methods = one_of(config["methods"])
     return [
         f"{{kind,{one_of(FIGURE_KINDS)}}}_{{dataset,{datasets}}}_{{setting,{settings}}}.png",
-        f"{{kind,minority_vs_imbalance}}_{{dataset,{datasets}}}{{setting,()}}.png",
+        f"{{kind,minority_vs_imbalance|critical_difference}}_{{dataset,{datasets}}}{{setting,()}}.png",
         f"{{kind,partition}}_{{dataset,{datasets}}}_{{setting,{settings}}}_seed{{seed,\\d+}}.png",
         f"{{kind,tuning_sensitivity}}_{{method,{methods}}}_{{dataset,{datasets}}}_{{setting,{settings}}}.png",
     ]

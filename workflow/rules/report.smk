@@ -27,6 +27,9 @@ rule figures:
         metrics=run_metrics(),
         tuning=tuning_choices(),
         manifests=partition_manifests(),
+        comparison="results/tables/comparison.csv",
+    params:
+        study=study(),
     output:
         report(
             directory(FIGURES),
