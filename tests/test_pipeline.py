@@ -65,11 +65,11 @@ def test_the_rules_conda_environment_holds_the_packages_dependencies():
 
 
 @pytest.mark.parametrize(("config_name", "train_jobs", "partitions", "settings"), [
-    ("smoke.yaml", 1 * 1 * 18 * 2, 1 * 1 * 2, 1),        # digits x 1 setting x 18 methods x 2 seeds
-    ("config.yaml", 1 * 2 * 7 * 5, 1 * 2 * 5, 2),        # fashion-mnist x 2 settings x 7 methods x 5 seeds
-    ("paper.yaml", 2 * 12 * 19 * 5, 2 * 12 * 5, 2 * 12),  # 2 datasets x (4 factors x 3 alphas) x 19 methods x 5 seeds
-    ("full.yaml", 1 * 2 * 18 * 5, 1 * 2 * 5, 2),         # fashion-mnist x 2 settings x 18 methods x 5 seeds
-    ("tuned.yaml", 1 * 2 * 7 * 5, 1 * 2 * (5 + 2), 2),   # the default grid; partitions of 5 + 2 tuning seeds
+    ("smoke.yaml", 1 * 1 * 20 * 2, 1 * 1 * 2, 1),        # digits x 1 setting x 20 methods x 2 seeds
+    ("config.yaml", 1 * 2 * 10 * 5, 1 * 2 * 5, 2),       # fashion-mnist x 2 settings x 10 methods x 5 seeds
+    ("paper.yaml", 2 * 12 * 22 * 5, 2 * 12 * 5, 2 * 12),  # 2 datasets x (4 factors x 3 alphas) x 22 methods x 5 seeds
+    ("full.yaml", 1 * 2 * 21 * 5, 1 * 2 * 5, 2),         # fashion-mnist x 2 settings x 21 methods x 5 seeds
+    ("tuned.yaml", 1 * 2 * 10 * 5, 1 * 2 * (5 + 2), 2),  # the default grid; partitions of 5 + 2 tuning seeds
 ])
 def test_dry_run_plans_one_train_job_per_grid_point(tmp_path, config_name, train_jobs, partitions, settings):
     result = snakemake(tmp_path, "-n", configfile=REPO / "config" / config_name)
@@ -77,9 +77,9 @@ def test_dry_run_plans_one_train_job_per_grid_point(tmp_path, config_name, train
     counts = job_counts(result)
     assert counts["train"] == train_jobs
     assert counts["partition"] == partitions
-    tuned = config_name == "tuned.yaml"  # 2 settings x (6 methods x 4 candidates + fedavg's 1) x 2 tuning seeds
-    assert counts.get("tune_train", 0) == (2 * 25 * 2 if tuned else 0)
-    assert counts.get("tune_select", 0) == (2 * 7 if tuned else 0)
+    tuned = config_name == "tuned.yaml"  # 2 settings x (9 methods x 4 candidates + fedavg's 1) x 2 tuning seeds
+    assert counts.get("tune_train", 0) == (2 * 37 * 2 if tuned else 0)
+    assert counts.get("tune_select", 0) == (2 * 10 if tuned else 0)
     assert counts["track"] == settings and counts.get("track_tuning", 0) == (settings if tuned else 0)
     assert counts["mlflow_setup"] == counts["aggregate"] == counts["figures"] == counts["write_report"] == 1
     assert counts["mlflow_summary"] == 1

@@ -293,25 +293,27 @@ def partition_heatmap(manifest: dict[str, Any], out_path: str | Path) -> Path:
     return Path(out_path)
 
 
-SENSITIVITY_AXES = ("lambda", "temperature")
+def _sensitivity_axes(options: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """The two options a grid varies (each over at least 2 values), or None when it does not vary exactly two."""
+    varied = [name for name in options[0] if len({repr(o.get(name)) for o in options}) >= 2] if options else []
+    return (varied[0], varied[1]) if len(varied) == 2 else None
 
 
 def tuning_sensitivity(records: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    """Mean validation score over a method's lambda x temperature candidates (FedAKD's sensitivity), one
-    heatmap per tuned method and setting whose grid varies both; the chosen cell is outlined."""
+    """Mean validation score over the candidates of a grid that varies two options (FedAKD's lambda x distill_lr,
+    FedDF's temperature x distill_lr), one heatmap per tuned method and setting; the chosen cell is outlined."""
     written = []
     for record in records:
         options = [candidate["options"] for candidate in record["candidates"]]
-        if not all(set(SENSITIVITY_AXES) <= set(o) for o in options):
+        axes = _sensitivity_axes(options)
+        if axes is None:
             continue
-        rows = sorted({o[SENSITIVITY_AXES[0]] for o in options})
-        columns = sorted({o[SENSITIVITY_AXES[1]] for o in options})
-        if len(rows) < 2 or len(columns) < 2:
-            continue
+        rows = sorted({o[axes[0]] for o in options})
+        columns = sorted({o[axes[1]] for o in options})
         grid = np.full((len(rows), len(columns)), np.nan)
         for candidate in record["candidates"]:
             o = candidate["options"]
-            grid[rows.index(o[SENSITIVITY_AXES[0]]), columns.index(o[SENSITIVITY_AXES[1]])] = candidate["mean"]
+            grid[rows.index(o[axes[0]]), columns.index(o[axes[1]])] = candidate["mean"]
         fig = _new_figure(5.5, 4.2)
         ax = fig.subplots()
         image = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
@@ -322,13 +324,13 @@ def tuning_sensitivity(records: list[dict[str, Any]], out_dir: str | Path) -> li
         chosen = record["chosen"]["options"]
         from matplotlib.patches import Rectangle
 
-        ax.add_patch(Rectangle((columns.index(chosen[SENSITIVITY_AXES[1]]) - 0.5,
-                                rows.index(chosen[SENSITIVITY_AXES[0]]) - 0.5), 1, 1, fill=False, linewidth=2.5,
+        ax.add_patch(Rectangle((columns.index(chosen[axes[1]]) - 0.5,
+                                rows.index(chosen[axes[0]]) - 0.5), 1, 1, fill=False, linewidth=2.5,
                                edgecolor="#D55E00", label="chosen"))
         ax.set_xticks(range(len(columns)), [str(c) for c in columns])
         ax.set_yticks(range(len(rows)), [str(r) for r in rows])
-        ax.set_xlabel(f"{SENSITIVITY_AXES[1]} T")
-        ax.set_ylabel(f"{SENSITIVITY_AXES[0]} (weight of the KD term)")
+        ax.set_xlabel(axes[1])
+        ax.set_ylabel(axes[0])
         metric = record["metric"].replace("val_", "validation ").replace("_", " ")
         ax.set_title(f"{record['method']} on {record['dataset']}, {record['setting']}:\n{metric}, mean over "
                      f"{len(record['seeds'])} tuning seed(s)", fontsize=9)
