@@ -154,12 +154,17 @@ def stability_table() -> list[str]:
 
 
 def table() -> int:
+    """Print the tables and write them to reports/stability.md (generated, like every report, never committed)."""
+    from fedakd.io import atomic_write_text
+
     info = machine_info(1)
-    print(f"Machine: {info['cpu_model']}, {info['cores']} cores, torch {info['torch']}, one thread per job.\n")
-    print("## Protocol: FedAvg on the validation split\n")
-    print("\n".join(protocol_table()))
-    print("\n## Stability: final round, 6 rounds, 5 seeds\n")
-    print("\n".join(stability_table()))
+    lines = ["# Stability study and the protocol's learning rate", "",
+             f"Machine: {info['cpu_model']}, {info['cores']} cores, torch {info['torch']}, one thread per job.", "",
+             "## Protocol: FedAvg on the validation split", "", *protocol_table(), "",
+             "## Stability: final round, 6 rounds, 5 seeds", "", *stability_table()]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    atomic_write_text(ROOT / "reports" / "stability.md", text)
     return 0
 
 

@@ -13,6 +13,7 @@ step reads without checking again.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -121,6 +122,12 @@ def _strict_integer(checker, instance) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
+def _finite_number(checker, instance) -> bool:
+    """Every number of a config is finite: NaN and +-inf pass JSON Schema's bounds checks (NaN compares false
+    both ways) and would end in a traceback, a misattributed divergence or a run scored as if it were a result."""
+    return isinstance(instance, (int, float)) and not isinstance(instance, bool) and math.isfinite(instance)
+
+
 def _with_defaults(validator_class):
     """The jsonschema FAQ recipe: a validator that fills each property's "default" as it validates."""
     check_properties = validator_class.VALIDATORS["properties"]
@@ -134,7 +141,8 @@ def _with_defaults(validator_class):
 
     return validators.extend(
         validator_class, {"properties": fill_defaults},
-        type_checker=validator_class.TYPE_CHECKER.redefine("integer", _strict_integer),
+        type_checker=validator_class.TYPE_CHECKER.redefine_many({"integer": _strict_integer,
+                                                                 "number": _finite_number}),
     )
 
 
@@ -146,7 +154,7 @@ def load_schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA_RESOURCE.read_text(encoding="utf-8"))
 
 
-_TYPE_WORDS = {"integer": "an integer", "number": "a number", "string": "a string", "boolean": "true or false",
+_TYPE_WORDS = {"integer": "an integer", "number": "a finite number", "string": "a string", "boolean": "true or false",
                "array": "a list", "object": "a mapping", "null": "null"}
 _BOUNDS = (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<"))
 

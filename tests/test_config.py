@@ -2,6 +2,7 @@
 
 import copy
 import hashlib
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -147,6 +148,13 @@ BAD_CONFIGS = {
     "unknown primary metric": (_set("comparisons.primary", "nll"), "comparisons.primary: 'nll'"),
     "comparison level 1": (_set("comparisons.alpha", 1), "comparisons.alpha: 1"),
     "n_max 0": (_set(f"{IMBALANCE}.n_max", 0), f"{IMBALANCE}.n_max: 0"),
+    # the finite-number rule: NaN passes every bound check (it compares false both ways), inf passes minimum
+    "NaN learning rate": (_set("federation.lr", math.nan), "federation.lr: nan"),
+    "infinite imbalance factor": (_set(f"{IMBALANCE}.factor", math.inf), f"{IMBALANCE}.factor: inf"),
+    "NaN Dirichlet alpha": (_set(f"{SPLIT}.alpha", math.nan), f"{SPLIT}.alpha: nan"),
+    "infinite method option": (_set("methods.fedakd.lambda", math.inf), "methods.fedakd.lambda: inf"),
+    "NaN comparison level": (_set("comparisons.alpha", math.nan), "comparisons.alpha: nan"),
+    "boolean fraction": (_set("federation.fraction", True), "federation.fraction: True"),
 }
 
 
