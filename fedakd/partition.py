@@ -309,7 +309,8 @@ def _retry_error(split: dict, clients: int, smallest: int, required: int) -> Par
     return PartitionError(
         f"split {split['kind']} (alpha={split['alpha']}) gave a client with only {smallest} examples in "
         f"{split['max_retries']} draws, but min_size asks for {required}; raise split.alpha, lower "
-        f"split.min_size or the number of clients ({clients}), or raise split.max_retries"
+        f"split.min_size or the number of clients ({clients})"
+        + (" (or raise split.max_retries, at most 10000)" if split["max_retries"] < 1000 else "")
     )
 
 

@@ -155,6 +155,8 @@ BAD_CONFIGS = {
     "infinite method option": (_set("methods.fedakd.lambda", math.inf), "methods.fedakd.lambda: inf"),
     "NaN comparison level": (_set("comparisons.alpha", math.nan), "comparisons.alpha: nan"),
     "boolean fraction": (_set("federation.fraction", True), "federation.fraction: True"),
+    "unbounded retries": (_set(f"{SPLIT}.max_retries", 10**9), f"{SPLIT}.max_retries: 1000000000"),
+    "a billion rounds": (_set("federation.rounds", 10**9), "federation.rounds: 1000000000"),
 }
 
 
@@ -184,7 +186,7 @@ def test_every_problem_is_listed_schema_problems_first(base):
     base["datasets"] = ["imagenet"]
     lines = str(pytest.raises(ConfigError, validate_config, base).value).splitlines()
     assert [line.split(":")[0] for line in lines] == ["federation.rounds", "seeds[0]", "datasets[0]"]
-    assert lines[0] == "federation.rounds: 0 -- an integer >= 1"
+    assert lines[0] == "federation.rounds: 0 -- an integer >= 1 and <= 100000"
 
 
 def test_size_limits_are_computed_from_the_dataset(base, monkeypatch):
@@ -271,7 +273,7 @@ def test_load_config_applies_overrides_then_validates(tmp_path):
     path.write_text(yaml.safe_dump(MINIMAL) + "federation: {lr: 1e-2}\n")
     config = load_config(path, ["federation.rounds=2"])
     assert config["federation"]["rounds"] == 2 and config["federation"]["lr"] == 0.01
-    with pytest.raises(ConfigError, match=r"^federation\.rounds: 0 -- an integer >= 1$"):
+    with pytest.raises(ConfigError, match=r"^federation\.rounds: 0 -- an integer >= 1 and <= 100000$"):
         load_config(path, ["federation.rounds=0"])
 
 
