@@ -312,7 +312,10 @@ def track_job(out_dir: str | Path, *, tracking_uri: str, experiment_id: str) -> 
             "method_class": job["method_class"], "seed": str(job["seed"]),
             "partition_sha256": metrics["partition_sha256"],
             **({"candidate": str(job["candidate"])} if job.get("candidate") is not None else {}),
-            "git_commit": commit, "device": metrics["device"], **source_tags(commit), **failure_tags(metrics)}
+            "git_commit": commit, "device": metrics["device"], **source_tags(commit), **failure_tags(metrics),
+            # whose run this is (fedakd.tracking.OWNER_TAGS): it retires only earlier runs of the same job,
+            # config and folder
+            "job_digest": metrics["job_digest"], "run_folder": str(out_dir.resolve())}
 
     def remember(run_id: str, finished: bool = False) -> None:
         atomic_write_json(record_path, {"tracking_uri": tracking_uri, "experiment_id": experiment_id,

@@ -11,8 +11,10 @@ Run life cycle (what keeps the store honest):
   experiment so that MLflow's UI opens it on its runs;
 - the tracking step checks first that the tracking URI answers (``check_reachable``: seconds, not
   minutes);
-- a fresh run first retires earlier runs of the same job key: FINISHED ones are deleted (soft,
-  recoverable: they are superseded), RUNNING ones are marked KILLED;
+- a fresh run first retires the earlier runs it replaces -- the same job key, the same job digest (the
+  resolved config of the job) and the same run folder (the ``owner`` tags): FINISHED ones are deleted
+  (soft, recoverable: they are superseded), RUNNING ones are marked KILLED. A run of the same job by
+  hand into another folder, or of another config, is another run and leaves them alone;
 - the run's id is kept in the run folder (``mlflow.json``) from its creation, so a tracking step that
   lost its server reopens the same run, reads which (metric, step) points it already holds, and logs
   exactly the missing ones: a run is made whole, never doubled; ``finished`` is set there only once the
@@ -226,6 +228,10 @@ def _found_or_none(lookup: Callable, *args):
         return None
 
 
+#: The tags that say whose a run is: a new run retires only earlier runs with the same job key and these.
+OWNER_TAGS = ("job_digest", "run_folder")
+
+
 def _open_run(client, experiment_id: str, job_key: str, run_name: str, tags: dict[str, str],
               resume_run_id: str | None) -> tuple[str, dict[str, set[int]], bool]:
     """Reopen ``resume_run_id`` when it is an active run of the store, else retire the job's earlier runs and
@@ -243,6 +249,8 @@ def _open_run(client, experiment_id: str, job_key: str, run_name: str, tags: dic
                        for key in run.data.metrics}
             return resume_run_id, present, bool(run.inputs.dataset_inputs)
     for earlier in _retry(client.search_runs, [experiment_id], filter_string=f"tags.job_key = '{job_key}'"):
+        if any(earlier.data.tags.get(tag) != tags.get(tag) for tag in OWNER_TAGS):
+            continue  # another folder's or another config's run of this job: not this one's to retire
         if earlier.info.status == "FINISHED":  # superseded: soft-deleted, recoverable
             _retry(client.delete_run, earlier.info.run_id)
         elif earlier.info.status == "RUNNING":
@@ -261,7 +269,8 @@ def log_run(tracking_uri: str, experiment_id: str, *, job_key: str, run_name: st
     Every round of ``history`` (with its ``timings``) is a step, ``summary`` is logged at step 0, then
     the artifacts (file, artifact folder) and the status. Given ``resume_run_id`` of a run that an earlier
     attempt opened, it logs exactly the points that run lacks: a run is made whole, never doubled. A
-    fresh run first retires the job's earlier runs (FINISHED ones are deleted, RUNNING ones KILLED);
+    fresh run first retires the earlier runs it replaces (same job key and OWNER_TAGS; FINISHED ones are
+    deleted, RUNNING ones KILLED);
     ``on_created`` gets its id before anything is logged, so that a rerun can resume it.
     A lost server raises TrackingError in seconds (see configure_http), naming what is ``safe``.
     """

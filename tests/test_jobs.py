@@ -77,9 +77,19 @@ def test_same_seed_gives_identical_metrics(digits_config, tmp_path):
     a = json.loads((tmp_path / "a" / "metrics.json").read_text())
     b = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert a == b
-    # the second run of the same job supersedes the first: one FINISHED run per job
+    # the same job in another folder is a run of its own: it retires nobody's run
     _, runs = mlflow_runs(digits_config, "digits/lt10-dir1/fedavg-smote/seed1")
-    assert [r.info.run_id for r in runs if r.info.status == "FINISHED"] == [run_id(tmp_path / "b")]
+    first_a = run_id(tmp_path / "a")
+    assert sorted(r.info.run_id for r in runs if r.info.status == "FINISHED") == sorted([first_a, run_id(tmp_path / "b")])
+    # retrained into the same folder (same job, config and folder) with other results (as on another machine:
+    # here the record of what was logged is made to differ), it supersedes that folder's earlier run only
+    (tmp_path / "a" / "metrics.json").unlink()
+    record = json.loads((tmp_path / "a" / "mlflow.json").read_text())
+    (tmp_path / "a" / "mlflow.json").write_text(json.dumps({**record, "metrics_sha256": "0" * 64}))
+    assert main(train_args(digits_config, tmp_path / "a", "fedavg-smote", 1)) == 0
+    _, runs = mlflow_runs(digits_config, "digits/lt10-dir1/fedavg-smote/seed1")
+    finished = sorted(r.info.run_id for r in runs if r.info.status == "FINISHED")
+    assert first_a not in finished and finished == sorted([run_id(tmp_path / "a"), run_id(tmp_path / "b")])
 
 
 def test_saved_partition_is_used_and_checked(digits_config, tmp_path):
@@ -138,8 +148,9 @@ def test_sigkill_then_rerun_equals_uninterrupted(digits_config, tmp_path, kill_w
     resumed = json.loads((out / "metrics.json").read_text())
     assert resumed == expected
     client, runs = mlflow_runs(digits_config, "digits/lt10-dir1/fedakd/seed0")
-    finished = [r for r in runs if r.info.status == "FINISHED"]
-    assert [r.info.run_id for r in finished] == [run_id(out)]
+    finished = [r for r in runs if r.info.status == "FINISHED"]  # the reference's and the resumed folder's
+    assert sorted(r.info.run_id for r in finished) == sorted([run_id(out), run_id(reference)])
+    assert len({r.data.tags["run_folder"] for r in finished}) == 2
     history = client.get_metric_history(run_id(out), "accuracy")
     assert sorted(m.step for m in history) == list(range(1, rounds + 1))  # no point lost or doubled
 

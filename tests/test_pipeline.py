@@ -212,10 +212,26 @@ def test_rebuilding_and_rerunning_touch_only_what_changed(smoke_run):
     assert job_counts(plan) == {"train": 1, "track": 1, "aggregate": 1, "figures": 1, "write_report": 1,
                                 "mlflow_summary": 1, "all": 1}
     assert "results/runs/digits/lt10-dir1/fedakd/seed1/metrics.json" in output(plan)
+
+    # A by-hand run of one of the pipeline's jobs into another folder (the README's example) is a run of its
+    # own: the pipeline's run of that job stays FINISHED and the aggregate step still passes.
+    from fedakd.cli import main as fedakd_main
+    from tests.helpers import run_id
+
+    pipeline_run = run_id(tmp_path / "results" / "runs" / "digits" / "lt10-dir1" / "fedavg" / "seed0")
+    config = tmp_path / "hand.yaml"
+    config.write_text(SMOKE.read_text().replace("sqlite:///results/mlflow.db",
+                                                f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"))
+    assert fedakd_main(["train", "--config", str(config), "--dataset", "digits", "--setting", "lt10-dir1",
+                        "--method", "fedavg", "--seed", "0", "--out", str(tmp_path / "by-hand")]) == 0
+    client, _ = pipeline_experiment(tmp_path, "fedakd-bench-smoke")
+    assert client.get_run(pipeline_run).info.lifecycle_stage == "active"
+    assert run_id(tmp_path / "by-hand") != pipeline_run
     rerun = snakemake(tmp_path)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.returncode == 0, rerun.stderr[-3000:]  # its aggregate step cross-checked MLflow with the hand run in
     assert deleted.exists()
-    assert finished_runs_per_job(tmp_path) == Counter(expected_jobs)
+    assert finished_runs_per_job(tmp_path) == Counter(expected_jobs) + Counter(["digits/lt10-dir1/fedavg/seed0"])
+    assert client.get_run(pipeline_run).info.status == "FINISHED"
     summary_run(tmp_path)  # one summary run still: the rebuilt one supersedes the old
 
     # A changed method option reruns that method's jobs only (the train rule's params are its job spec).

@@ -119,7 +119,8 @@ def test_load_metrics_round_trip(tmp_path, runs):
     paths = [atomic_write_json(tmp_path / f"{i}" / "metrics.json", run) for i, run in enumerate(runs[:3])]
     atomic_write_json(tmp_path / "0" / "timings.json", {"history": [], "wall_seconds": 12.5})
     loaded = collect.load_metrics(paths)
-    assert [{k: v for k, v in run.items() if k != "wall_seconds"} for run in loaded] == runs[:3]
+    assert [{k: v for k, v in run.items() if k not in ("wall_seconds", "run_folder")} for run in loaded] == runs[:3]
+    assert loaded[0]["run_folder"] == str((tmp_path / "0").resolve())  # whose MLflow run it is
     assert [run["wall_seconds"] for run in loaded] == [12.5, None, None]  # from timings.json, when it exists
 
 

@@ -49,6 +49,7 @@ def load_metrics(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             continue
         timings = Path(path).parent / TIMINGS_FILE  # written beside it, kept out of it: wall time is not a result
         run["wall_seconds"] = read_json(timings, "timings file")["wall_seconds"] if timings.exists() else None
+        run["run_folder"] = str(Path(path).parent.resolve())  # whose MLflow run it is (fedakd.tracking.OWNER_TAGS)
         tracked = Path(path).parent / TRACKING_FILE  # written by the tracking step, after training
         if tracked.exists():
             run["mlflow_run_id"] = read_json(tracked, "MLflow tracking record").get("run_id")
@@ -94,8 +95,9 @@ def crosscheck_mlflow(runs: list[dict[str, Any]], tracking_uri: str, experiment:
     each run holds every headline metric at every round of the job's history, once.
 
     Raises ResultsError listing every problem. KILLED, FAILED and RUNNING runs
-    (interrupted jobs, superseded attempts) and the study's summary run are ignored;
-    the returned note (also logged) counts them.
+    (interrupted jobs, superseded attempts), the study's summary run, and runs of a collected job that
+    another folder or another config owns (a by-hand ``fedakd train`` elsewhere, fedakd.tracking.OWNER_TAGS)
+    are ignored; the returned note (also logged) counts them.
     """
     from mlflow.tracking import MlflowClient
 
@@ -104,14 +106,22 @@ def crosscheck_mlflow(runs: list[dict[str, Any]], tracking_uri: str, experiment:
     if found is None or found.lifecycle_stage == "deleted":
         raise ResultsError(f"MLflow experiment {experiment!r} does not exist in {tracking_uri}; check the config's "
                            f"experiment and tracking_uri, or rerun the training jobs")
+    owners = {job_key(run["job"]): (run.get("job_digest"), run.get("run_folder")) for run in runs}
+    named = {run.get("mlflow_run_id") for run in runs}  # a run a collected folder names is its own, wherever it moved
     finished: dict[str, list[str]] = {}
     unfinished: dict[str, int] = {}
+    others = 0
     for mlflow_run in _search_all_runs(client, found.experiment_id, page_size):
         status = mlflow_run.info.status
-        if mlflow_run.data.tags.get(SUMMARY_TAG):
+        tags = mlflow_run.data.tags
+        if tags.get(SUMMARY_TAG):
+            continue
+        key = tags.get("job_key", f"(untagged run {mlflow_run.info.run_id})")
+        if (key in owners and "run_folder" in tags and mlflow_run.info.run_id not in named
+                and (tags.get("job_digest"), tags["run_folder"]) != owners[key]):
+            others += 1  # the same job run by hand elsewhere, or under another config: not this collection's
             continue
         if status == "FINISHED":
-            key = mlflow_run.data.tags.get("job_key", f"(untagged run {mlflow_run.info.run_id})")
             finished.setdefault(key, []).append(mlflow_run.info.run_id)
         else:
             unfinished[status] = unfinished.get(status, 0) + 1
@@ -149,7 +159,8 @@ def crosscheck_mlflow(runs: list[dict[str, Any]], tracking_uri: str, experiment:
             + ("; ignored unfinished runs: " + ", ".join(f"{n} {s}" for s, n in sorted(unfinished.items()))
                if unfinished else "")
             + (f"; ignored {len(outside)} finished run(s) of jobs not collected here ({', '.join(outside[:3])}"
-               f"{', ...' if len(outside) > 3 else ''})" if outside else ""))
+               f"{', ...' if len(outside) > 3 else ''})" if outside else "")
+            + (f"; ignored {others} run(s) of collected jobs owned by another folder or config" if others else ""))
     log.info(note)
     return note
 
