@@ -16,13 +16,14 @@ from pathlib import Path
 def _user_errors() -> tuple[type[BaseException], ...]:
     from fedakd.config import ConfigError
     from fedakd.data import DataError
+    from fedakd.engine import DeviceError
     from fedakd.io import UnreadableFileError
     from fedakd.jobs import JobError
     from fedakd.partition import PartitionError
     from fedakd.registry import UnknownMethodError
     from fedakd.tracking import TrackingError
 
-    return (ConfigError, DataError, JobError, PartitionError, TrackingError, UnknownMethodError,
+    return (ConfigError, DataError, DeviceError, JobError, PartitionError, TrackingError, UnknownMethodError,
             UnreadableFileError)
 
 
@@ -36,6 +37,16 @@ def _add_job_arguments(parser: argparse.ArgumentParser, *, method: bool) -> None
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a config value (repeatable), e.g. --set federation.rounds=5")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} threads: give at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-track", action="store_true",
                        help="train only, leaving the MLflow run to a later tracking step (what the pipeline's "
                             "train rule does; its track rule logs the runs)")
-    train.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    train.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's choice)")
 
     link = commands.add_parser("ui-link", help="print the MLflow UI address of the config's experiment")
     link.add_argument("--config", required=True)
@@ -91,6 +102,7 @@ def run(args: argparse.Namespace, callbacks=()) -> None:
         print(f"wrote {Path(args.out) / 'manifest.json'}")
     else:
         job = job_spec(config, dataset=args.dataset, setting=args.setting, method=args.method, seed=args.seed)
+        jobs.preflight(Path(args.out), None if args.no_track else job.tracking_uri)
         experiment_id = args.experiment_id
         if not args.no_track:  # a lost or wrong tracking URI is found before any work, not after training
             from fedakd.tracking import connect, ensure_experiment

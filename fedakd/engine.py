@@ -348,12 +348,16 @@ class FederationResult:
     diverged: dict[str, Any] | None = None  # round, step and what, when training diverged (fedakd.diagnostics)
 
 
+class DeviceError(RuntimeError):
+    """The config asks for a device this machine does not have."""
+
+
 def resolve_device(requested: str) -> torch.device:
     """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was requested but torch sees no CUDA device; use device: auto or cpu")
+        raise DeviceError("device: cuda was requested but torch sees no CUDA device; use device: auto or cpu")
     return torch.device(requested)
 
 

@@ -187,6 +187,43 @@ def _finished_metrics(job: JobSpec, metrics_path: Path, out_dir: Path) -> dict[s
     return existing
 
 
+#: Free space a job needs before it starts: its checkpoint (a few MB for the suite's models), metrics.json,
+#: artifacts and figures, with room to spare.
+MIN_FREE_BYTES = 64 * 2**20
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def preflight(out_dir: Path, tracking_uri: str | None = None) -> None:
+    """Before any work, writing nothing: the output folder can be made and written, has room for a checkpoint,
+    and (when the job is tracked) a SQLite tracking store can be written. Each failure is one JobError naming
+    the path and the fix."""
+    import shutil
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise JobError(f"--out {out_dir} is a file, not a folder; choose a folder for the run's results")
+    base = _nearest_existing(out_dir)
+    if not base.is_dir():
+        raise JobError(f"--out {out_dir}: {base} is a file, so the folder cannot be made; choose another --out")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise JobError(f"cannot write to {base} (permission denied); choose a writable --out or fix its permissions")
+    free = shutil.disk_usage(base).free
+    if free < MIN_FREE_BYTES:
+        raise JobError(f"only {free / 2**20:.1f} MiB free on the disk of {base}, and a job needs "
+                       f"{MIN_FREE_BYTES / 2**20:.0f} MiB for its checkpoint and results; free some space")
+    if tracking_uri and tracking_uri.startswith("sqlite:///"):
+        store = Path(tracking_uri[len("sqlite:///"):])
+        target = store if store.exists() else _nearest_existing(store)
+        if not os.access(target, os.W_OK):
+            raise JobError(f"the MLflow store {store} is read-only ({target} cannot be written); make it writable, "
+                           f"point tracking_uri elsewhere, or train with --no-track")
+
+
 def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | None = None,
               threads: int | None = None, callbacks: Sequence["Callback"] = ()) -> dict[str, Any]:
     """Train one job into ``out_dir``; return the metrics.json content.
@@ -196,6 +233,7 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
     """
     out_dir = Path(out_dir)
     metrics_path = out_dir / METRICS_FILE
+    preflight(out_dir)
     finished = _finished_metrics(job, metrics_path, out_dir)
     if finished is not None:
         return finished

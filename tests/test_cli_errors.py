@@ -155,3 +155,42 @@ def test_a_diverged_run_is_tagged_in_mlflow(digits_config, tmp_path):
     run = MlflowClient(tracking_uri=record["tracking_uri"]).get_run(record["run_id"])
     assert run.data.tags["diverged"] == "round 1 (local)" and run.data.tags["collapsed"] == "round 1 (averaged)"
     assert run.data.metrics["diverged_round"] == 1
+
+
+# -- pre-flight: each failure one line, non-zero, nothing written ----------------------------------------
+def test_an_out_that_is_a_file_is_refused_before_any_work(digits_config, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.write_text("not a folder")
+    assert train(digits_config, out, "--no-track", method="fedavg") == 2
+    err = capsys.readouterr().err
+    assert f"fedakd: error: --out {out} is a file, not a folder" in err and "Traceback" not in err
+    assert out.read_text() == "not a folder"
+
+
+def test_a_full_disk_is_found_before_training(digits_config, tmp_path, capsys, monkeypatch):
+    import fedakd.jobs
+
+    monkeypatch.setattr(fedakd.jobs, "MIN_FREE_BYTES", 2**62)  # more than any disk has
+    out = tmp_path / "run"
+    assert train(digits_config, out, "--no-track", method="fedavg") == 2
+    err = capsys.readouterr().err
+    assert "MiB free on the disk of" in err and "free some space" in err and not out.exists()
+
+
+@pytest.mark.parametrize("threads", ["-1", "0", "two"])
+def test_bad_thread_counts_are_refused_by_the_parser(digits_config, tmp_path, capsys, threads):
+    with pytest.raises(SystemExit) as stopped:
+        train(digits_config, tmp_path / "run", "--threads", threads)
+    assert stopped.value.code == 2 and "--threads" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cuda_on_a_machine_without_one_is_one_line(digits_config, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "run"
+    assert train(digits_config, out, "--no-track", "--set", "device=cuda", method="fedavg") == 2
+    err = capsys.readouterr().err
+    assert "fedakd: error: device: cuda was requested but torch sees no CUDA device" in err and "Traceback" not in err
+    assert not out.exists()
