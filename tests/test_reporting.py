@@ -538,3 +538,18 @@ def test_a_collapsed_run_stays_in_the_statistics_is_counted_and_named(tmp_path, 
     assert "Sensitivity, without the failed seeds: fedakd − fedavg +0.055 (n = 2, against -0.110 with them)" in lt10
     lt100 = text.split("### digits / lt100-dir1")[1].split("### digits / bal-iid")[0]
     assert "No run collapsed or diverged." in lt100
+
+
+def test_across_settings_iqm_and_probability_of_improvement_by_hand(frame, study):
+    from scipy import stats
+
+    across = tables.build_tables(frame, study)["across"].set_index("method")
+    assert set(across.index) == {"fedavg", "fedakd", "fedakd-noattn"} and (across["runs"] == 9).all()
+    fedavg = [a - 0.05 for setting in SETTINGS for a in ACCURACY[setting, "fedavg"]]  # balanced accuracy
+    assert across.loc["fedavg", "iqm"] == pytest.approx(stats.trim_mean(fedavg, 0.25))
+    low, high = across.loc["fedavg", ["iqm_ci_low", "iqm_ci_high"]]
+    assert min(fedavg) <= low <= across.loc["fedavg", "iqm"] <= high <= max(fedavg)
+    # P(fedakd > fedavg), per setting over the 3 x 3 run pairs (ties half): lt10 and lt100 9/9; bal-iid: fedakd's
+    # 0.86, 0.86, 0.88 against fedavg's 0.85, 0.86, 0.87 -> (1.5 + 1.5 + 3) / 9 = 2/3; averaged: (1 + 1 + 2/3) / 3
+    assert across.loc["fedavg", "prob_focus_improves"] == pytest.approx((1 + 1 + 2 / 3) / 3)
+    assert math.isnan(across.loc["fedakd", "prob_focus_improves"])

@@ -149,6 +149,57 @@ def comparison_table(frame, pairs: Sequence[tuple[str, str]], primary: str = PRI
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 
 
+def _seed_by_setting(block, method: str, metric: str):
+    """The (seeds x settings) matrix of one method's ``metric``, seeds every setting has (rliable's layout)."""
+    table = block[block["method"] == method].pivot_table(index="seed", columns="setting", values=metric)
+    return table.dropna()
+
+
+def stratified_iqm_interval(matrix, confidence: float = 0.95, resamples: int = 2000, seed: int = 20201):
+    """Percentile interval of the interquartile mean, seeds resampled within each setting (rliable's stratified
+    bootstrap, written here because rliable.library's bootstrap fails to import beside current arch/pandas)."""
+    from rliable import metrics as rly
+
+    values = np.asarray(matrix, dtype=float)
+    if values.shape[0] < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    n, k = values.shape
+    draws = [rly.aggregate_iqm(values[rng.integers(0, n, size=(n, k)), np.arange(k)]) for _ in range(resamples)]
+    low, high = np.quantile(draws, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(low), float(high)
+
+
+def across_settings_table(frame, focus: str | None, metric: str = PRIMARY, references: Sequence[str] = ()):
+    """Per dataset and method, over all its settings: the interquartile mean of ``metric`` over the runs with a
+    stratified bootstrap interval, and rliable's probability that the focus method improves on it,
+    P(focus > method), averaged over the settings."""
+    import pandas as pd
+    from rliable import metrics as rly
+
+    rows = []
+    for dataset, block in frame.groupby("dataset", sort=False):
+        block = block[~block["method"].isin(references)]
+        focus_scores = _seed_by_setting(block, focus, metric) if focus in set(block["method"]) else None
+        for method in dict.fromkeys(block["method"]):
+            scores = _seed_by_setting(block, method, metric)
+            if scores.empty:
+                continue
+            low, high = stratified_iqm_interval(scores.to_numpy())
+            improvement = math.nan
+            if focus_scores is not None and method != focus:
+                shared = [s for s in focus_scores.columns if s in scores.columns]
+                if shared:
+                    improvement = float(rly.probability_of_improvement(focus_scores[shared].to_numpy(),
+                                                                       scores[shared].to_numpy()))
+            rows.append({"dataset": dataset, "method": method, "metric": metric, "settings": scores.shape[1],
+                         "runs": int(scores.size), "iqm": float(rly.aggregate_iqm(scores.to_numpy())),
+                         "iqm_ci_low": low, "iqm_ci_high": high, "focus": focus,
+                         "prob_focus_improves": improvement})
+    return pd.DataFrame(rows, columns=["dataset", "method", "metric", "settings", "runs", "iqm", "iqm_ci_low",
+                                       "iqm_ci_high", "focus", "prob_focus_improves"])
+
+
 def ladder_steps(ladder: Sequence[str], methods: Sequence[str]) -> list[tuple[str, str]]:
     """Consecutive (from, to) rungs of the ladder, leaving out the methods the study lacks."""
     rungs = [m for m in ladder if m in methods]

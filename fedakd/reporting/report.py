@@ -281,6 +281,7 @@ def write_report(runs: list[dict[str, Any]], tables: dict, figures: list[Path], 
              "### Declared comparisons", "", readable["comparison"].to_markdown(index=False), "",
              "### Ablation ladder", "", readable["ladder"].to_markdown(index=False) if len(readable["ladder"])
              else "The study lacks the ladder's methods.", "",
+             "### Across settings", "", readable["across"].to_markdown(index=False), "",
              "### Cost", "", readable["cost"].to_markdown(index=False), "",
              *_tuning(readable, study),
              *_figures(figures, out_path.parent)]

@@ -25,8 +25,8 @@ import numpy as np
 from fedakd.io import atomic_write_text
 from fedakd.metrics import METRIC_KEYS
 from fedakd.reporting import curves
-from fedakd.reporting.comparisons import (DEFAULT_BASELINE, PRIMARY, SECONDARY, comparison_table, declared_comparisons,
-                                          ladder_table, reference_methods, roles)
+from fedakd.reporting.comparisons import (DEFAULT_BASELINE, PRIMARY, SECONDARY, across_settings_table, comparison_table,
+                                          declared_comparisons, ladder_table, reference_methods, roles)
 from fedakd.reporting.stats import ALPHA, bootstrap_interval
 
 GROUP_KEYS = ["dataset", "setting", "method"]
@@ -46,6 +46,9 @@ CAPTIONS = {
     "ladder": "Ablation ladder: each step's paired difference from the method below it [95 % bootstrap interval].",
     "cost": "Cost per run (mean over seeds): local SGD steps, server steps, megabytes (10^6 bytes) down and up, wall "
             "seconds.",
+    "across": "Across settings: each method's interquartile mean of the primary metric over its runs (settings x "
+              "seeds) [95 % stratified bootstrap interval], and rliable's probability that the focus method improves "
+              "on it, averaged over the settings.",
     "tuning": "Tuning: every candidate's validation score at the final round on each tuning seed, and the choice "
               "(highest mean; ties to the first listed).",
 }
@@ -303,10 +306,23 @@ def build_tables(frame, study: Study = Study(), tuning: Sequence[dict[str, Any]]
     built = {"summary": summary_table(frame, study),
              "comparison": comparison_table(frame, study.pairs, study.primary, study.secondary, study.alpha),
              "ladder": ladder_table(frame, study.ladder, study.metrics),
-             "cost": cost_table(frame)}
+             "cost": cost_table(frame),
+             "across": across_settings_table(frame, study.focus, study.primary, study.references)}
     if tuning:
         built["tuning"] = tuning_table(tuning)
     return built
+
+
+def format_across(across):
+    import pandas as pd
+
+    return pd.DataFrame({
+        "dataset": across["dataset"], "method": across["method"], "metric": across["metric"].str.replace("_", " "),
+        "settings": across["settings"], "runs": across["runs"],
+        "IQM [95% stratified bootstrap]": [f"{_number(v)}{_interval(lo, hi)}" for v, lo, hi in
+                                           zip(across["iqm"], across["iqm_ci_low"], across["iqm_ci_high"])],
+        "P(focus > method)": [_number(p, 2) for p in across["prob_focus_improves"]],
+    })
 
 
 def format_tuning(tuning):
@@ -318,7 +334,7 @@ def format_tuning(tuning):
 
 def readable_tables(tables: dict, study: Study = Study()) -> dict:
     formatters = {"summary": lambda t: format_summary(t, study), "comparison": format_comparison,
-                  "ladder": format_ladder, "cost": format_cost, "tuning": format_tuning}
+                  "ladder": format_ladder, "cost": format_cost, "tuning": format_tuning, "across": format_across}
     return {name: formatters.get(name, lambda t: t)(table) for name, table in tables.items()}
 
 
@@ -334,4 +350,4 @@ def write_tables(tables: dict, out_dir: str | Path, study: Study = Study()) -> l
     return written
 
 
-TABLE_NAMES: Sequence[str] = ("summary", "comparison", "ladder", "cost")
+TABLE_NAMES: Sequence[str] = ("summary", "comparison", "ladder", "cost", "across")

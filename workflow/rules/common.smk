@@ -21,7 +21,7 @@ except ConfigError as error:
 EXPERIMENT_FILE = "results/mlflow/experiment.json"
 SUMMARY_RUN_FILE = "results/mlflow/summary.json"
 TUNING = "tune" in config  # a tuning stage before the evaluation grid (workflow/rules/tune.smk)
-TABLE_NAMES = ["summary", "comparison", "ladder", "cost", *(["tuning"] if TUNING else [])]
+TABLE_NAMES = ["summary", "comparison", "ladder", "cost", "across", *(["tuning"] if TUNING else [])]
 TABLES = expand("results/tables/{table}.{ext}", table=TABLE_NAMES, ext=["csv", "md", "tex"])
 FIGURES = "reports/figures"
 FIGURE_KINDS = ["learning_curves", "per_class_recall", "accuracy_vs_bytes", "forest"]
