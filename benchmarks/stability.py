@@ -127,8 +127,10 @@ def protocol_table() -> list[str]:
 def stability_table() -> list[str]:
     from fedakd.diagnostics import describe
 
-    lines = ["| method | setting | lr | final balanced accuracy | collapsed | diverged | n |",
-             "|---|---|---|---|---|---|---|"]
+    from fedakd.diagnostics import transient_collapses
+
+    lines = ["| method | setting | lr | final balanced accuracy | collapsed | diverged | collapsed and recovered | n |",
+             "|---|---|---|---|---|---|---|---|"]
     failed_runs = []
     for method, setting, lr in itertools.product(METHODS, SETTINGS, RATES):
         runs = [(seed, _read(OUT / f"lr{lr}" / setting / method / f"seed{seed}")) for seed in SEEDS]
@@ -136,8 +138,9 @@ def stability_table() -> list[str]:
         values = [run["final"]["balanced_accuracy"] for _, run in runs]
         collapsed = sum(bool(run["failure"]["collapsed"]) for _, run in runs)
         diverged = sum(bool(run["failure"]["diverged"]) for _, run in runs)
+        recovered = sum(bool(transient_collapses(run["history"])) for _, run in runs)
         lines.append(f"| {method} | {setting} | {lr} | {_mean_std(values)} | {collapsed} of {len(runs)} | "
-                     f"{diverged} of {len(runs)} | {len(runs)} |")
+                     f"{diverged} of {len(runs)} | {recovered} of {len(runs)} | {len(runs)} |")
         failed_runs += [(method, setting, lr, seed, run) for seed, run in runs
                         if run["failure"]["collapsed"] or run["failure"]["diverged"]]
     lines += ["", "Failed runs (deployed model; diagnostics of the failing round: the worst upload's dead units and "

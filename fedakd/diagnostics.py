@@ -23,6 +23,7 @@ Failure flags, judged per run from its history (``failure_flags``):
   predictions at round r and at every evaluated round after it. The step is ``averaged`` when the
   average of the uploads had already collapsed on the probe (local training did it; averaging passed it
   on), ``server`` when only the server's step did.
+- transient collapses: evaluated rounds collapsed and later recovered from (recorded, not a failure).
 - ``diverged`` at round r: a non-finite weight or loss in a model the method deploys; the step is the
   first of local, averaged, server where it appeared. A diverged run stops training; its remaining
   rounds repeat the frozen model's scores, so that it stays in the statistics with a full curve.
@@ -145,10 +146,20 @@ def collapse_onset(history: Sequence[Mapping[str, Any]], share: float = COLLAPSE
     return {"round": int(onset["round"]), "step": step, "top_class_share": float(onset["top_class_share"])}
 
 
+def transient_collapses(history: Sequence[Mapping[str, Any]], share: float = COLLAPSE_SHARE) -> list[int]:
+    """Evaluated rounds at which the deployed model was collapsed but from which it recovered (not a failure:
+    the run ends healthy; reported because a later round could as well have ended there)."""
+    onset = collapse_onset(history, share)
+    last = onset["round"] if onset else math.inf
+    return [int(r["round"]) for r in history
+            if r.get("top_class_share") is not None and r["top_class_share"] > share and r["round"] < last]
+
+
 def failure_flags(history: Sequence[Mapping[str, Any]], diverged: Mapping[str, Any] | None) -> dict[str, Any]:
     """metrics.json's ``failure``: {"collapsed": None or {round, step, top_class_share},
-    "diverged": None or {round, step, what}}."""
-    return {"collapsed": collapse_onset(history), "diverged": dict(diverged) if diverged else None}
+    "diverged": None or {round, step, what}, "transient_collapses": [rounds collapsed and recovered from]}."""
+    return {"collapsed": collapse_onset(history), "diverged": dict(diverged) if diverged else None,
+            "transient_collapses": transient_collapses(history)}
 
 
 def failed(failure: Mapping[str, Any] | None) -> bool:

@@ -60,6 +60,8 @@ def test_collapse_onset_is_the_round_from_which_it_stays():
     assert collapse_onset(history([0.3, 0.9])) is None  # the threshold itself is not above it
     assert collapse_onset(history([0.3, 1.0], averaged=[0.2, 1.0]))["step"] == "averaged"
     assert collapse_onset(history([0.3, 1.0], averaged=[0.2, 0.4]))["step"] == "server"
+    assert failure_flags(history([0.95, 0.3, 0.95, 0.99]), None)["transient_collapses"] == [1]
+    assert failure_flags(history([0.3, 0.95, 0.6, 0.95, 0.2]), None)["transient_collapses"] == [2, 4]
     flags = failure_flags(history([0.3, 1.0]), None)
     assert describe(flags) == "collapsed from round 2 (server)" and describe(failure_flags(history([0.3]), None)) == "none"
 
@@ -111,10 +113,12 @@ def test_a_model_forced_to_one_class_from_round_2_is_flagged_collapsed_from_roun
     result = run(OneClassFromRound2({}), federation, rounds=4)
     flags = failure_flags(result.history, result.diverged)
     assert flags["collapsed"] == {"round": 2, "step": "server", "top_class_share": 1.0} and flags["diverged"] is None
+    assert flags["transient_collapses"] == []
     assert [r["predicted_classes"] for r in result.history][1:] == [1, 1, 1]
     assert result.history[1][diag_key("server", "top_class_share")] == 1.0
     healthy = run(Method({}), federation, rounds=4)
-    assert failure_flags(healthy.history, healthy.diverged) == {"collapsed": None, "diverged": None}
+    assert failure_flags(healthy.history, healthy.diverged) == {"collapsed": None, "diverged": None,
+                                                                 "transient_collapses": []}
     assert healthy.history[-1]["predicted_classes"] >= 5
 
 

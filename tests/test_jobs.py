@@ -52,7 +52,7 @@ def test_train_writes_metrics_and_a_finished_run(digits_config, tmp_path, capsys
     assert run.data.tags["job_key"] == "digits/lt10-dir1/fedakd/seed0"
     assert run.data.tags["partition_sha256"] == metrics["partition_sha256"]
     assert len(client.get_metric_history(run.info.run_id, "accuracy")) == 3
-    assert metrics["failure"] == {"collapsed": None, "diverged": None}
+    assert metrics["failure"] == {"collapsed": None, "diverged": None, "transient_collapses": []}
     assert (run.data.tags["collapsed"], run.data.tags["diverged"]) == ("no", "no")
     assert len(client.get_metric_history(run.info.run_id, "diag/server/dead_units")) == 3  # diagnostics per round
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
