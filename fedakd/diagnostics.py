@@ -40,10 +40,12 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-#: One class above this share of the balanced test set's predictions is a collapse. With C classes and
-#: share s, balanced accuracy is at most 1/C + (1 - s): at s = 0.9 and C = 10, 0.2, within 10 points of
-#: chance, while the most head-heavy healthy model measured here (fedavg, lt100, round 1) gives its top
-#: class 0.47 of the predictions.
+#: One class above this share of the balanced test set's predictions is a collapsed round. With C classes
+#: and share s, balanced accuracy is at most 1/C + (1 - s): at s = 0.9 and C = 10, 0.2, within 10 points of
+#: chance. A collapsed round alone is not a failure: FedAvg on the imbalance-100 pool predicts one class
+#: in some early rounds and recovers (benchmarks/stability.py: 10 of 10 runs), so a run is flagged only
+#: when the state lasts to its end; the rounds it recovered from are recorded as transient. Measured in
+#: that study, no unflagged run ended with a top share above 0.894.
 COLLAPSE_SHARE = 0.9
 #: Test inputs the per-stage diagnostics run on (evenly strided over the test set, so balanced like it).
 PROBE_SIZE = 256
