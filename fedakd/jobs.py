@@ -343,7 +343,8 @@ def track_job(out_dir: str | Path, *, tracking_uri: str, experiment_id: str) -> 
                **{f"optimistic_best_round_{k}": v for k, v in best.items()
                   if k not in ("per_class_recall", "round") and v is not None},
                **metrics["client_counters"], **{f"cost_{k}": v for k, v in metrics["cost"].items()},
-               **{f"{kind}_round": entry["round"] for kind, entry in (metrics.get("failure") or {}).items() if entry}}
+               **{f"{kind}_round": entry["round"] for kind in ("collapsed", "diverged")
+                  if (entry := (metrics.get("failure") or {}).get(kind))}}
     job = metrics["job"]
     commit = metrics["git_commit"]
     tags = {"dataset": job["dataset"], "setting": job["setting"], "method": job["method"],

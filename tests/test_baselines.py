@@ -338,10 +338,10 @@ def smoke():
 
 
 @pytest.mark.parametrize("override, expected", [
-    ("methods.fedprox.mu=-0.1", "methods.fedprox.mu: -0.1 -- a number >= 0"),
-    ("methods.fedlc.tau=-1", "methods.fedlc.tau: -1 -- a number >= 0"),
+    ("methods.fedprox.mu=-0.1", "methods.fedprox.mu: -0.1 -- a finite number >= 0"),
+    ("methods.fedlc.tau=-1", "methods.fedlc.tau: -1 -- a finite number >= 0"),
     ("methods.fedavg-cw.weighting=sqrt", "methods.fedavg-cw.weighting: 'sqrt' -- one of 'inverse', 'effective'"),
-    ("methods.fedntd.tau=0", "methods.fedntd.tau: 0 -- a number > 0"),
+    ("methods.fedntd.tau=0", "methods.fedntd.tau: 0 -- a finite number > 0"),
     ("methods.creff.features_per_class=0", "methods.creff.features_per_class: 0 -- an integer >= 1"),
     ("federation.proxy_per_class=0", "federation.proxy_per_class: 0 -- at least 1: methods "),
 ])

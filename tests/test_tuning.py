@@ -65,7 +65,7 @@ def test_tuning_and_evaluation_jobs_differ_only_where_they_should():
     (lambda c: c["tune"]["methods"]["fedprox"].update(alpha=[1.0, 2.0]),
      "tune.methods.fedprox.alpha: [1.0, 2.0] -- an option of fedprox: mu"),
     (lambda c: c["tune"]["methods"]["fedprox"].update(mu=[]), "tune.methods.fedprox.mu: [] -- a non-empty list"),
-    (lambda c: c["tune"]["methods"]["fedprox"].update(mu=[0.01, -1.0]), "tune.methods.fedprox.mu[1]: -1.0 -- a number >= 0"),
+    (lambda c: c["tune"]["methods"]["fedprox"].update(mu=[0.01, -1.0]), "tune.methods.fedprox.mu[1]: -1.0 -- a finite number >= 0"),
     (lambda c: c["tune"].update(seeds=[1, 7]), "tune.seeds[0]: 1 -- a seed that is not an evaluation seed"),
     (lambda c: c["tune"]["methods"]["fedprox"].update(mu=[0.01, 0.1, 1.0]),
      "tune.methods.fedprox: {'mu': [0.01, 0.1, 1.0]} -- at most tune.budget = 2 candidates (unequal budgets"),
