@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from baselines.fedavg import FedAvg
-from fedakd.distill import (DISTILL_OPTIONS, GUARD_OPTIONS, guard_problems, needs_validation_split,
+from fedakd.distill import (DISTILL_OPTIONS, GUARD_OPTIONS, accuracy, guard_problems, needs_validation_split,
                             require_transfer_set, teacher_outputs, train_on_transfer_set, validation_data)
 
 if TYPE_CHECKING:
@@ -79,14 +79,11 @@ class FedDF(FedAvg):
         (all of them if none is)."""
         if not self.options["drop_below_chance"]:
             return uploads
-        from fedakd.engine import predict_logits
-
         _, val_x, val_y = validation_data(ctx, self.options)
         kept = []
         for upload in uploads:
             ctx.spare_flat.copy_(upload.weights)
-            accuracy = float((predict_logits(ctx.spare, val_x).argmax(dim=1) == val_y).double().mean())
-            if accuracy >= 1.0 / ctx.num_classes:
+            if accuracy(ctx.spare, val_x, val_y) >= 1.0 / ctx.num_classes:
                 kept.append(upload)
         ctx.notes["server/teachers_kept"] = len(kept) if kept else len(uploads)
         return kept or uploads

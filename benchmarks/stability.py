@@ -156,36 +156,30 @@ def stability_table() -> list[str]:
     return lines
 
 
+def _median_over_seeds(runs, key: str, pick) -> str:
+    """The median over runs of ``pick`` (max or min) of diag/<key> over a run's rounds."""
+    import statistics
+
+    values = [pick(v) for run in runs if (v := [r[f"diag/{key}"] for r in run["history"]
+                                                 if r.get(f"diag/{key}") is not None])]
+    return f"{statistics.median(values):.3g}" if values else "-"
+
+
 def mechanism_table() -> list[str]:
     """What the diagnostics show, per method, setting and rate: over a run's rounds, the largest head input
     and dead-unit share of the worst upload, the lowest attention entropy of any upload, and the deployed
-    model's dead units at the end (medians over seeds)."""
-    import statistics
-
+    model's dead units at the last round (medians over seeds)."""
     lines = ["| method | setting | lr | worst upload: largest head input | worst upload: dead units | "
              "lowest upload attention entropy | deployed: dead units at the end |", "|---|---|---|---|---|---|---|"]
     for method, setting, lr in itertools.product(METHODS, SETTINGS, RATES):
         runs = [run for seed in SEEDS if (run := _read(OUT / f"lr{lr}" / setting / method / f"seed{seed}"))]
-        if not runs:
-            continue
-
-        def median(key, pick):
-            values = [pick(r.get(f"diag/{key}") for r in run["history"]) for run in runs]
-            values = [v for v in values if v is not None]
-            return f"{statistics.median(values):.3g}" if values else "-"
-
-        def largest(values):
-            return max((v for v in values if v is not None), default=None)
-
-        def smallest(values):
-            return min((v for v in values if v is not None), default=None)
-
-        final_dead = [run["history"][-1].get("diag/server/dead_units") for run in runs]
-        final_dead = [v for v in final_dead if v is not None]
-        lines.append(f"| {method} | {setting} | {lr} | {median('local_max/embed_max', largest)} | "
-                     f"{median('local_max/dead_units', largest)} | {median('local_min/attention_entropy', smallest)} | "
-                     f"{statistics.median(final_dead):.3g} |" if final_dead else "")
-    return [line for line in lines if line]
+        if runs:
+            last = [{"history": run["history"][-1:]} for run in runs]
+            lines.append(f"| {method} | {setting} | {lr} | {_median_over_seeds(runs, 'local_max/embed_max', max)} | "
+                         f"{_median_over_seeds(runs, 'local_max/dead_units', max)} | "
+                         f"{_median_over_seeds(runs, 'local_min/attention_entropy', min)} | "
+                         f"{_median_over_seeds(last, 'server/dead_units', max)} |")
+    return lines
 
 
 def table() -> int:

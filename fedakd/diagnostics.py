@@ -98,8 +98,9 @@ def model_diagnostics(model, flat: "torch.Tensor", weights: "torch.Tensor", prob
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        features, logits, attention = model.inspect(probe_x)
-        embedded = features if model.attention is None else model.attention(features)[0]
+        features = model.features(probe_x)  # one pass: f, then what the head sees, then the logits
+        embedded, attention = (features, None) if model.attention is None else model.attention(features)
+        logits = model.head(embedded)
     model.train(was_training)
     logits = logits.float()
     distinct, share = prediction_summary(logits.argmax(dim=1).cpu().numpy(), num_classes)

@@ -89,11 +89,11 @@ def held_out_transfer(proxy_y, share: float):
     return (~held).nonzero().flatten(), held.nonzero().flatten()
 
 
-def _accuracy(ctx, x, y) -> float:
+def accuracy(model, x, y) -> float:
+    """Accuracy of ``model`` on labelled server data (x, y on the device)."""
     from fedakd.engine import predict_logits
 
-    predicted = predict_logits(ctx.model, x).argmax(dim=1)
-    return float((predicted == y).double().mean())
+    return float((predict_logits(model, x).argmax(dim=1) == y).double().mean())
 
 
 def _clip_gradients(params, max_norm: float) -> None:
@@ -152,11 +152,10 @@ def train_on_transfer_set(ctx, *, steps: int, lr: float, batch_size: int, loss_f
     optimizer = Adam(model.parameters(), lr=lr)
     generator = ctx.generator(STREAM_SERVER)
     n = ctx.proxy_x.shape[0] if train_positions is None else int(train_positions.numel())
-    batch_size = min(batch_size, n) if train_positions is not None else batch_size
     cosine, clip = guard.get("schedule") == "cosine", float(guard.get("grad_clip", 0.0))
     every, patience = guard.get("validate_every", 100), guard.get("patience", 0)
     best_score = best_weights = best_step = None
-    init_score = _accuracy(ctx, val_x, val_y) if val_x is not None else None
+    init_score = accuracy(model, val_x, val_y) if val_x is not None else None
     model.train()
     order, cursor, taken = torch.randperm(n, generator=generator), 0, 0
     for step in range(1, steps + 1):
@@ -178,7 +177,7 @@ def train_on_transfer_set(ctx, *, steps: int, lr: float, batch_size: int, loss_f
         optimizer.step()
         taken = step
         if val_x is not None and (step % every == 0 or step == steps):
-            score = _accuracy(ctx, val_x, val_y)
+            score = accuracy(model, val_x, val_y)
             model.train()
             if best_score is None or score > best_score:
                 best_score, best_weights, best_step = score, ctx.flat.clone(), step

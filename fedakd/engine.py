@@ -550,7 +550,7 @@ def run_federation(method, data: FederatedData, setup: RunSetup, *, checkpoint: 
         due = r % eval_every == 0 or r == rounds
         t0 = time.perf_counter()
         if server.diverged is not None:  # a diverged model is frozen: its scores repeat, nothing trains
-            record = {**(server.history[-1] if server.history else {}), "round": r}
+            record = {**server.history[-1], "round": r}  # the diverged round was evaluated
             if due:
                 server.history.append(record)
             timing = {"round": r, "client_seconds": 0.0, "server_seconds": 0.0, "eval_seconds": 0.0}

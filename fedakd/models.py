@@ -63,12 +63,6 @@ class Classifier(nn.Module):
             features, attention = self.attention(features)
         return self.head(features), attention
 
-    def inspect(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Backbone features f, logits and attention (None without) in one pass: what diagnostics read."""
-        features = self.features(x)
-        embedded, attention = (features, None) if self.attention is None else self.attention(features)
-        return features, self.head(embedded), attention
-
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """What the head sees: the backbone's features, attention-weighted when the model has attention."""
         features = self.features(x)

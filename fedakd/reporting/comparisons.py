@@ -79,7 +79,7 @@ def declared_comparisons(config: dict[str, Any]) -> list[tuple[str, str]]:
 def _differences(block, method: str, baseline: str, metric: str, without_failed: bool = False) -> np.ndarray:
     """Per-seed method - baseline over the seeds both have and where the metric is defined; with
     ``without_failed``, only the seeds where neither run collapsed or diverged (the sensitivity line)."""
-    if without_failed and "failed" in block:
+    if without_failed:
         block = block[~block["failed"].astype(bool)]
     a = block[block["method"] == method].set_index("seed")[metric]
     b = block[block["method"] == baseline].set_index("seed")[metric]
@@ -88,7 +88,7 @@ def _differences(block, method: str, baseline: str, metric: str, without_failed:
 
 
 def _failed_count(block, method: str) -> int:
-    return int(block.loc[block["method"] == method, "failed"].astype(bool).sum()) if "failed" in block else 0
+    return int(block.loc[block["method"] == method, "failed"].astype(bool).sum())
 
 
 def probability_of_improvement(block, method: str, baseline: str, metric: str) -> float:

@@ -123,15 +123,14 @@ def summary_table(frame, study: Study = Study()):
     for (dataset, setting, method), group in frame.groupby(GROUP_KEYS, sort=False):
         row = {"dataset": dataset, "setting": setting, "method": method, "n_seeds": len(group),
                "reference": method in study.references,
-               "n_collapsed": int(group["collapsed"].astype(bool).sum()) if "collapsed" in group else 0,
-               "n_diverged": int(group["diverged"].astype(bool).sum()) if "diverged" in group else 0}
+               "n_collapsed": int(group["collapsed"].astype(bool).sum()),
+               "n_diverged": int(group["diverged"].astype(bool).sum())}
         for metric in METRIC_KEYS:
             stats = _stats(group[metric].dropna().to_numpy(dtype=float))
             row.update({f"{metric}_{name}": value for name, value in zip(SUMMARY_STATS, stats)})
         total_rounds = int(group["rounds"].iloc[0])
         late, reach, rises, converged = [], [], [], 0
-        failed = group["failed"].astype(bool) if "failed" in group else [False] * len(group)
-        for history, seed_failed in zip(group["ba_history"], failed):
+        for history, seed_failed in zip(group["ba_history"], group["failed"].astype(bool)):
             rounds, values = curves.curve(history, "balanced_accuracy")
             late.append(curves.late_mean(rounds, values, total_rounds, study.window))
             reach.append(curves.rounds_to_reach(rounds, values, study.reach))
