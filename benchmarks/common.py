@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import itertools
 import platform
+import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,3 +102,30 @@ def default_options(method_name: str) -> dict[str, Any]:
     from fedakd.config import validate_method_options
 
     return validate_method_options(method_name, {})
+
+
+def train_jobs(jobs, config: Path, out_root: Path, workers: int) -> int:
+    """Train every job of ``jobs`` -- (out folder, overrides, method, setting, seed) -- whose metrics.json is
+    missing, with ``fedakd train --no-track``, ``workers`` at a time, one torch thread each. A killed study
+    resumes: finished jobs are skipped, interrupted ones resume from their checkpoint."""
+    todo = [job for job in jobs if not (job[0] / "metrics.json").exists()]
+    stage(f"{len(todo)} jobs to train, {workers} at a time")
+    failures = []
+
+    def train(job):
+        out, overrides, method, setting, seed = job
+        command = [str(Path(sys.executable).with_name("fedakd")), "train", "--config", str(config), "--dataset",
+                   DATASET, "--setting", setting, "--method", method, "--seed", str(seed), "--out", str(out),
+                   "--no-track", "--threads", "1", *itertools.chain.from_iterable(("--set", o) for o in overrides)]
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "train.log", "w") as log:
+            done = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        stage(f"{'done' if done.returncode == 0 else 'FAILED'}: {out.relative_to(out_root)}")
+        if done.returncode != 0:
+            failures.append(out)
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(train, todo))
+    for out in failures:
+        print(f"failed: {out} (see its train.log)", file=sys.stderr)
+    return 1 if failures else 0

@@ -23,12 +23,10 @@ import argparse
 import itertools
 import json
 import math
-import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.common import ROOT, machine_info, stage
+from benchmarks.common import ROOT, machine_info, train_jobs
 
 CONFIG = ROOT / "config" / "stability.yaml"
 OUT = ROOT / "results" / "stability"
@@ -61,27 +59,7 @@ def _jobs():
 
 
 def run(workers: int) -> int:
-    todo = [job for job in _jobs() if not (job[0] / "metrics.json").exists()]
-    stage(f"{len(todo)} jobs to train, {workers} at a time")
-    failures = []
-
-    def train(job):
-        out, overrides, method, setting, seed = job
-        command = [str(Path(sys.executable).with_name("fedakd")), "train", "--config", str(CONFIG), "--dataset", "fashion-mnist",
-                   "--setting", setting, "--method", method, "--seed", str(seed), "--out", str(out), "--no-track",
-                   "--threads", "1", *itertools.chain.from_iterable(("--set", o) for o in overrides)]
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "train.log", "w") as log:
-            done = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        stage(f"{'done' if done.returncode == 0 else 'FAILED'}: {out.relative_to(OUT)}")
-        if done.returncode != 0:
-            failures.append(out)
-
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(train, todo))
-    for out in failures:
-        print(f"failed: {out} (see its train.log)", file=sys.stderr)
-    return 1 if failures else 0
+    return train_jobs(_jobs(), CONFIG, OUT, workers)
 
 
 def _read(out: Path):

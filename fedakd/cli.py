@@ -1,8 +1,9 @@
 """Command line: `fedakd validate | partition | train | ui-link`.
 
-Predictable problems (a bad config value, missing data, a tampered partition)
-end with one line naming the problem and the fix, exit status 2, and nothing
-half-written; anything else is a bug and keeps its traceback.
+Predictable problems (a bad config value, missing data, a tampered partition, a
+read-only folder, a damaged store: fedakd.errors) end with one line naming the
+problem and the fix, exit status 2, and nothing half-written; anything else is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,20 +12,6 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from fedakd.config import ConfigError
-    from fedakd.data import DataError
-    from fedakd.engine import DeviceError
-    from fedakd.io import UnreadableFileError
-    from fedakd.jobs import JobError
-    from fedakd.partition import PartitionError
-    from fedakd.registry import UnknownMethodError
-    from fedakd.tracking import TrackingError
-
-    return (ConfigError, DataError, DeviceError, JobError, PartitionError, TrackingError, UnknownMethodError,
-            UnreadableFileError)
 
 
 def _add_job_arguments(parser: argparse.ArgumentParser, *, method: bool) -> None:
@@ -103,19 +90,20 @@ def run(args: argparse.Namespace, callbacks=()) -> None:
     else:
         job = job_spec(config, dataset=args.dataset, setting=args.setting, method=args.method, seed=args.seed)
         jobs.preflight(Path(args.out), None if args.no_track else job.tracking_uri)
-        experiment_id = args.experiment_id
         if not args.no_track:  # a lost or wrong tracking URI is found before any work, not after training
-            from fedakd.tracking import connect, ensure_experiment
+            from fedakd.tracking import connect
 
-            if experiment_id is None:
-                experiment_id = ensure_experiment(job.tracking_uri, job.experiment, job.tracking)  # connects first
-            else:
-                connect(job.tracking_uri, job.tracking)
+            connect(job.tracking_uri, job.tracking)
         metrics = jobs.train_job(job, out_dir=args.out, partition_dir=args.partition, threads=args.threads,
                                  callbacks=callbacks)
         final = metrics["final"]
-        run = ("not logged (--no-track)" if args.no_track else
-               jobs.track_job(args.out, tracking_uri=job.tracking_uri, experiment_id=experiment_id))
+        if args.no_track:
+            run = "not logged (--no-track)"
+        else:  # the experiment is made only now, so that a job refused on the way leaves the store untouched
+            from fedakd.tracking import ensure_experiment
+
+            experiment_id = args.experiment_id or ensure_experiment(job.tracking_uri, job.experiment, job.tracking)
+            run = jobs.track_job(args.out, tracking_uri=job.tracking_uri, experiment_id=experiment_id)
         print(f"{job.key}: final accuracy {final['accuracy']:.4f}, minority recall {final['minority_recall']}, "
               f"mlflow run {run}")
 
@@ -126,10 +114,13 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         run(args, callbacks)
-    except _user_errors() as exc:
-        if args.debug:
+    except Exception as exc:
+        from fedakd.errors import explain
+
+        line = None if args.debug else explain(exc)
+        if line is None:
             raise
-        print(f"fedakd: error: {exc}", file=sys.stderr)
+        print(f"fedakd: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fedakd: interrupted; rerun the same command to resume", file=sys.stderr)

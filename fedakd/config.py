@@ -302,6 +302,14 @@ def _check_amp(config: dict, skip) -> list[Problem]:
     return [Problem(("amp",), True, "mixed precision runs on CUDA only: set amp: false, or device: auto or cuda")]
 
 
+def _check_tracking_uri(config: dict, skip) -> list[Problem]:
+    from fedakd.tracking import uri_problem
+
+    if skip(("tracking_uri",)) or (problem := uri_problem(config["tracking_uri"])) is None:
+        return []
+    return [Problem(("tracking_uri",), config["tracking_uri"], problem)]
+
+
 def method_options(entry: dict) -> dict:
     """A ``methods.<name>`` entry without its ``method`` key: the options the method class receives."""
     return {key: value for key, value in entry.items() if key != "method"}
@@ -381,6 +389,7 @@ def _semantic_problems(config: dict, schema_found: list[Problem]) -> list[Proble
     problems += _check_federation(config, specs, skip)
     problems += _check_backbone(config, specs, skip)
     problems += _check_amp(config, skip)
+    problems += _check_tracking_uri(config, skip)
     if not unusable("methods"):
         problems += _check_methods(config, skip)
         problems += _check_comparisons(config, skip)

@@ -352,6 +352,10 @@ class DeviceError(RuntimeError):
     """The config asks for a device this machine does not have."""
 
 
+class CheckpointError(RuntimeError):
+    """A job's checkpoint cannot be resumed from (damaged, or written by another job)."""
+
+
 def resolve_device(requested: str) -> torch.device:
     """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
     if requested == "auto":
@@ -406,10 +410,15 @@ def restore_checkpoint(checkpoint: Checkpoint, server: _Server, method, device: 
     """Load a saved round into ``server`` and ``method``; False when there is none to load."""
     if not checkpoint.path.exists():
         return False
-    state = torch.load(checkpoint.path, map_location="cpu", weights_only=True)
-    if state.get("extra") != dict(checkpoint.identity):
-        raise RuntimeError(f"checkpoint {checkpoint.path} belongs to a different job or configuration; "
-                           f"delete it to start this job afresh")
+    try:
+        state = torch.load(checkpoint.path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: zip, unpickling and EOF errors alike
+        reason = str(exc).split(". ")[0] or "damaged"  # torch's zip reader adds a paragraph of advice
+        raise CheckpointError(f"checkpoint {checkpoint.path} cannot be read ({type(exc).__name__}: {reason}); "
+                              f"delete it to start this job afresh") from None
+    if not isinstance(state, dict) or state.get("extra") != dict(checkpoint.identity):
+        raise CheckpointError(f"checkpoint {checkpoint.path} belongs to a different job or configuration; "
+                              f"delete it to start this job afresh")
     server.global_weights.copy_(state["global_weights"].to(device))
     if state.get("eval_weights") is not None:
         server.eval_weights = state["eval_weights"].to(device)

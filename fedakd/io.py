@@ -61,11 +61,12 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write_text(path, text + "\n")
 
 
-def read_json(path: str | os.PathLike, what: str = "file") -> Any:
-    """Parse a JSON file; a missing or corrupt one raises UnreadableFileError naming the path."""
+def read_json(path: str | os.PathLike, what: str = "file") -> dict[str, Any]:
+    """Parse a JSON file that holds an object (every file the suite writes does); a missing or corrupt one,
+    or one that holds another JSON value, raises UnreadableFileError naming the path."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UnreadableFileError(f"{what} {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -73,3 +74,10 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
             f"{what} {path} is not valid JSON ({exc}); it was damaged or hand-edited: "
             f"delete it and rerun the step that wrote it"
         ) from None
+    except OSError as exc:
+        raise UnreadableFileError(f"{what} {path} cannot be read ({exc.strerror}); fix its permissions or "
+                                  f"rerun the step that wrote it") from None
+    if not isinstance(value, dict):
+        raise UnreadableFileError(f"{what} {path} holds a JSON {type(value).__name__}, not the object the suite "
+                                  f"writes; it was damaged or hand-edited: delete it and rerun the step that wrote it")
+    return value

@@ -187,6 +187,29 @@ def _finished_metrics(job: JobSpec, metrics_path: Path, out_dir: Path) -> dict[s
     return existing
 
 
+#: The federation's options that make local training step harder, suspects when a run diverges.
+STEP_OPTIONS = ("lr", "momentum", "local_epochs")
+
+
+def _divergence_hint(job: JobSpec, step: str) -> str:
+    """What to change after a divergence: the step-size options this job set away from their defaults (the
+    federation's and the method's own; the method's first when the server's step diverged), else the
+    learning rates in general."""
+    from fedakd.config import load_schema, validate_method_options
+
+    federation_defaults = load_schema()["properties"]["federation"]["properties"]
+    method_defaults = validate_method_options(job.method_class, {})
+    changed = [f"federation.{key}={job.federation[key]!r} (default {federation_defaults[key]['default']!r})"
+               for key in STEP_OPTIONS if job.federation[key] != federation_defaults[key]["default"]]
+    changed += [f"methods.{job.method}.{key}={value!r} (default {method_defaults.get(key)!r})"
+                for key, value in job.method_options.items() if method_defaults.get(key) != value]
+    # learning rates first (the usual cause), the method's own first when its server step diverged
+    changed.sort(key=lambda option: ("lr=" not in option, step == "server" and option.startswith("federation.")))
+    if not changed:
+        return "; every option is at its default: lower federation.lr or the method's own learning rates"
+    return "; set away from their defaults: " + ", ".join(changed) + ": undo or lower the one that made the steps too large"
+
+
 #: Free space a job needs before it starts: its checkpoint (a few MB for the suite's models), metrics.json,
 #: artifacts and figures, with room to spare.
 MIN_FREE_BYTES = 64 * 2**20
@@ -277,8 +300,7 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
     failure = failure_flags(result.history, result.diverged)
     if failed(failure):
         log.warning("%s: training %s; the run is kept and flagged in metrics.json (failure)%s", job.key,
-                    describe(failure), "; lower federation.lr or the method's own learning rates"
-                    if failure["diverged"] else "")
+                    describe(failure), _divergence_hint(job, failure["diverged"]["step"]) if failure["diverged"] else "")
     metrics = {
         "job": {"dataset": job.dataset, "setting": job.setting, "method": job.method,
                 "method_class": job.method_class, "seed": job.seed,

@@ -11,7 +11,8 @@ stage's parameters never shifts the draws of another:
    ``quantity``; the last three follow NIID-Bench).
 
 It is saved once per (dataset, setting, seed) as ``indices.npz`` + ``manifest.json`` and
-reused by every method; the SHA-256 over the indices ties every run to it. The parameters come
+reused by every method; the SHA-256 over the indices ties every run to it, and a second one over
+the whole manifest (``record_sha256``) refuses a hand-edited class count or class group. The parameters come
 resolved and checked (fedakd.spec.PartitionSpec, made by fedakd.config); what is checked here
 depends on the data (a class too small for the transfer set, a pool too small for the clients).
 """
@@ -19,6 +20,7 @@ depends on the data (a class too small for the transfer set, a pool too small fo
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import zipfile
 from dataclasses import dataclass
@@ -27,12 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from fedakd.io import atomic_path, atomic_write_json, read_json
+from fedakd.io import atomic_path, atomic_write_json, json_safe, read_json
 from fedakd.seeding import numpy_rng
 from fedakd.spec import PartitionSpec
 
 #: 2: params are the resolved PartitionSpec and its digest; an optional validation array.
-FORMAT_VERSION = 2
+#: 3: record_sha256 covers every other manifest field (class counts and groups were outside any hash).
+FORMAT_VERSION = 3
 INDICES_FILE = "indices.npz"
 MANIFEST_FILE = "manifest.json"
 
@@ -60,8 +63,8 @@ class Partition:
     sha256: str
 
     def manifest(self) -> dict[str, Any]:
-        """The manifest.json record (the partition contract of ARCHITECTURE.md)."""
-        return {
+        """The manifest.json record (the partition contract of ARCHITECTURE.md), sealed by record_sha256."""
+        record = {
             "format_version": FORMAT_VERSION,
             "dataset": self.params["dataset"],
             "seed": self.params["seed"],
@@ -73,8 +76,9 @@ class Partition:
             "client_sizes": [len(indices) for indices in self.client_indices],
             "proxy_counts": [int(n) for n in self.proxy_counts],
             "validation_size": int(len(self.validation_indices)),
-            "groups": {name: list(classes) for name, classes in self.groups.items()},
+            "groups": {name: [int(c) for c in classes] for name, classes in self.groups.items()},
         }
+        return {**record, "record_sha256": record_sha256(record)}
 
 
 # -- class-count profiles --------------------------------------------------------------------
@@ -172,6 +176,14 @@ def partition_sha256(proxy_indices, client_indices, validation_indices=()) -> st
     return digest.hexdigest()
 
 
+def record_sha256(record: dict[str, Any]) -> str:
+    """SHA-256 of a manifest's fields (all but record_sha256 itself) as canonical JSON: sorted keys, no
+    spaces, finite numbers only. Any edit of a field a run reads (class counts, groups, sizes) changes it."""
+    fields = json_safe({key: value for key, value in record.items() if key != "record_sha256"})
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def save_partition(partition: Partition, out_dir) -> Path:
     """Write indices.npz, then manifest.json (each atomically): a manifest means complete indices."""
     out_dir = Path(out_dir)
@@ -210,48 +222,86 @@ def _read_indices(path: Path, num_clients: int, with_validation: bool, out_dir: 
     return arrays
 
 
+def _int_list(value: Any, length: int | None = None, *, below: int | None = None) -> list[int]:
+    """``value`` as a list of non-negative ints (of ``length``, each below ``below``), else TypeError."""
+    ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    if not ok or (length is not None and len(value) != length) or (below is not None and any(v >= below for v in value)):
+        raise TypeError(f"{value!r:.80} is not a list of{'' if length is None else f' {length}'} non-negative integers"
+                        f"{'' if below is None else f' below {below}'}")
+    return value
+
+
+def _manifest_fields(manifest: Any) -> dict[str, Any]:
+    """The typed fields of a manifest; TypeError or KeyError naming the first that is wrong."""
+    def field(name: str, kind: type):
+        value = manifest[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(f"{name} is {value!r:.80}, not {'an integer' if kind is int else f'a {kind.__name__}'}")
+        return value
+
+    num_classes = field("num_classes", int)
+    client_sizes = _int_list(manifest["client_sizes"])
+    client_class_counts = field("client_class_counts", list)
+    for row in client_class_counts:
+        _int_list(row, num_classes)
+    if len(client_class_counts) != len(client_sizes):
+        raise TypeError(f"client_class_counts has {len(client_class_counts)} rows for {len(client_sizes)} clients")
+    groups = field("groups", dict)
+    return {
+        "sha256": field("sha256", str), "record_sha256": field("record_sha256", str),
+        "validation_size": field("validation_size", int), "params": field("params", dict),
+        "num_clients": len(client_sizes), "client_sizes": client_sizes,
+        "partition": {
+            "num_classes": num_classes,
+            "class_counts": np.asarray(_int_list(manifest["class_counts"], num_classes), dtype=np.int64),
+            "client_class_counts": np.asarray(client_class_counts, dtype=np.int64).reshape(-1, num_classes),
+            "proxy_counts": np.asarray(_int_list(manifest["proxy_counts"], num_classes), dtype=np.int64),
+            "groups": {name: _int_list(groups[name], below=num_classes) for name in ("head", "medium", "tail", "minority")},
+            "params": manifest["params"],
+        },
+    }
+
+
 def load_partition(out_dir, spec: PartitionSpec | None = None) -> Partition:
-    """Read a saved partition, refusing it unless the indices hash to the manifest's sha256 and,
-    when ``spec`` is given, it was made from exactly that spec."""
+    """Read a saved partition, refusing it unless its fields have the right types, the manifest hashes to
+    its record_sha256, the indices hash to its sha256 and, when ``spec`` is given, it was made from exactly
+    that spec."""
     out_dir = Path(out_dir)
     manifest_path = out_dir / MANIFEST_FILE
     try:
         manifest = read_json(manifest_path, what="partition manifest")
     except ValueError:
-        raise _refuse(manifest_path, "is missing or not valid JSON", out_dir) from None
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+        raise _refuse(manifest_path, "is missing or not a valid JSON object", out_dir) from None
+    version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise _refuse(manifest_path, f"has format_version {version!r}, this code reads {FORMAT_VERSION}", out_dir)
     try:
-        num_clients = len(manifest["client_sizes"])
-        expected_sha = manifest["sha256"]
-        with_validation = int(manifest["validation_size"]) > 0
-        made_from = manifest["params"]["spec_digest"]
-        fields = {
-            "num_classes": int(manifest["num_classes"]),
-            "class_counts": np.asarray(manifest["class_counts"], dtype=np.int64),
-            "client_class_counts": np.asarray(manifest["client_class_counts"], dtype=np.int64),
-            "proxy_counts": np.asarray(manifest["proxy_counts"], dtype=np.int64),
-            "groups": {name: list(manifest["groups"][name]) for name in ("head", "medium", "tail", "minority")},
-            "params": manifest["params"],
-        }
+        fields = _manifest_fields(manifest)
+        made_from = fields["params"]["spec_digest"]
     except (KeyError, TypeError, ValueError) as exc:
-        raise _refuse(manifest_path, f"lacks or garbles a field ({exc!r})", out_dir) from None
+        raise _refuse(manifest_path, f"lacks or garbles a field ({exc})", out_dir) from None
+    try:
+        sealed = record_sha256(manifest) == fields["record_sha256"]
+    except ValueError:  # a NaN or infinity somewhere in it
+        sealed = False
+    if not sealed:
+        raise _refuse(manifest_path, "was changed after it was written (its fields no longer hash to its "
+                                     "record_sha256)", out_dir)
     if spec is not None and made_from != spec.digest:
         differing = sorted(key for key, value in spec.to_dict().items() if manifest["params"].get(key) != value)
         raise PartitionError(
             f"partition {out_dir} was made with other parameters than this job ({', '.join(differing) or 'spec'} "
             f"differ); delete {out_dir} and rerun the partition step (or `fedakd partition`)"
         )
-    arrays = _read_indices(out_dir / INDICES_FILE, num_clients, with_validation, out_dir)
-    clients = [arrays[f"client_{i}"] for i in range(num_clients)]
+    arrays = _read_indices(out_dir / INDICES_FILE, fields["num_clients"], fields["validation_size"] > 0, out_dir)
+    clients = [arrays[f"client_{i}"] for i in range(fields["num_clients"])]
     validation = arrays.get("validation", np.zeros(0, dtype=np.int64))
     found_sha = partition_sha256(arrays["proxy"], clients, validation)
-    if found_sha != expected_sha:
+    if found_sha != fields["sha256"]:
         raise _refuse(out_dir / INDICES_FILE, f"has sha256 {found_sha}, but {MANIFEST_FILE} records "
-                                              f"{expected_sha} (changed or from another run)", out_dir)
+                                              f"{fields['sha256']} (changed or from another run)", out_dir)
     return Partition(client_indices=clients, proxy_indices=arrays["proxy"], validation_indices=validation,
-                     sha256=found_sha, **fields)
+                     sha256=found_sha, **fields["partition"])
 
 
 def _check_labels(labels, num_classes: int) -> np.ndarray:

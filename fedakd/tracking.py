@@ -46,8 +46,22 @@ EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_deve
 SUMMARY_TAG = "fedakd.summary"
 
 
+#: The URI schemes of MLflow's stores (a database's may name its driver: postgresql+psycopg2://).
+TRACKING_SCHEMES = ("", "file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 class TrackingError(RuntimeError):
     """The tracking store cannot take this job's run (unreachable, lost, or inconsistent)."""
+
+
+def uri_problem(tracking_uri: str) -> str | None:
+    """What a tracking URI must be, when it is not a store MLflow can open; None when it is one."""
+    scheme = urllib.parse.urlparse(tracking_uri).scheme.split("+")[0]
+    if scheme in TRACKING_SCHEMES and (scheme != "sqlite" or tracking_uri.startswith("sqlite:///")):
+        return None
+    return ("an MLflow store: sqlite:///path/to/mlflow.db, http(s)://host:port of an MLflow server, "
+            "postgresql://, mysql:// or mssql:// of a database, or a folder")
 
 
 def configure_http(tracking: Mapping[str, Any] | None = None) -> None:
@@ -64,7 +78,8 @@ def check_reachable(tracking_uri: str, timeout: float = TRACKING_DEFAULTS["conne
     """Raise TrackingError, in at most about ``timeout`` seconds, if the tracking URI does not answer.
 
     http(s): GET <uri>/health (every MLflow server has it); a database URI: a TCP connection to its
-    host and port; sqlite: the folder of the file can be created. Other schemes are not checked.
+    host and port; sqlite: the folder of the file can be created, and the file, if there is one, is an
+    SQLite database. A scheme MLflow has no store for is refused; a folder (file:) is not checked.
     """
     parsed = urllib.parse.urlparse(tracking_uri)
     scheme = parsed.scheme.split("+")[0]
@@ -100,6 +115,12 @@ def check_reachable(tracking_uri: str, timeout: float = TRACKING_DEFAULTS["conne
         except OSError as exc:
             raise TrackingError(f"the tracking store's folder {folder} cannot be created ({exc}); fix "
                                 f"tracking_uri") from None
+        if db.is_file() and db.stat().st_size and db.open("rb").read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
+            raise TrackingError(f"the tracking store {db} is not an SQLite database (damaged, or another file); "
+                                f"move it aside and rerun: every result is on disk and is logged again")
+        return
+    if (problem := uri_problem(tracking_uri)) is not None:
+        raise TrackingError(f"tracking_uri {tracking_uri!r} is not {problem}")
 
 
 def connect(tracking_uri: str, tracking: Mapping[str, Any] | None = None) -> None:

@@ -323,7 +323,7 @@ def test_bad_labels():
 
 # -- the saved record -----------------------------------------------------------------------------
 MANIFEST_KEYS = {"format_version", "dataset", "seed", "sha256", "params", "num_classes", "class_counts",
-                 "client_class_counts", "client_sizes", "proxy_counts", "validation_size", "groups"}
+                 "client_class_counts", "client_sizes", "proxy_counts", "validation_size", "groups", "record_sha256"}
 
 
 @pytest.fixture()
@@ -339,7 +339,7 @@ def test_save_load_round_trip(saved):
     assert sorted(path.name for path in out.iterdir()) == ["indices.npz", "manifest.json"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest) == MANIFEST_KEYS
-    assert manifest["format_version"] == 2 and manifest["seed"] == 0 and manifest["dataset"] == "synthetic"
+    assert manifest["format_version"] == 3 and manifest["seed"] == 0 and manifest["dataset"] == "synthetic"
     assert manifest["client_sizes"] == [len(i) for i in p.client_indices]
     assert manifest["params"]["split"] == {"kind": "dirichlet", "alpha": 0.5, "min_size": 10, "max_retries": 100}
     loaded = load_partition(out)
@@ -399,11 +399,65 @@ def test_truncated_indices_are_refused(saved):
 
 def test_missing_or_corrupt_files_are_refused(saved):
     _, out = saved
-    (out / "manifest.json").write_text('{"format_version": 2, "sha256": ')
-    with pytest.raises(PartitionError, match="manifest.json is missing or not valid JSON"):
+    (out / "manifest.json").write_text('{"format_version": 3, "sha256": ')
+    with pytest.raises(PartitionError, match="manifest.json is missing or not a valid JSON object"):
         load_partition(out)
     (out / "manifest.json").unlink()
     with pytest.raises(PartitionError, match="manifest.json is missing"):
+        load_partition(out)
+
+
+def _edit_manifest(out, edit):
+    manifest = json.loads((out / "manifest.json").read_text())
+    edit(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+# Each edit changes what a run reads (class counts feed the minority recall, groups the head/tail accuracy)
+# while leaving the indices, and so their sha256, as they were.
+MANIFEST_EDITS = [
+    ("class count", lambda m: m["class_counts"].__setitem__(0, m["class_counts"][0] + 1)),
+    ("minority group", lambda m: m["groups"].__setitem__("minority", [0])),
+    ("client class count", lambda m: m["client_class_counts"][0].__setitem__(0, 7)),
+    ("proxy count", lambda m: m["proxy_counts"].__setitem__(1, 0)),
+    ("a parameter", lambda m: m["params"]["split"].__setitem__("alpha", 5.0)),
+]
+
+
+@pytest.mark.parametrize("edit", [e for _, e in MANIFEST_EDITS], ids=[name for name, _ in MANIFEST_EDITS])
+def test_a_hand_edited_manifest_is_refused(saved, edit):
+    _, out = saved
+    _edit_manifest(out, edit)
+    with pytest.raises(PartitionError, match=r"manifest.json was changed after it was written .*record_sha256.*"
+                                             r"delete .*seed0 and rerun `fedakd partition`"):
+        load_partition(out)
+
+
+MANIFEST_GARBLES = [
+    ("class counts a string", lambda m: m.__setitem__("class_counts", "many"), "not a list of 10 non-negative"),
+    ("a negative count", lambda m: m["proxy_counts"].__setitem__(0, -1), "not a list of 10 non-negative"),
+    ("a class outside 0..9", lambda m: m["groups"].__setitem__("tail", [12]), "below 10"),
+    ("num_classes a float", lambda m: m.__setitem__("num_classes", 10.0), "num_classes is 10.0, not an integer"),
+    ("a ragged row", lambda m: m["client_class_counts"][1].pop(), "non-negative integers"),
+    ("no groups", lambda m: m.pop("groups"), "groups"),
+    ("record hash missing", lambda m: m.pop("record_sha256"), "record_sha256"),
+]
+
+
+@pytest.mark.parametrize("edit, fragment", [(e, f) for _, e, f in MANIFEST_GARBLES],
+                         ids=[name for name, _, _ in MANIFEST_GARBLES])
+def test_a_manifest_field_of_the_wrong_type_is_named_not_a_traceback(saved, edit, fragment):
+    _, out = saved
+    _edit_manifest(out, edit)
+    with pytest.raises(PartitionError, match="lacks or garbles a field") as refused:
+        load_partition(out)
+    assert fragment in str(refused.value)
+
+
+def test_a_manifest_that_is_not_an_object_is_refused(saved):
+    _, out = saved
+    (out / "manifest.json").write_text("[3]")
+    with pytest.raises(PartitionError, match="manifest.json is missing or not a valid JSON object"):
         load_partition(out)
 
 

@@ -3,6 +3,7 @@
 # Parse-time imports stay light (fedakd.config); anything heavier is imported inside a function.
 
 import math
+import os
 import re
 import shutil
 import sys
@@ -17,6 +18,10 @@ except ConfigError as error:
     sources = ", ".join(map(str, workflow.overwrite_configfiles or workflow.configfiles)) or "--config"
     sys.exit(f"fedakd: invalid config ({sources}):\n{error}")
 
+
+# The rules' scripts run this checkout's packages, also in a rule's conda environment where only the
+# dependencies are installed: the checkout comes first on their PYTHONPATH (they inherit the environment).
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
 
 EXPERIMENT_FILE = "results/mlflow/experiment.json"
 SUMMARY_RUN_FILE = "results/mlflow/summary.json"

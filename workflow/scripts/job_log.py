@@ -1,25 +1,15 @@
-"""Shared by the Snakemake scripts: a job's logging and stderr go to its log file, and a predictable
-error (one of fedakd's own exception classes, whose message names the problem and the fix) ends as one
-line on the console instead of a traceback; anything else is a bug and keeps its traceback.
-
-Importing it also makes the checkout's packages importable when they are not installed: in a rule's
-conda environment (--software-deployment-method conda) only the dependencies are installed, and the
-scripts run the fedakd and baselines of the checkout they belong to."""
+"""Shared by the Snakemake scripts: a job's logging and stderr go to its log file, and a foreseeable error
+(fedakd.errors: the suite's own, a read-only folder, a full disk, an unusable MLflow store) ends as one line
+on the console naming the problem and the fix, its traceback kept in the log; anything else is a bug and
+keeps its traceback on the console too."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import sys
 import traceback
-from pathlib import Path
 from typing import Iterator
-
-if importlib.util.find_spec("fedakd") is None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-PREDICTABLE_ERROR_PACKAGES = ("fedakd", "baselines")
 
 
 @contextlib.contextmanager
@@ -30,8 +20,12 @@ def logged(snakemake) -> Iterator[None]:
         try:
             yield
         except Exception as error:
+            from fedakd.errors import explain
+
             traceback.print_exc(file=log)
-            if type(error).__module__.split(".")[0] not in PREDICTABLE_ERROR_PACKAGES:
+            line = explain(error)
+            if line is None:
                 raise
-            print(f"fedakd: rule {snakemake.rule} failed: {error}", file=sys.__stderr__, flush=True)
+            print(f"fedakd: rule {snakemake.rule} failed: {line} (log: {snakemake.log[0]})", file=sys.__stderr__,
+                  flush=True)
             sys.exit(1)

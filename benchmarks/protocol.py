@@ -1,0 +1,141 @@
+"""The protocol at a study's budget: FedAvg's local learning rate and epochs chosen on the validation split
+after as many rounds as a converged study runs, and the rounds FedAvg needs to converge there.
+
+    .venv/bin/python -m benchmarks.protocol run       # train every missing job, two at a time, one thread each
+    .venv/bin/python -m benchmarks.protocol table     # the choice and the rounds, from the runs on disk
+
+Why not the 6-round grid of benchmarks/stability.py: a grid scored after 6 rounds picks the learning rate
+that learns fastest, not the one that ends best. At its choice (lr 0.05, 2 local epochs, momentum 0.9)
+FedAvg itself collapsed to one class from round 1 and stayed there for 50 rounds on one evaluation seed of
+the imbalance-10 pool (Intel Xeon), and on the imbalance-100 pool swung between chance and 0.28 for 20
+rounds before climbing.
+
+FedAvg alone, every (local lr, local epochs) of GRID, on the tuning seeds (never the evaluation seeds),
+with a validation split of 50 examples a class held out of the pool, ROUNDS rounds, evaluated every round.
+Everything is judged on the validation split, never on the test set:
+- the choice: the highest mean validation balanced accuracy at the final round over settings and seeds
+  (fedakd.tuning.select; a candidate with a collapsed or diverged run loses to every one without);
+- the rounds: for each budget R of BUDGETS, whether every tuning run of the choice has converged by R,
+  judged on its first R rounds by the rule the study's summary uses (fedakd.reporting.curves: the fitted
+  line through the last 20 % of the rounds rises by at most 1 point).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+
+from benchmarks.common import ROOT, machine_info, train_jobs
+
+CONFIG = ROOT / "config" / "stability.yaml"  # Fashion-MNIST, lt10 and lt100 over Dirichlet(0.5), 10 clients
+OUT = ROOT / "results" / "protocol"
+SETTINGS = ("lt10-dir0.5", "lt100-dir0.5")
+GRID = {"lr": (0.005, 0.01, 0.02, 0.05), "local_epochs": (1, 2)}
+SEEDS = (100, 101)
+ROUNDS = 60
+BUDGETS = (20, 30, 40, 50, 60)
+VALIDATION_PER_CLASS = 50
+METRIC = "val_balanced_accuracy"
+
+
+def candidates() -> list[tuple[float, int]]:
+    return list(itertools.product(GRID["lr"], GRID["local_epochs"]))
+
+
+def _folder(lr: float, epochs: int, setting: str, seed: int):
+    return OUT / f"lr{lr}-e{epochs}" / setting / f"seed{seed}"
+
+
+def _jobs():
+    """Seeds outermost, so that a study cut short holds whole seeds."""
+    return [(_folder(lr, epochs, setting, seed),
+             (f"federation.lr={lr}", f"federation.local_epochs={epochs}", f"federation.rounds={ROUNDS}",
+              f"federation.validation_per_class={VALIDATION_PER_CLASS}", "federation.eval_every=1", f"seeds=[{seed}]"),
+             "fedavg", setting, seed)
+            for seed, setting, (lr, epochs) in itertools.product(SEEDS, SETTINGS, candidates())]
+
+
+def _read(lr, epochs, setting, seed):
+    path = _folder(lr, epochs, setting, seed) / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def converged_by(run: dict, budget: int) -> bool:
+    """Whether the run's validation curve, cut after ``budget`` rounds, passes the study's convergence rule
+    (and the run neither collapsed nor diverged by then)."""
+    from fedakd.diagnostics import collapse_onset
+    from fedakd.reporting.curves import curve, rise, seed_converged
+
+    history = [record for record in run["history"] if record["round"] <= budget]
+    rounds, values = curve(history, METRIC)
+    diverged = run["failure"].get("diverged")
+    failed_by = collapse_onset(history) is not None or bool(diverged and diverged["round"] <= budget)
+    return seed_converged(rise(rounds, values, budget), failed_by)
+
+
+def _at(run: dict, budget: int) -> float:
+    return next((record[METRIC] for record in run["history"] if record["round"] == budget), math.nan)
+
+
+def table() -> int:
+    """Print the tables and write them to reports/protocol.md (generated, never committed)."""
+    from fedakd.diagnostics import failed
+    from fedakd.io import atomic_write_text
+    from fedakd.tuning import select
+
+    runs = {(lr, epochs, setting, seed): _read(lr, epochs, setting, seed)
+            for lr, epochs in candidates() for setting in SETTINGS for seed in SEEDS}
+    cells = [(setting, seed) for setting in SETTINGS for seed in SEEDS]
+    header = "| local lr | local epochs | " + " | ".join(f"{s} seed {seed}" for s, seed in cells) + " | mean |"
+    lines = [f"Validation balanced accuracy after {ROUNDS} rounds (collapsed or diverged runs marked):", "",
+             header, "|---|---|" + "---|" * (len(cells) + 1)]
+    scores, failures = [], []
+    for lr, epochs in candidates():
+        row = [runs[lr, epochs, setting, seed] for setting, seed in cells]
+        values = [run["history"][-1][METRIC] if run else math.nan for run in row]
+        fails = [bool(run) and failed(run["failure"]) for run in row]
+        scores.append(values)
+        failures.append(fails)
+        mean = math.fsum(values) / len(values)
+        lines.append(f"| {lr} | {epochs} | " + " | ".join(
+            "-" if math.isnan(v) else f"{v:.3f}" + (" (failed)" if f else "") for v, f in zip(values, fails))
+            + f" | {mean:.3f} |")
+    choice = candidates()[select(scores, failures)]
+    lines += ["", f"Chosen for FedAvg: local lr {choice[0]}, {choice[1]} local epoch(s) "
+                  "(fedakd.tuning.select: the highest mean; a candidate with a failed run loses).", "",
+              "Convergence by budget (validation curve cut after R rounds; converged runs of "
+              f"{len(cells)}), and the mean validation balanced accuracy at round R:", "",
+              "| local lr | local epochs | " + " | ".join(f"R = {b}" for b in BUDGETS) + " |",
+              "|---|---|" + "---|" * len(BUDGETS)]
+    for lr, epochs in candidates():
+        row = [runs[lr, epochs, setting, seed] for setting, seed in cells]
+        if not all(row):
+            continue
+        lines.append(f"| {lr} | {epochs} | " + " | ".join(
+            f"{sum(converged_by(run, b) for run in row)} of {len(row)}, "
+            f"{math.fsum(_at(run, b) for run in row) / len(row):.3f}" for b in BUDGETS) + " |")
+    chosen_runs = [runs[choice[0], choice[1], setting, seed] for setting, seed in cells]
+    enough = next((b for b in BUDGETS if all(run and converged_by(run, b) for run in chosen_runs)), None)
+    lines += ["", f"Rounds the choice needs: {enough}" if enough else
+              f"The choice has not converged on every tuning run within {ROUNDS} rounds."]
+    info = machine_info(1)
+    text = "\n".join([f"# The protocol at the study's budget ({info['cpu_model']}, torch {info['torch']})", "",
+                      *lines]) + "\n"
+    print(text)
+    atomic_write_text(ROOT / "reports" / "protocol.md", text)
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("run", "table"))
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    return train_jobs(_jobs(), CONFIG, OUT, args.workers) if args.action == "run" else table()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
