@@ -26,13 +26,10 @@ from typing import TYPE_CHECKING
 
 from baselines.classifier import embed_all, head_views, init_linear, train_linear
 from baselines.fedavg import FedAvg
+from fedakd.seeding import CREFF_CLIENT, CREFF_INIT, CREFF_SERVER
 
 if TYPE_CHECKING:
     import torch
-
-#: Tags of CReFF's random streams: the first classifier and the features; the clients' real batches;
-#: the server's re-training order and fresh classifier.
-STREAM_CREFF_INIT, STREAM_CREFF_CLIENT, STREAM_CREFF_SERVER = 81, 83, 89
 
 
 def classifier_gradients(features: "torch.Tensor", classes: "torch.Tensor", weight: "torch.Tensor",
@@ -106,7 +103,7 @@ class CReFF(FedAvg):
         import torch
 
         weight, _ = head_views(ctx, ctx.global_weights)
-        generator = ctx.generator(STREAM_CREFF_INIT)
+        generator = ctx.generator(CREFF_INIT)
         self.head = init_linear(ctx.num_classes, weight.shape[1], generator, ctx.device)
         count = ctx.num_classes * self.options["features_per_class"]
         self.features = torch.randn(count, weight.shape[1], generator=generator).to(ctx.device)
@@ -119,7 +116,7 @@ class CReFF(FedAvg):
 
         ctx.flat.copy_(ctx.global_weights)
         features = embed_all(ctx, client.x)
-        generator = ctx.generator(STREAM_CREFF_CLIENT, client.client_id)
+        generator = ctx.generator(CREFF_CLIENT, client.client_id)
         classes = torch.nonzero(client.class_counts > 0).flatten().tolist()
         labels = client.y.cpu()
         grad_weight, grad_bias = [], []
@@ -139,7 +136,7 @@ class CReFF(FedAvg):
 
         if self.features is None:
             self._start(ctx)
-        ctx.extra_bytes_down += tensor_bytes(self.head)  # the server's classifier travels with the model
+        ctx.count(bytes_down=tensor_bytes(self.head))  # the server's classifier travels with the model
         extras = self.real_gradients(ctx, client)
         upload = ctx.local_sgd(client)
         upload.extras.update(extras)
@@ -176,21 +173,23 @@ class CReFF(FedAvg):
         self.features = features.detach()
         return self.options["match_steps"]
 
-    def server_update(self, ctx, uploads):
+    def server_update(self, ctx, uploads, averaged):
         import torch
 
+        from fedakd.engine import ServerUpdate
+
         steps = self.match_features(ctx, uploads)
-        weight, _ = head_views(ctx, ctx.global_weights)
-        generator = ctx.generator(STREAM_CREFF_SERVER)
+        weight, _ = head_views(ctx, averaged)
+        generator = ctx.generator(CREFF_SERVER)
         head_weight, head_bias = init_linear(ctx.num_classes, weight.shape[1], generator, ctx.device)
         labels = torch.arange(ctx.num_classes, device=ctx.device).repeat_interleave(self.options["features_per_class"])
         steps += train_linear(head_weight, head_bias, self.features, labels, epochs=self.options["retrain_epochs"],
                               lr=self.options["retrain_lr"], batch_size=self.options["retrain_batch_size"],
                               generator=generator)
-        ctx.count_server_steps(steps)
+        ctx.count(server_steps=steps)
         self.head = (head_weight, head_bias)
-        deployed = ctx.global_weights.clone()
+        deployed = averaged.clone()
         deployed_weight, deployed_bias = head_views(ctx, deployed)
         deployed_weight.copy_(head_weight)
         deployed_bias.copy_(head_bias)
-        ctx.eval_weights = deployed
+        return ServerUpdate(averaged, deployed=deployed)

@@ -19,12 +19,10 @@ from typing import TYPE_CHECKING
 
 from baselines.classifier import embed_all, head_views, train_linear
 from baselines.fedavg import FedAvg
+from fedakd.seeding import CCVR
 
 if TYPE_CHECKING:
     import torch
-
-#: Tag of the server's random stream for sampling virtual features and shuffling them.
-STREAM_CCVR = 71
 
 
 def class_feature_statistics(features: "torch.Tensor", labels: "torch.Tensor") -> dict[str, "torch.Tensor"]:
@@ -98,19 +96,22 @@ class FedAvgCCVR(FedAvg):
                                    "description": "virtual features per calibration step"},
     }
 
-    def server_update(self, ctx, uploads):
-        if ctx.round != ctx.federation["rounds"] or self.options["calibration_epochs"] == 0:
-            return
-        answers = ctx.client_pass(lambda ctx, client: class_feature_statistics(embed_all(ctx, client.x), client.y))
-        weight, _ = head_views(ctx, ctx.global_weights)
+    def server_update(self, ctx, uploads, averaged):
+        if ctx.round != ctx.federation.rounds or self.options["calibration_epochs"] == 0:
+            return super().server_update(ctx, uploads, averaged)
+        from fedakd.engine import ServerUpdate
+
+        answers = ctx.client_pass(lambda ctx, client: class_feature_statistics(embed_all(ctx, client.x), client.y),
+                                  averaged)
+        weight, _ = head_views(ctx, averaged)
         count, mean, covariance = pool_statistics([stats for _, stats in answers], ctx.num_classes, weight.shape[1])
-        generator = ctx.generator(STREAM_CCVR)
+        generator = ctx.generator(CCVR)
         features, labels = sample_virtual_features(count, mean, covariance, self.options["virtual_per_class"],
                                                    generator)
-        calibrated = ctx.global_weights.clone()
+        calibrated = averaged.clone()
         head_weight, head_bias = head_views(ctx, calibrated)
         steps = train_linear(head_weight, head_bias, features.to(ctx.device), labels.to(ctx.device),
                              epochs=self.options["calibration_epochs"], lr=self.options["calibration_lr"],
                              batch_size=self.options["calibration_batch_size"], generator=generator)
-        ctx.count_server_steps(steps)
-        ctx.global_weights = calibrated
+        ctx.count(server_steps=steps)
+        return ServerUpdate(calibrated)

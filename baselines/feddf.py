@@ -48,7 +48,6 @@ def _with_default(schema: dict, value) -> dict:
 
 
 class FedDF(FedAvg):
-    needs_proxy = True  # the transfer set's inputs
     options_schema = {
         "temperature": {"type": "number", "exclusiveMinimum": 0, "default": 1.0, "description": "softmax temperature T"},
         **DISTILL_OPTIONS,
@@ -71,32 +70,38 @@ class FedDF(FedAvg):
         return problems
 
     @classmethod
+    def needs_transfer_set(cls, options: dict) -> bool:
+        return True  # its inputs
+
+    @classmethod
     def needs_validation_split(cls, options: dict) -> bool:
         return needs_validation_split(options)
 
-    def _teachers(self, ctx, uploads):
+    def _teachers(self, ctx, uploads) -> tuple[list, dict[str, float]]:
         """The uploads that teach: all, or with drop_below_chance those at or above chance on the validation data
-        (all of them if none is)."""
+        (all of them if none is); and how many were kept, as a note for the round's record."""
         if not self.options["drop_below_chance"]:
-            return uploads
+            return uploads, {}
         _, val_x, val_y = validation_data(ctx, self.options)
         kept = []
         for upload in uploads:
             ctx.spare_flat.copy_(upload.weights)
             if accuracy(ctx.spare, val_x, val_y) >= 1.0 / ctx.num_classes:
                 kept.append(upload)
-        ctx.notes["server/teachers_kept"] = len(kept) if kept else len(uploads)
-        return kept or uploads
+        return kept or uploads, {"server/teachers_kept": len(kept) if kept else len(uploads)}
 
-    def server_update(self, ctx, uploads):
+    def server_update(self, ctx, uploads, averaged):
         require_transfer_set(ctx)
         steps = self.options["distill_steps"]
         if steps == 0:
-            return
-        teachers, _ = teacher_outputs(ctx, self._teachers(ctx, uploads), with_attention=False)
+            return super().server_update(ctx, uploads, averaged)
+        teaching, notes = self._teachers(ctx, uploads)
+        teachers, _ = teacher_outputs(ctx, teaching, with_attention=False)
         ensemble = teachers.mean(dim=0)  # (P, C): the average of the clients' logits
         temperature = self.options["temperature"]
-        train_on_transfer_set(
-            ctx, steps=steps, lr=self.options["distill_lr"], batch_size=self.options["distill_batch_size"],
+        update = train_on_transfer_set(
+            ctx, averaged, steps=steps, lr=self.options["distill_lr"], batch_size=self.options["distill_batch_size"],
             loss_fn=lambda logits, attention, idx: ensemble_distillation_loss(logits, ensemble[idx], temperature),
             guard=self.options)
+        update.notes.update(notes)
+        return update

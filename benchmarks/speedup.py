@@ -36,7 +36,7 @@ def bench_reference(data: Data, *, data_root: str, rounds: int, local_epochs: in
 
     from benchmarks.reference import fashion_mnist, run_reference
     from fedakd.data import dataset_spec
-    from fedakd.engine import STREAM_INIT
+    from fedakd.seeding import INIT
     from fedakd.models import build_model
     from fedakd.seeding import derive_seed
 
@@ -50,7 +50,7 @@ def bench_reference(data: Data, *, data_root: str, rounds: int, local_epochs: in
         train_set = fashion_mnist(root, True, spec.mean[0], spec.std[0])
         test_set = fashion_mnist(root, False, spec.mean[0], spec.std[0])
         test_set = Subset(test_set, range(len(data.y_test)))  # the engine's test set: a prefix in --quick
-        torch.manual_seed(derive_seed(seed, STREAM_INIT))  # the engine's initial weights
+        torch.manual_seed(derive_seed(seed, INIT))  # the engine's initial weights
         model = build_model(BACKBONE, in_shape=tuple(data.x_train.shape[1:]), num_classes=data.num_classes)
         reference = run_reference(model, train_set, test_set, partition.client_indices, rounds=rounds,
                                   local_epochs=local_epochs, batch_size=federation["batch_size"],

@@ -37,11 +37,11 @@ def bench_engine_vs_bare(data: Data, *, examples: int, repeats: int, seed: int) 
     """One client's epoch through RoundContext.local_sgd against bare_epoch, interleaved, after a warm-up each."""
     import torch
 
-    from fedakd.engine import ClientData, RoundContext, flatten_parameters
+    from fedakd.engine import ClientData, Federation, RoundContext, flatten_parameters
     from fedakd.models import build_model
 
     x, y = data.x_train[:examples], data.y_train[:examples]
-    federation = {**NIID_FEDERATION, "local_epochs": 1}
+    federation = {**NIID_FEDERATION, "local_epochs": 1, "rounds": 1}
 
     def build():
         return build_model(BACKBONE, in_shape=tuple(x.shape[1:]), num_classes=data.num_classes)
@@ -51,14 +51,14 @@ def bench_engine_vs_bare(data: Data, *, examples: int, repeats: int, seed: int) 
     bare_model = copy.deepcopy(engine_model)
     initial_state = copy.deepcopy(bare_model.state_dict())
     flat, spare_flat = flatten_parameters(engine_model), flatten_parameters(spare)
-    ctx = RoundContext(round=1, seed=seed, federation=federation, device=torch.device("cpu"), model=engine_model,
-                       flat=flat, spare=spare, spare_flat=spare_flat, global_weights=flat.clone(),
+    ctx = RoundContext(round=1, seed=seed, federation=Federation.from_mapping(federation), device=torch.device("cpu"),
+                       model=engine_model, flat=flat, spare=spare, spare_flat=spare_flat, global_weights=flat.clone(),
                        num_classes=data.num_classes)
     client = ClientData(0, x, y, len(y), torch.bincount(y, minlength=data.num_classes))
     generator = torch.Generator().manual_seed(seed)
 
     def engine_run() -> float:
-        ctx.losses.clear()
+        ctx.tally.losses.clear()
         return _timed(lambda: ctx.local_sgd(client))
 
     def bare_run() -> float:
@@ -100,7 +100,7 @@ def time_federation(method_name: str, data: Data, partition, federation: dict[st
     federated = FederatedData.from_indices(
         data.x_train, data.y_train, data.x_test, data.y_test, client_indices=partition.client_indices,
         num_classes=data.num_classes, groups=partition.groups, device=torch.device("cpu"),
-        proxy_indices=partition.proxy_indices)
+        transfer_indices=partition.transfer_indices)
     result = run_federation(method, federated, RunSetup(federation, BACKBONE, seed, torch.device("cpu")),
                             callbacks=[first_round])
     round_seconds = [t["client_seconds"] + t["server_seconds"] + t["eval_seconds"] for t in result.timings]

@@ -10,15 +10,10 @@ loss is logged as train_loss, the distillation pass's as client_kd_loss.
 
 from __future__ import annotations
 
-from fedakd.distill import DISTILL_OPTIONS, GUARD_OPTIONS, distill_on_proxy, guard_problems, needs_validation_split
+from fedakd.distill import DISTILL_OPTIONS, GUARD_OPTIONS, distill_on_transfer_set, guard_problems, needs_validation_split
 from fedakd.method import Method
 
-#: Tag separating the client-side distillation pass's random stream from local training's.
-CLIENT_KD_STREAM = 1
-
-
 class FedAKD(Method):
-    needs_proxy = True  # with kd_site: server (the default); see needs_transfer_set
     options_schema = {
         "lambda": {"type": "number", "minimum": 0, "default": 1.0, "description": "weight of the KD term"},
         "temperature": {"type": "number", "exclusiveMinimum": 0, "default": 2.0, "description": "softmax temperature T"},
@@ -64,6 +59,7 @@ class FedAKD(Method):
             return upload
         from fedakd.engine import predict_logits
         from fedakd.losses import kd_loss
+        from fedakd.seeding import LOCAL_CLIENT_KD
 
         ctx.spare_flat.copy_(upload.weights)
         teacher = predict_logits(ctx.spare, client.x).unsqueeze(0)  # (1, n, C), the local model
@@ -72,13 +68,13 @@ class FedAKD(Method):
         def distil(model, xb, yb, idx):
             return kd_loss(model(xb), teacher[:, idx], yb, lam=lam, temperature=temperature)
 
-        return ctx.local_sgd(client, loss_fn=distil, tag=CLIENT_KD_STREAM, loss_name="client_kd_loss")
+        return ctx.local_sgd(client, loss_fn=distil, tag=LOCAL_CLIENT_KD, loss_name="client_kd_loss")
 
-    def server_update(self, ctx, uploads):
+    def server_update(self, ctx, uploads, averaged):
         if self.options["kd_site"] != "server":
-            return
-        distill_on_proxy(
-            ctx, uploads, lam=self.options["lambda"], temperature=self.options["temperature"],
+            return super().server_update(ctx, uploads, averaged)
+        return distill_on_transfer_set(
+            ctx, uploads, averaged, lam=self.options["lambda"], temperature=self.options["temperature"],
             steps=self.options["distill_steps"], lr=self.options["distill_lr"],
             batch_size=self.options["distill_batch_size"], teacher_weighting=self.options["teacher_weighting"],
             attention_transfer=self.options["attention_transfer"], guard=self.options,

@@ -12,6 +12,11 @@ classes (for their option schemas) and must stay cheap.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fedakd.engine import ServerUpdate
+
 DISTILL_OPTIONS = {
     "distill_steps": {"type": "integer", "minimum": 0, "default": 100,
                       "description": "server optimisation steps per round on the transfer set"},
@@ -30,7 +35,7 @@ def teacher_outputs(ctx, uploads, with_attention: bool):
     logits, attention = [], []
     for upload in uploads:
         ctx.spare_flat.copy_(upload.weights)
-        out = predict_logits(ctx.spare, ctx.proxy_x, with_attention=with_attention)
+        out = predict_logits(ctx.spare, ctx.transfer_x, with_attention=with_attention)
         if with_attention:
             out, att = out
             attention.append(att)
@@ -74,14 +79,14 @@ def needs_validation_split(options: dict) -> bool:
     return options.get("validation", "none") == "validation"
 
 
-def held_out_transfer(proxy_y, share: float):
+def held_out_transfer(transfer_y, share: float):
     """(training positions, validation positions) in the transfer set: the first ceil(share * n_c) examples
     of each class c (in transfer-set order) are held out, so both parts keep every class."""
     import math
 
     import torch
 
-    labels = proxy_y.cpu()
+    labels = transfer_y.cpu()
     held = torch.zeros(labels.numel(), dtype=torch.bool)
     for c in labels.unique().tolist():
         where = (labels == c).nonzero().flatten()
@@ -119,13 +124,15 @@ def validation_data(ctx, options: dict):
         import torch
 
         return None, ctx.validation_x, torch.as_tensor(ctx.validation_y, device=ctx.device)
-    train, held = held_out_transfer(ctx.proxy_y, options["validation_share"])
+    train, held = held_out_transfer(ctx.transfer_y, options["validation_share"])
     held = held.to(ctx.device)
-    return train.to(ctx.device), ctx.proxy_x[held], ctx.proxy_y[held]
+    return train.to(ctx.device), ctx.transfer_x[held], ctx.transfer_y[held]
 
 
-def train_on_transfer_set(ctx, *, steps: int, lr: float, batch_size: int, loss_fn, guard: dict | None = None) -> None:
-    """Up to ``steps`` Adam steps on ``ctx.global_weights`` over the transfer set's inputs, in place.
+def train_on_transfer_set(ctx, start, *, steps: int, lr: float, batch_size: int, loss_fn,
+                          guard: dict | None = None) -> "ServerUpdate":
+    """Up to ``steps`` Adam steps from the weights ``start`` over the transfer set's inputs; returns the
+    weights the server keeps (and what the guard did, as notes).
 
     ``loss_fn(logits, attention, idx)`` gives the loss of a batch (``idx`` indexes the transfer set,
     e.g. to look up teachers' outputs). Batches are drawn without replacement from a seeded
@@ -142,16 +149,17 @@ def train_on_transfer_set(ctx, *, steps: int, lr: float, batch_size: int, loss_f
 
     import torch
 
-    from fedakd.engine import STREAM_SERVER
+    from fedakd.engine import ServerUpdate
     from fedakd.optim import Adam
+    from fedakd.seeding import SERVER
 
     guard = guard or {}
     train_positions, val_x, val_y = validation_data(ctx, guard)
-    ctx.flat.copy_(ctx.global_weights)
+    ctx.flat.copy_(start)
     model = ctx.model
     optimizer = Adam(model.parameters(), lr=lr)
-    generator = ctx.generator(STREAM_SERVER)
-    n = ctx.proxy_x.shape[0] if train_positions is None else int(train_positions.numel())
+    generator = ctx.generator(SERVER)
+    n = ctx.transfer_x.shape[0] if train_positions is None else int(train_positions.numel())
     cosine, clip = guard.get("schedule") == "cosine", float(guard.get("grad_clip", 0.0))
     every, patience = guard.get("validate_every", 100), guard.get("patience", 0)
     best_score = best_weights = best_step = None
@@ -168,7 +176,7 @@ def train_on_transfer_set(ctx, *, steps: int, lr: float, batch_size: int, loss_f
         if cosine:  # torch's CosineAnnealingLR(T_max = steps, eta_min = 0), in closed form
             optimizer.lr = lr * (1 + math.cos(math.pi * (step - 1) / steps)) / 2
         with ctx.autocast():
-            logits, attention = model.forward_features(ctx.proxy_x[idx])
+            logits, attention = model.logits_and_attention(ctx.transfer_x[idx])
             loss = loss_fn(logits, attention, idx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -183,33 +191,33 @@ def train_on_transfer_set(ctx, *, steps: int, lr: float, batch_size: int, loss_f
                 best_score, best_weights, best_step = score, ctx.flat.clone(), step
             elif patience and step - best_step >= patience:
                 break
-    ctx.count_server_steps(taken)
+    ctx.count(server_steps=taken)
     if val_x is None:
-        ctx.global_weights = ctx.flat.clone()
-        return
+        return ServerUpdate(ctx.flat.clone())
     kept = bool(guard.get("keep_average")) and (best_score is None or init_score > best_score)
-    if not kept:
-        ctx.global_weights = best_weights if best_weights is not None else ctx.flat.clone()
-    ctx.notes.update({"server/steps_taken": taken, "server/val_average": init_score,
-                      "server/val_best": best_score, "server/kept_average": float(kept)})
+    weights = start if kept else (best_weights if best_weights is not None else ctx.flat.clone())
+    return ServerUpdate(weights, notes={"server/steps_taken": taken, "server/val_average": init_score,
+                                        "server/val_best": best_score, "server/kept_average": float(kept)})
 
 
 def require_transfer_set(ctx) -> None:
-    if ctx.proxy_x is None:  # config validation refuses this; a direct caller of the engine may not have
+    if ctx.transfer_x is None:  # config validation refuses this; a direct caller of the engine may not have
         raise RuntimeError("this method trains on the transfer set, but the federation has none")
 
 
-def distill_on_proxy(ctx, uploads, *, lam: float, temperature: float, steps: int, lr: float, batch_size: int,
-                     teacher_weighting: str = "uniform", attention_transfer: float = 0.0,
-                     guard: dict | None = None) -> None:
-    """FedAKD's server step (lam > 0) or fedavg-ft's fine-tuning (lam = 0) on the labelled transfer set."""
+def distill_on_transfer_set(ctx, uploads, averaged, *, lam: float, temperature: float, steps: int, lr: float,
+                            batch_size: int, teacher_weighting: str = "uniform", attention_transfer: float = 0.0,
+                            guard: dict | None = None) -> "ServerUpdate":
+    """FedAKD's server step (lam > 0) or fedavg-ft's fine-tuning (lam = 0) on the labelled transfer set,
+    from the average of the uploads."""
     import torch
 
+    from fedakd.engine import ServerUpdate
     from fedakd.losses import attention_transfer_loss, class_count_teacher_weights, kd_loss
 
     require_transfer_set(ctx)
     if steps == 0:
-        return
+        return ServerUpdate(averaged)
     needs_teachers = lam > 0 or attention_transfer > 0
     teachers, teacher_attention = (
         teacher_outputs(ctx, uploads, with_attention=attention_transfer > 0) if needs_teachers else (None, None)
@@ -217,13 +225,14 @@ def distill_on_proxy(ctx, uploads, *, lam: float, temperature: float, steps: int
     weights = None
     if needs_teachers and teacher_weighting == "class_count":
         counts = torch.stack([u.class_counts for u in uploads]).to(ctx.device, torch.float32)
-        weights = class_count_teacher_weights(counts, ctx.proxy_y)
+        weights = class_count_teacher_weights(counts, ctx.transfer_y)
 
     def loss_fn(logits, attention, idx):
-        loss = kd_loss(logits, teachers[:, idx] if teachers is not None else None, ctx.proxy_y[idx], lam=lam,
+        loss = kd_loss(logits, teachers[:, idx] if teachers is not None else None, ctx.transfer_y[idx], lam=lam,
                        temperature=temperature, teacher_weights=weights[:, idx] if weights is not None else None)
         if attention_transfer > 0:
             loss = loss + attention_transfer * attention_transfer_loss(attention, teacher_attention[:, idx])
         return loss
 
-    train_on_transfer_set(ctx, steps=steps, lr=lr, batch_size=batch_size, loss_fn=loss_fn, guard=guard)
+    return train_on_transfer_set(ctx, averaged, steps=steps, lr=lr, batch_size=batch_size, loss_fn=loss_fn,
+                                 guard=guard)

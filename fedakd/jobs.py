@@ -129,7 +129,7 @@ def source_tags(commit: str) -> dict[str, str]:
 def partition_profile(partition) -> dict[str, Any]:
     """What a run records of its partition beside the hash: sizes, for the MLflow dataset input's profile."""
     return {"num_examples": int(sum(len(c) for c in partition.client_indices)),
-            "clients": len(partition.client_indices), "transfer_set": int(len(partition.proxy_indices)),
+            "clients": len(partition.client_indices), "transfer_set": int(len(partition.transfer_indices)),
             "validation_set": int(len(partition.validation_indices))}
 
 
@@ -287,7 +287,7 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
     data = FederatedData.from_indices(
         dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, client_indices=partition.client_indices,
         num_classes=dataset.num_classes, groups=partition.groups, device=device,
-        proxy_indices=partition.proxy_indices, validation_indices=partition.validation_indices)
+        transfer_indices=partition.transfer_indices, validation_indices=partition.validation_indices)
     setup = RunSetup(job.federation, job.model["backbone"], job.seed, device, job.amp)
     checkpoint = Checkpoint(out_dir / CHECKPOINT_FILE, {"job_digest": job.digest, "partition_sha256": partition.sha256})
     previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)

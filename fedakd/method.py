@@ -8,12 +8,16 @@ a small object whose hooks say what differs from plain FedAvg:
                              by default ``prepare_client_data()`` for each client;
 - ``client_update()``        local training from the global weights; returns the upload
                              (weights, counts, and any extra tensors, which count as bytes up);
-- ``aggregate()``            server: uploads -> new global weights (weighted mean);
+- ``aggregate()``            server: uploads -> the average (weighted mean);
 - ``server_update()``        server: after aggregation (distillation, fine-tuning, classifier
-                             re-training); may set ``ctx.eval_weights`` to deploy another model
-                             than the one it broadcasts;
+                             re-training); returns a ServerUpdate: the weights it broadcasts next
+                             round, the model it deploys when that is another one, and notes;
 - ``state_dict()`` / ``load_state_dict()``  server state that lives across rounds (saved
                              in the checkpoint, so a resumed run equals an uninterrupted one).
+
+What a hook sees is in fedakd/engine/context.py (RoundContext: the round's inputs, the models
+to work in, local SGD, a further exchange with the clients, seeded generators, and ``count``,
+the one call that counts steps and bytes).
 
 Options come from the config (``methods.<name>``) and are validated against
 ``options_schema`` (JSON Schema properties with defaults) before any work starts.
@@ -26,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:  # imported for annotations only: keep job start-up cheap
     import torch
 
-    from fedakd.engine import ClientData, RoundContext, Upload
+    from fedakd.engine import ClientData, RoundContext, ServerUpdate, Upload
 
 
 class Method:
@@ -34,8 +38,6 @@ class Method:
 
     #: JSON Schema ``properties`` for this method's options (defaults are filled in).
     options_schema: ClassVar[dict[str, Any]] = {}
-    #: True if the method trains on the server's labelled transfer (proxy) set.
-    needs_proxy: ClassVar[bool] = False
     #: True for a reference row (e.g. centralised training): tabulated, never a declared competitor.
     reference: ClassVar[bool] = False
 
@@ -46,8 +48,8 @@ class Method:
 
     @classmethod
     def needs_transfer_set(cls, options: dict[str, Any]) -> bool:
-        """Whether these options need the transfer set (proxy_per_class > 0)."""
-        return cls.needs_proxy
+        """Whether these options train on the server's labelled transfer set (proxy_per_class > 0)."""
+        return False
 
     @classmethod
     def needs_validation_split(cls, options: dict[str, Any]) -> bool:
@@ -65,11 +67,11 @@ class Method:
     # -- client side ------------------------------------------------------------------
     def prepare_clients(self, clients: list["ClientData"], seed: int) -> tuple[list["ClientData"], dict[str, float]]:
         """Once per run: each client transforms its own data; returns the clients and summed counters."""
-        from fedakd.seeding import derive_seed
+        from fedakd.seeding import client_preparation_seed
 
         prepared, counters = [], {}
         for client in clients:
-            client, found = self.prepare_client_data(client, derive_seed(seed, client.client_id))
+            client, found = self.prepare_client_data(client, client_preparation_seed(seed, client.client_id))
             for key, value in found.items():
                 counters[key] = counters.get(key, 0) + value
             prepared.append(client)
@@ -90,9 +92,11 @@ class Method:
 
         return weighted_average([u.weights for u in uploads], [u.num_examples for u in uploads])
 
-    def server_update(self, ctx: "RoundContext", uploads: list["Upload"]) -> None:
-        """After aggregation; may replace ``ctx.global_weights``. FedAvg does nothing."""
-        return None
+    def server_update(self, ctx: "RoundContext", uploads: list["Upload"], averaged: "torch.Tensor") -> "ServerUpdate":
+        """After aggregation: what the server broadcasts (and deploys). FedAvg keeps the average."""
+        from fedakd.engine import ServerUpdate
+
+        return ServerUpdate(averaged)
 
     # -- state across rounds ----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -48,7 +48,8 @@ class FeatureAttention(nn.Module):
 
 
 class Classifier(nn.Module):
-    """features -> (attention) -> head; ``forward_features`` also returns the attention for transfer losses."""
+    """features -> (attention) -> head; ``logits_and_attention`` returns the logits with the attention (None without
+    it), for the losses that read both; ``embed`` is what the head sees."""
 
     def __init__(self, features: nn.Module, head: nn.Linear, attention: FeatureAttention | None = None):
         super().__init__()
@@ -56,7 +57,7 @@ class Classifier(nn.Module):
         self.attention = attention
         self.head = head
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def logits_and_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         features = self.features(x)
         attention = None
         if self.attention is not None:
@@ -69,7 +70,7 @@ class Classifier(nn.Module):
         return features if self.attention is None else self.attention(features)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[0]
+        return self.logits_and_attention(x)[0]
 
 
 class SimpleCNN(nn.Module):

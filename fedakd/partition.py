@@ -3,7 +3,7 @@
 A partition is made in seeded stages, each with its own random stream, so that changing one
 stage's parameters never shifts the draws of another:
 
-1. the transfer (proxy) set: ``proxy_per_class`` examples of every class, set aside;
+1. the transfer set: ``proxy_per_class`` examples of every class, set aside;
 2. the validation set: ``validation_per_class`` examples of every class, held out for tuning
    (METHOD.md §5; 0 by default, which leaves every other stage and the hash as they were);
 3. the global imbalance of the remaining pool (``none``, ``longtail``, ``step``);
@@ -30,18 +30,16 @@ from typing import Any
 import numpy as np
 
 from fedakd.io import atomic_path, atomic_write_json, json_safe, read_json
-from fedakd.seeding import numpy_rng
+from fedakd.seeding import (PARTITION_IMBALANCE, PARTITION_SPLIT, PARTITION_TRANSFER, PARTITION_VALIDATION,
+                             numpy_rng)
 from fedakd.spec import PartitionSpec
 
 #: 2: params are the resolved PartitionSpec and its digest; an optional validation array.
-#: 3: record_sha256 covers every other manifest field (class counts and groups were outside any hash).
+#: 3: record_sha256 covers every other manifest field (class counts and groups were outside any hash); the
+#:    transfer set's array and counts are named "transfer" (formerly "proxy").
 FORMAT_VERSION = 3
 INDICES_FILE = "indices.npz"
 MANIFEST_FILE = "manifest.json"
-
-# Fixed tags that give every stage its own random stream from the one seed (fedakd.seeding).
-_PROXY_STREAM, _IMBALANCE_STREAM, _SPLIT_STREAM, _VALIDATION_STREAM = 1, 2, 3, 4
-
 
 class PartitionError(ValueError):
     """A partition cannot be made or loaded as asked; the message names the fix."""
@@ -52,12 +50,12 @@ class Partition:
     """Which training examples each client holds, which form the transfer and validation sets, and why."""
 
     client_indices: list[np.ndarray]  # one sorted int64 array of training-set indices per client
-    proxy_indices: np.ndarray  # sorted int64, the server's class-balanced transfer set
+    transfer_indices: np.ndarray  # sorted int64, the server's class-balanced transfer set
     validation_indices: np.ndarray  # sorted int64, held out for tuning; empty when validation_per_class is 0
     num_classes: int
     class_counts: np.ndarray  # (C,) count per class of the examples the clients hold (the imbalanced pool)
     client_class_counts: np.ndarray  # (K, C)
-    proxy_counts: np.ndarray  # (C,)
+    transfer_counts: np.ndarray  # (C,)
     groups: dict[str, list[int]]  # head, medium, tail, minority
     params: dict[str, Any]  # the PartitionSpec, its digest, and the sizes each stage left
     sha256: str
@@ -74,7 +72,7 @@ class Partition:
             "class_counts": [int(n) for n in self.class_counts],
             "client_class_counts": [[int(n) for n in row] for row in self.client_class_counts],
             "client_sizes": [len(indices) for indices in self.client_indices],
-            "proxy_counts": [int(n) for n in self.proxy_counts],
+            "transfer_counts": [int(n) for n in self.transfer_counts],
             "validation_size": int(len(self.validation_indices)),
             "groups": {name: [int(c) for c in classes] for name, classes in self.groups.items()},
         }
@@ -150,16 +148,16 @@ def class_groups(class_counts, minority: list[int] | None = None) -> dict[str, l
 
 
 # -- hashing and files -----------------------------------------------------------------------
-def partition_sha256(proxy_indices, client_indices, validation_indices=()) -> str:
+def partition_sha256(transfer_indices, client_indices, validation_indices=()) -> str:
     """SHA-256 over the index arrays in a fixed byte layout, independent of how they were stored.
 
-    Layout, all little-endian int64: the number of arrays (1 + K), then for the proxy array and
+    Layout, all little-endian int64: the number of arrays (1 + K), then for the transfer array and
     each client's array in client order: its length followed by its values. A validation set,
     when there is one, follows as -1 (a length no array has, so no partition without one can
     hash alike), its length and its values; without one the layout, and so the hash, is the one
     every partition had before validation sets existed.
     """
-    arrays = [proxy_indices, *client_indices]
+    arrays = [transfer_indices, *client_indices]
     digest = hashlib.sha256()
     digest.update(np.array([len(arrays)], dtype="<i8").tobytes())
 
@@ -187,7 +185,7 @@ def record_sha256(record: dict[str, Any]) -> str:
 def save_partition(partition: Partition, out_dir) -> Path:
     """Write indices.npz, then manifest.json (each atomically): a manifest means complete indices."""
     out_dir = Path(out_dir)
-    arrays = {"proxy": partition.proxy_indices}
+    arrays = {"transfer": partition.transfer_indices}
     arrays.update({f"client_{i}": indices for i, indices in enumerate(partition.client_indices)})
     if len(partition.validation_indices):
         arrays["validation"] = partition.validation_indices
@@ -211,9 +209,9 @@ def _read_indices(path: Path, num_clients: int, with_validation: bool, out_dir: 
         raise _refuse(path, "does not exist", out_dir) from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise _refuse(path, f"cannot be read ({exc})", out_dir) from None
-    expected = {"proxy"} | {f"client_{i}" for i in range(num_clients)} | ({"validation"} if with_validation else set())
+    expected = {"transfer"} | {f"client_{i}" for i in range(num_clients)} | ({"validation"} if with_validation else set())
     if set(arrays) != expected:
-        raise _refuse(path, f"holds arrays {sorted(arrays)}, not the proxy, the {num_clients} clients"
+        raise _refuse(path, f"holds arrays {sorted(arrays)}, not the transfer, the {num_clients} clients"
                             f"{' and the validation set' if with_validation else ''} that {MANIFEST_FILE} lists",
                       out_dir)
     for name, values in arrays.items():
@@ -255,7 +253,7 @@ def _manifest_fields(manifest: Any) -> dict[str, Any]:
             "num_classes": num_classes,
             "class_counts": np.asarray(_int_list(manifest["class_counts"], num_classes), dtype=np.int64),
             "client_class_counts": np.asarray(client_class_counts, dtype=np.int64).reshape(-1, num_classes),
-            "proxy_counts": np.asarray(_int_list(manifest["proxy_counts"], num_classes), dtype=np.int64),
+            "transfer_counts": np.asarray(_int_list(manifest["transfer_counts"], num_classes), dtype=np.int64),
             "groups": {name: _int_list(groups[name], below=num_classes) for name in ("head", "medium", "tail", "minority")},
             "params": manifest["params"],
         },
@@ -296,11 +294,11 @@ def load_partition(out_dir, spec: PartitionSpec | None = None) -> Partition:
     arrays = _read_indices(out_dir / INDICES_FILE, fields["num_clients"], fields["validation_size"] > 0, out_dir)
     clients = [arrays[f"client_{i}"] for i in range(fields["num_clients"])]
     validation = arrays.get("validation", np.zeros(0, dtype=np.int64))
-    found_sha = partition_sha256(arrays["proxy"], clients, validation)
+    found_sha = partition_sha256(arrays["transfer"], clients, validation)
     if found_sha != fields["sha256"]:
         raise _refuse(out_dir / INDICES_FILE, f"has sha256 {found_sha}, but {MANIFEST_FILE} records "
                                               f"{fields['sha256']} (changed or from another run)", out_dir)
-    return Partition(client_indices=clients, proxy_indices=arrays["proxy"], validation_indices=validation,
+    return Partition(client_indices=clients, transfer_indices=arrays["transfer"], validation_indices=validation,
                      sha256=found_sha, **fields["partition"])
 
 
@@ -440,13 +438,13 @@ def make_partition(labels: np.ndarray, num_classes: int, spec: PartitionSpec) ->
     """Set aside the transfer and validation sets, impose the global imbalance, split the pool over the clients."""
     labels = _check_labels(labels, num_classes)
     everything = np.arange(labels.size, dtype=np.int64)
-    proxy = _draw_per_class(labels, everything, num_classes, spec.proxy_per_class,
-                            numpy_rng(spec.seed, _PROXY_STREAM), "proxy_per_class")
-    pool = np.setdiff1d(everything, proxy, assume_unique=True)
+    transfer = _draw_per_class(labels, everything, num_classes, spec.proxy_per_class,
+                               numpy_rng(spec.seed, PARTITION_TRANSFER), "proxy_per_class")
+    pool = np.setdiff1d(everything, transfer, assume_unique=True)
     validation = np.zeros(0, dtype=np.int64)
     if spec.validation_per_class:  # its own stream, drawn only when asked: without it nothing else moves
         validation = _draw_per_class(labels, pool, num_classes, spec.validation_per_class,
-                                     numpy_rng(spec.seed, _VALIDATION_STREAM), "validation_per_class")
+                                     numpy_rng(spec.seed, PARTITION_VALIDATION), "validation_per_class")
         pool = np.setdiff1d(pool, validation, assume_unique=True)
     if np.any(np.bincount(labels[pool], minlength=num_classes) == 0):
         missing = np.flatnonzero(np.bincount(labels[pool], minlength=num_classes) == 0).tolist()
@@ -454,7 +452,7 @@ def make_partition(labels: np.ndarray, num_classes: int, spec: PartitionSpec) ->
                              f"(proxy_per_class = {spec.proxy_per_class}, validation_per_class = "
                              f"{spec.validation_per_class}); lower them")
     kept, class_counts, minority = _imbalance_pool(labels, pool, num_classes, spec.imbalance,
-                                                   numpy_rng(spec.seed, _IMBALANCE_STREAM))
+                                                   numpy_rng(spec.seed, PARTITION_IMBALANCE))
     clients, split = spec.clients, spec.split
     if clients > kept.size:
         raise PartitionError(f"federation.clients = {clients} exceeds the {kept.size} examples in the pool; "
@@ -462,7 +460,7 @@ def make_partition(labels: np.ndarray, num_classes: int, spec: PartitionSpec) ->
     if split["min_size"] * clients > kept.size:
         raise PartitionError(f"split.min_size = {split['min_size']} for each of {clients} clients needs "
                              f"more than the {kept.size} examples in the pool; lower split.min_size or the clients")
-    rng = numpy_rng(spec.seed, _SPLIT_STREAM)
+    rng = numpy_rng(spec.seed, PARTITION_SPLIT)
     kind = split["kind"]
     if kind == "iid":
         parts = _split_iid(kept, clients, rng)
@@ -491,13 +489,13 @@ def make_partition(labels: np.ndarray, num_classes: int, spec: PartitionSpec) ->
     }
     return Partition(
         client_indices=client_indices,
-        proxy_indices=proxy,
+        transfer_indices=transfer,
         validation_indices=validation,
         num_classes=int(num_classes),
         class_counts=held.astype(np.int64),
         client_class_counts=client_class_counts,
-        proxy_counts=np.bincount(labels[proxy], minlength=num_classes).astype(np.int64),
+        transfer_counts=np.bincount(labels[transfer], minlength=num_classes).astype(np.int64),
         groups=groups,
         params=params,
-        sha256=partition_sha256(proxy, client_indices, validation),
+        sha256=partition_sha256(transfer, client_indices, validation),
     )

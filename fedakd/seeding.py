@@ -22,6 +22,24 @@ if TYPE_CHECKING:
     import torch
 
 
+# -- every tag, in one table (tests/test_seeding.py checks that no two streams of a family share one) -----
+#: A partition's stages: numpy_rng(seed, tag).
+PARTITION_TRANSFER, PARTITION_IMBALANCE, PARTITION_SPLIT, PARTITION_VALIDATION = 1, 2, 3, 4
+#: The engine's streams: derive_seed(seed, INIT) and derive_seed(seed, SAMPLE, round) once per job and round;
+#: then, within a round, RoundContext.generator(tag, ...) = torch_generator(seed, round, tag, ...).
+INIT, SAMPLE = 11, 23
+LOCAL, SERVER = 37, 53  # local SGD (with the client and the pass), a server step on the transfer set
+CCVR = 71  # CCVR's virtual features
+CREFF_INIT, CREFF_CLIENT, CREFF_SERVER = 81, 83, 89  # CReFF's first classifier, its clients' batches, its server
+#: Passes of local SGD (the ``tag`` of RoundContext.local_sgd): the plain one, FedAKD's client-side distillation.
+LOCAL_PLAIN, LOCAL_CLIENT_KD = 0, 1
+
+
+def client_preparation_seed(seed: int, client_id: int) -> int:
+    """The seed of a client's one-off data preparation (SMOTE, random over/under-sampling)."""
+    return derive_seed(seed, client_id)
+
+
 def stream(*parts: int) -> np.random.SeedSequence:
     """The seed sequence named by ``parts``: the one place entropy enters the suite."""
     return np.random.SeedSequence([int(part) for part in parts])

@@ -223,7 +223,7 @@ def digits():
 def federation_of(digits, clients: list[np.ndarray], proxy=None) -> FederatedData:
     return FederatedData.from_indices(digits.x_train, digits.y_train, digits.x_test, digits.y_test,
                                       client_indices=clients, num_classes=10, groups=None, device=torch.device("cpu"),
-                                      proxy_indices=proxy)
+                                      transfer_indices=proxy)
 
 
 def skewed_clients(digits, seed=0) -> tuple[list[np.ndarray], np.ndarray]:

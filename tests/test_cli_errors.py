@@ -97,7 +97,7 @@ def test_tampered_partition_is_refused(digits_config, tmp_path, capsys):
     _partition(digits_config, part)
     with np.load(part / "indices.npz") as data:
         arrays = {key: data[key].copy() for key in data.files}
-    client_key = next(k for k in arrays if k != "proxy" and arrays[k].size)
+    client_key = next(k for k in arrays if k != "transfer" and arrays[k].size)
     arrays[client_key][0] = arrays[client_key][0] + 1
     np.savez(part / "indices.npz", **arrays)
     out = tmp_path / "run"

@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 class FakeDistiller(Method):
     """A stand-in for a server-side method, so these tests do not depend on the real methods' options."""
 
-    needs_proxy = True
     options_schema = {
         "steps": {"type": "integer", "minimum": 0, "default": 10, "description": "server steps"},
         "warm": {"type": "boolean", "default": False, "description": "warm start"},
@@ -34,6 +33,10 @@ class FakeDistiller(Method):
     @classmethod
     def check_options(cls, options):
         return ["steps > 50 needs warm: true"] if options["steps"] > 50 and not options["warm"] else []
+
+    @classmethod
+    def needs_transfer_set(cls, options):
+        return True
 
 
 @pytest.fixture(autouse=True)

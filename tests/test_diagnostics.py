@@ -15,7 +15,7 @@ from fedakd.data import load_dataset
 from fedakd.diagnostics import (attention_entropy, collapse_onset, dead_share, describe, diag_key, failure_flags,
                                 prediction_summary)
 from fedakd.distill import held_out_transfer
-from fedakd.engine import FederatedData, RunSetup, run_federation
+from fedakd.engine import FederatedData, RunSetup, ServerUpdate, run_federation
 from fedakd.method import Method
 from fedakd.models import FeatureAttention, build_model
 from fedakd.registry import get_method
@@ -82,7 +82,7 @@ def federation(digits):
     clients = [np.sort(rest[(labels[rest] // 4 == k) | (rest % 7 == k)]) for k in range(3)]
     return FederatedData.from_indices(digits.x_train, digits.y_train, digits.x_test, digits.y_test,
                                       client_indices=clients, num_classes=10, groups=None,
-                                      device=torch.device("cpu"), proxy_indices=proxy)
+                                      device=torch.device("cpu"), transfer_indices=proxy)
 
 
 def run(method, data, **federation):
@@ -92,21 +92,24 @@ def run(method, data, **federation):
 class OneClassFromRound2(Method):
     """FedAvg whose server, from round 2, sets the head to always answer class 3."""
 
-    def server_update(self, ctx, uploads):
+    def server_update(self, ctx, uploads, averaged):
         if ctx.round >= 2:
-            views = ctx.views(ctx.global_weights, prefix="head.")
+            views = ctx.views(averaged, prefix="head.")
             views["head.weight"].zero_()
             views["head.bias"].copy_(torch.eye(ctx.num_classes)[3] * 5)
+        return ServerUpdate(averaged)
 
 
 class NaNDeployedFromRound2(Method):
     """FedAvg that deploys (evaluates) a copy of the global model with one NaN weight from round 2, and
     broadcasts the finite global model."""
 
-    def server_update(self, ctx, uploads):
-        if ctx.round >= 2:
-            ctx.eval_weights = ctx.global_weights.clone()
-            ctx.eval_weights[0] = float("nan")
+    def server_update(self, ctx, uploads, averaged):
+        if ctx.round < 2:
+            return ServerUpdate(averaged)
+        deployed = averaged.clone()
+        deployed[0] = float("nan")
+        return ServerUpdate(averaged, deployed=deployed)
 
 
 def test_a_model_forced_to_one_class_from_round_2_is_flagged_collapsed_from_round_2(federation):
@@ -182,7 +185,7 @@ def test_held_out_transfer_keeps_every_class_in_both_parts():
 
 def test_feddf_guard_keeps_the_averaged_model_bit_for_bit_when_the_teachers_are_worse(federation, monkeypatch):
     def wrong_teachers(ctx, uploads, with_attention):  # every teacher sure of the wrong class (y + 1) mod C
-        wrong = torch.nn.functional.one_hot((ctx.proxy_y + 1) % ctx.num_classes, ctx.num_classes).float() * 20
+        wrong = torch.nn.functional.one_hot((ctx.transfer_y + 1) % ctx.num_classes, ctx.num_classes).float() * 20
         return wrong.expand(len(uploads), -1, -1), None
 
     monkeypatch.setattr(feddf_module, "teacher_outputs", wrong_teachers)

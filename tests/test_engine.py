@@ -87,20 +87,21 @@ class TwoParameterModel(torch.nn.Module):
         self.w = torch.nn.Parameter(torch.zeros(()))
         self.b = torch.nn.Parameter(torch.zeros(()))
 
-    def forward_features(self, x):
+    def logits_and_attention(self, x):
         first = self.w * x[:, 0] + self.b
         return torch.stack([first, torch.zeros_like(first)], dim=1), None
 
     def forward(self, x):
-        return self.forward_features(x)[0]
+        return self.logits_and_attention(x)[0]
 
 
 def context(**federation):
-    from fedakd.engine import RoundContext
+    from fedakd.engine import Federation, RoundContext
 
     model, spare = TwoParameterModel(), TwoParameterModel()
     flat, spare_flat = flatten_parameters(model), flatten_parameters(spare)
-    settings = {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 2, "local_epochs": 1, **federation}
+    settings = Federation(**{"rounds": 1, "fraction": 1.0, "eval_every": 1, "lr": 0.1, "momentum": 0.9,
+                             "weight_decay": 0.0, "batch_size": 2, "local_epochs": 1, **federation})
     return RoundContext(round=1, seed=0, federation=settings, device=torch.device("cpu"), model=model, flat=flat,
                         spare=spare, spare_flat=spare_flat, global_weights=flat.clone(), num_classes=2)
 
@@ -115,22 +116,24 @@ def test_one_local_sgd_step_by_hand():
     # (p_0 - 0)/2 = +1/4 for (x=2, y=1). dL/dw = -1/4 * 1 + 1/4 * 2 = 1/4; dL/db = -1/4 + 1/4 = 0.
     # One SGD step (the momentum buffer starts as the gradient): w = 0 - 0.1 * 1/4 = -0.025, b = 0.
     assert_allclose(upload.weights.numpy(), [-0.025, 0.0], atol=1e-8)
-    assert ctx.local_steps == 1 and upload.num_examples == 2
+    assert ctx.tally.local_steps == 1 and upload.num_examples == 2
     assert torch.equal(ctx.global_weights, torch.zeros(2))  # the global weights are not touched
 
 
 @pytest.mark.parametrize("lam, sign", [(1.0, -1.0), (2.0, 1.0)])
 def test_one_server_distillation_step_by_hand(lam, sign):
-    from fedakd.distill import distill_on_proxy
+    from fedakd.distill import distill_on_transfer_set
     from fedakd.engine import Upload
 
     ctx = context()
-    ctx.proxy_x, ctx.proxy_y = torch.tensor([[1.0]]), torch.tensor([1])
+    ctx.transfer_x, ctx.transfer_y = torch.tensor([[1.0]]), torch.tensor([1])
     teacher = Upload(0, torch.tensor([3.0, 0.0]), 1, torch.tensor([1, 1]))  # a teacher with logits [3, 0] at x = 1
     # Student w = b = 0: q = (1/2, 1/2). The teacher's p = (s, 1 - s) with s = logistic(3) = 0.9525741.
     # dL/dz_0 = CE: q_0 - 0 = 0.5, plus KD (T = 1): lam * (q_0 - p_0) = lam * (0.5 - 0.9525741).
     # lam = 1: 0.5 - 0.4525741 > 0; lam = 2: 0.5 - 0.9051483 < 0. dL/dw = dL/db = dL/dz_0 (x = 1).
     # Adam's first step moves each weight by -lr * g / (|g| + eps) = -lr * sign(g): w = b = -0.001 * sign.
-    distill_on_proxy(ctx, [teacher], lam=lam, temperature=1.0, steps=1, lr=0.001, batch_size=1)
-    assert_allclose(ctx.global_weights.numpy(), [0.001 * sign, 0.001 * sign], rtol=1e-6)
-    assert ctx.server_steps == 1
+    update = distill_on_transfer_set(ctx, [teacher], ctx.global_weights, lam=lam, temperature=1.0, steps=1, lr=0.001,
+                                     batch_size=1)
+    assert_allclose(update.weights.numpy(), [0.001 * sign, 0.001 * sign], rtol=1e-6)
+    assert update.deployed is None and ctx.tally.server_steps == 1
+    assert torch.equal(ctx.global_weights, torch.zeros(2))  # what it started from is not touched

@@ -163,7 +163,7 @@ CASES = [
     ("manifest: the minority group", "manifest", edited_manifest(lambda m: m["groups"].__setitem__("minority", [0, 1])),
      "manifest.json was changed after it was written"),
     ("manifest: a count of the wrong type", "manifest",
-     edited_manifest(lambda m: m["proxy_counts"].__setitem__(0, "ten")), "lacks or garbles a field"),
+     edited_manifest(lambda m: m["transfer_counts"].__setitem__(0, "ten")), "lacks or garbles a field"),
     ("manifest: groups a list", "manifest", edited_manifest(lambda m: m.__setitem__("groups", [])),
      "lacks or garbles a field"),
     ("manifest: an older format", "manifest", edited_manifest(lambda m: m.__setitem__("format_version", 2)),

@@ -40,7 +40,7 @@ def run(digits, method_class, options=None, **federation):
     federated = FederatedData.from_indices(
         data.x_train, data.y_train, data.x_test, data.y_test, client_indices=partition.client_indices,
         num_classes=data.num_classes, groups=partition.groups, device=torch.device("cpu"),
-        proxy_indices=partition.proxy_indices)
+        transfer_indices=partition.transfer_indices)
     return run_federation(method, federated, RunSetup({**FEDERATION, **federation}, "mlp", 0, torch.device("cpu")))
 
 

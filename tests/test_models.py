@@ -15,7 +15,7 @@ from fedakd.models import BackboneError, FeatureAttention, build_model, num_para
 def test_output_shapes(backbone, in_shape, feature_dim, attention):
     torch.manual_seed(0)
     model = build_model(backbone, in_shape=in_shape, num_classes=7, attention=attention)
-    logits, att = model.forward_features(torch.randn(5, *in_shape))
+    logits, att = model.logits_and_attention(torch.randn(5, *in_shape))
     assert logits.shape == (5, 7)
     assert model(torch.randn(2, *in_shape)).shape == (2, 7)
     assert model.head.in_features == feature_dim

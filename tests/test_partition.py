@@ -43,14 +43,14 @@ def partition(split, imbalance=LONGTAIL, labels=RNG_LABELS, **spec_fields):
 
 def assert_invariants(p: Partition, labels: np.ndarray, proxy_per_class: int, every_example_assigned: bool):
     """What every partition must satisfy, whatever its parameters."""
-    everything = np.concatenate([p.proxy_indices, *p.client_indices])
+    everything = np.concatenate([p.transfer_indices, *p.client_indices])
     assert len(np.unique(everything)) == len(everything), "an index is used twice"
     assert np.isin(everything, np.arange(len(labels))).all()
-    for indices in [p.proxy_indices, *p.client_indices]:
+    for indices in [p.transfer_indices, *p.client_indices]:
         assert indices.dtype == np.int64 and (np.diff(indices) > 0).all()
     assert all(len(indices) > 0 for indices in p.client_indices)
-    assert_array_equal(p.proxy_counts, np.full(10, proxy_per_class))
-    assert_array_equal(np.bincount(labels[p.proxy_indices], minlength=10), p.proxy_counts)
+    assert_array_equal(p.transfer_counts, np.full(10, proxy_per_class))
+    assert_array_equal(np.bincount(labels[p.transfer_indices], minlength=10), p.transfer_counts)
     for counts, indices in zip(p.client_class_counts, p.client_indices):
         assert_array_equal(counts, np.bincount(labels[indices], minlength=10))
     # Clients draw from the imbalanced pool only: never more of a class than the pool holds; the
@@ -63,7 +63,7 @@ def assert_invariants(p: Partition, labels: np.ndarray, proxy_per_class: int, ev
         assert_array_equal(assigned, pool)
     assert p.params["unused_classes"] == np.flatnonzero(assigned == 0).tolist()
     assert not set(p.params["unused_classes"]) & {c for group in p.groups.values() for c in group}
-    assert p.sha256 == partition_sha256(p.proxy_indices, p.client_indices, p.validation_indices)
+    assert p.sha256 == partition_sha256(p.transfer_indices, p.client_indices, p.validation_indices)
 
 
 # -- count profiles ---------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_classes_split_with_too_few_clients_describes_only_the_classes_used():
 def test_validation_set_is_disjoint_from_everything_else_and_balanced():
     p = partition({"kind": "dirichlet", "alpha": 0.5}, validation_per_class=20)
     assert_array_equal(np.bincount(RNG_LABELS[p.validation_indices], minlength=10), [20] * 10)
-    others = [p.proxy_indices, *p.client_indices]
+    others = [p.transfer_indices, *p.client_indices]
     assert not set(p.validation_indices.tolist()) & set(np.concatenate(others).tolist())
     assert_invariants(p, RNG_LABELS, proxy_per_class=5, every_example_assigned=True)
     # held out before the imbalance: n_max is 600 - 5 - 20 = 575
@@ -264,7 +264,7 @@ def test_same_seed_same_hash_other_seed_other_hash():
 def test_stages_draw_from_independent_streams():
     # The split does not touch the proxy or imbalance streams: same proxy and pool whatever the split.
     a, b = partition({"kind": "iid"}), partition({"kind": "classes", "k": 2}, clients=3)
-    assert_array_equal(a.proxy_indices, b.proxy_indices)
+    assert_array_equal(a.transfer_indices, b.transfer_indices)
     assert_array_equal(np.sort(np.concatenate(a.client_indices)), np.sort(np.concatenate(
         partition({"kind": "dirichlet", "alpha": 0.1}).client_indices)))
 
@@ -323,7 +323,7 @@ def test_bad_labels():
 
 # -- the saved record -----------------------------------------------------------------------------
 MANIFEST_KEYS = {"format_version", "dataset", "seed", "sha256", "params", "num_classes", "class_counts",
-                 "client_class_counts", "client_sizes", "proxy_counts", "validation_size", "groups", "record_sha256"}
+                 "client_class_counts", "client_sizes", "transfer_counts", "validation_size", "groups", "record_sha256"}
 
 
 @pytest.fixture()
@@ -344,10 +344,10 @@ def test_save_load_round_trip(saved):
     assert manifest["params"]["split"] == {"kind": "dirichlet", "alpha": 0.5, "min_size": 10, "max_retries": 100}
     loaded = load_partition(out)
     assert loaded.sha256 == p.sha256
-    assert_array_equal(loaded.proxy_indices, p.proxy_indices)
+    assert_array_equal(loaded.transfer_indices, p.transfer_indices)
     for a, b in zip(loaded.client_indices, p.client_indices, strict=True):
         assert_array_equal(a, b)
-    for field in ("class_counts", "client_class_counts", "proxy_counts", "validation_indices"):
+    for field in ("class_counts", "client_class_counts", "transfer_counts", "validation_indices"):
         assert_array_equal(getattr(loaded, field), getattr(p, field))
     assert loaded.manifest() == manifest
 
@@ -419,7 +419,7 @@ MANIFEST_EDITS = [
     ("class count", lambda m: m["class_counts"].__setitem__(0, m["class_counts"][0] + 1)),
     ("minority group", lambda m: m["groups"].__setitem__("minority", [0])),
     ("client class count", lambda m: m["client_class_counts"][0].__setitem__(0, 7)),
-    ("proxy count", lambda m: m["proxy_counts"].__setitem__(1, 0)),
+    ("proxy count", lambda m: m["transfer_counts"].__setitem__(1, 0)),
     ("a parameter", lambda m: m["params"]["split"].__setitem__("alpha", 5.0)),
 ]
 
@@ -435,7 +435,7 @@ def test_a_hand_edited_manifest_is_refused(saved, edit):
 
 MANIFEST_GARBLES = [
     ("class counts a string", lambda m: m.__setitem__("class_counts", "many"), "not a list of 10 non-negative"),
-    ("a negative count", lambda m: m["proxy_counts"].__setitem__(0, -1), "not a list of 10 non-negative"),
+    ("a negative count", lambda m: m["transfer_counts"].__setitem__(0, -1), "not a list of 10 non-negative"),
     ("a class outside 0..9", lambda m: m["groups"].__setitem__("tail", [12]), "below 10"),
     ("num_classes a float", lambda m: m.__setitem__("num_classes", 10.0), "num_classes is 10.0, not an integer"),
     ("a ragged row", lambda m: m["client_class_counts"][1].pop(), "non-negative integers"),

@@ -94,7 +94,7 @@ def make_manifest(setting: str, seed: int) -> dict:
             "params": {"dataset": "digits", "seed": seed, "clients": 3, "proxy_per_class": 5, **SETTINGS[setting],
                        "num_classes": 4},
             "num_classes": 4, "class_counts": counts, "client_class_counts": client_class_counts,
-            "client_sizes": [sum(row) for row in client_class_counts], "proxy_counts": [5, 5, 5, 5],
+            "client_sizes": [sum(row) for row in client_class_counts], "transfer_counts": [5, 5, 5, 5],
             "groups": NO_GROUPS if setting == "bal-iid" else LONGTAIL_GROUPS}
 
 
