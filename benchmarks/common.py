@@ -89,7 +89,7 @@ def make_split(data: Data, *, clients: int, split: dict, proxy_per_class: int, s
     """A balanced pool split over ``clients`` (the partition spec resolved as a config's would be)."""
     from fedakd.config import resolve_setting
     from fedakd.partition import make_partition
-    from fedakd.spec import PartitionSpec
+    from fedakd.config.spec import PartitionSpec
 
     setting = resolve_setting({"imbalance": BALANCED, "split": split})
     spec = PartitionSpec(dataset=DATASET, seed=seed, clients=clients, proxy_per_class=proxy_per_class,

@@ -14,7 +14,7 @@ FedAvg alone, every (local lr, local epochs) of GRID, on the tuning seeds (never
 with a validation split of 50 examples a class held out of the pool, ROUNDS rounds, evaluated every round.
 Everything is judged on the validation split, never on the test set:
 - the choice: the highest mean validation balanced accuracy at the final round over settings and seeds
-  (fedakd.tuning.select; a candidate with a collapsed or diverged run loses to every one without);
+  (fedakd.config.tuning.select; a candidate with a collapsed or diverged run loses to every one without);
 - the rounds: for each budget R of BUDGETS, whether every tuning run of the choice has converged by R,
   judged on its first R rounds by the rule the study's summary uses (fedakd.reporting.curves: the fitted
   line through the last 20 % of the rounds rises by at most 1 point).
@@ -84,7 +84,7 @@ def table() -> int:
     """Print the tables and write them to reports/protocol.md (generated, never committed)."""
     from fedakd.diagnostics import failed
     from fedakd.io import atomic_write_text
-    from fedakd.tuning import select
+    from fedakd.config.tuning import select
 
     runs = {(lr, epochs, setting, seed): _read(lr, epochs, setting, seed)
             for lr, epochs in candidates() for setting in SETTINGS for seed in SEEDS}
@@ -105,7 +105,7 @@ def table() -> int:
             + f" | {mean:.3f} |")
     choice = candidates()[select(scores, failures)]
     lines += ["", f"Chosen for FedAvg: local lr {choice[0]}, {choice[1]} local epoch(s) "
-                  "(fedakd.tuning.select: the highest mean; a candidate with a failed run loses).", "",
+                  "(fedakd.config.tuning.select: the highest mean; a candidate with a failed run loses).", "",
               "Convergence by budget (validation curve cut after R rounds; converged runs of "
               f"{len(cells)}), and the mean validation balanced accuracy at round R:", "",
               "| local lr | local epochs | " + " | ".join(f"R = {b}" for b in BUDGETS) + " |",

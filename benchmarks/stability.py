@@ -9,7 +9,7 @@ skipped, interrupted ones resume from their checkpoint):
 1. protocol: FedAvg alone, every (federation.lr, local_epochs) of PROTOCOL_GRID, on the tuning seeds
    (not the evaluation seeds) with a validation split of 50 examples a class held out from the pool,
    scored by the validation balanced accuracy at the final round. The choice: the highest mean over
-   settings and seeds (fedakd.tuning.select, ties to the first listed).
+   settings and seeds (fedakd.config.tuning.select, ties to the first listed).
 2. stability: every method of config/stability.yaml on both settings, the evaluation seeds, at local lr
    0.02 and 0.05: final test balanced accuracy, and how many seeds collapsed or diverged (fedakd.diagnostics).
 
@@ -76,7 +76,7 @@ def _mean_std(values):
 
 
 def protocol_table() -> list[str]:
-    from fedakd.tuning import select
+    from fedakd.config.tuning import select
 
     candidates = list(itertools.product(PROTOCOL_GRID["lr"], PROTOCOL_GRID["local_epochs"]))
     lines = ["| local lr | local epochs | " + " | ".join(f"{s} seed {seed}" for s in SETTINGS for seed in PROTOCOL_SEEDS)
@@ -97,7 +97,7 @@ def protocol_table() -> list[str]:
         mean = math.fsum(v for v in row if v is not None) / max(1, sum(v is not None for v in row))
         lines.append(f"| {lr} | {epochs} | {cells} | {mean:.3f} |")
     chosen = candidates[select(scores, failures)]
-    return lines + ["", f"Chosen for FedAvg (fedakd.tuning.select: the highest mean validation balanced accuracy at "
+    return lines + ["", f"Chosen for FedAvg (fedakd.config.tuning.select: the highest mean validation balanced accuracy at "
                         f"the final round; a candidate with a missing score or a collapsed or diverged run loses): "
                         f"local lr {chosen[0]}, local epochs {chosen[1]}."]
 

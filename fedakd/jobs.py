@@ -1,6 +1,6 @@
 """The jobs of the pipeline: make a partition, train one (dataset, setting, method, seed), log a trained one.
 
-Plain functions of a resolved spec (fedakd.spec) or a run folder, called by the CLI and by the Snakemake
+Plain functions of a resolved spec (fedakd.config.spec) or a run folder, called by the CLI and by the Snakemake
 scripts. A train job is restartable: a finished one does nothing, a killed one resumes from its
 last checkpointed round, and the metrics.json it ends with is byte-identical to an uninterrupted
 run's. It never imports MLflow: ``track_job`` logs the finished folder afterwards (fedakd.tracking says why).
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from fedakd.io import atomic_write_json, read_json
 from fedakd.layout import ARTIFACTS_DIR, CHECKPOINT_FILE, METRICS_FILE, TIMINGS_FILE, TRACKING_FILE, job_key
-from fedakd.spec import JobSpec, PartitionSpec
+from fedakd.config.spec import JobSpec, PartitionSpec
 
 if TYPE_CHECKING:
     from fedakd.engine import Callback

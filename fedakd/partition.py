@@ -13,7 +13,7 @@ stage's parameters never shifts the draws of another:
 It is saved once per (dataset, setting, seed) as ``indices.npz`` + ``manifest.json`` and
 reused by every method; the SHA-256 over the indices ties every run to it, and a second one over
 the whole manifest (``record_sha256``) refuses a hand-edited class count or class group. The parameters come
-resolved and checked (fedakd.spec.PartitionSpec, made by fedakd.config); what is checked here
+resolved and checked (fedakd.config.spec.PartitionSpec, made by fedakd.config); what is checked here
 depends on the data (a class too small for the transfer set, a pool too small for the clients).
 """
 
@@ -32,7 +32,7 @@ import numpy as np
 from fedakd.io import atomic_path, atomic_write_json, json_safe, read_json
 from fedakd.seeding import (PARTITION_IMBALANCE, PARTITION_SPLIT, PARTITION_TRANSFER, PARTITION_VALIDATION,
                              numpy_rng)
-from fedakd.spec import PartitionSpec
+from fedakd.config.spec import PartitionSpec
 
 #: 2: params are the resolved PartitionSpec and its digest; an optional validation array.
 #: 3: record_sha256 covers every other manifest field (class counts and groups were outside any hash); the

@@ -13,10 +13,11 @@ from jsonschema import Draft202012Validator
 import fedakd.data
 from fedakd import registry
 from fedakd.config import (
-    SCHEMA_RESOURCE, ConfigError, apply_overrides, config_digest, job_spec, load_config, load_schema, partition_spec,
+    ConfigError, apply_overrides, config_digest, job_spec, load_config, load_schema, partition_spec,
     validate_config, validate_method_options,
 )
-from fedakd.spec import JobSpec, PartitionSpec
+from fedakd.config.schema import SCHEMA_RESOURCE
+from fedakd.config.spec import JobSpec, PartitionSpec
 from fedakd.method import Method
 
 ROOT = Path(__file__).resolve().parents[1]

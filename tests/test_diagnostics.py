@@ -19,7 +19,7 @@ from fedakd.engine import FederatedData, RunSetup, ServerUpdate, run_federation
 from fedakd.method import Method
 from fedakd.models import FeatureAttention, build_model
 from fedakd.registry import get_method
-from fedakd.tuning import select, selection_record
+from fedakd.config.tuning import select, selection_record
 from tests.helpers import ROOT
 
 FEDERATION = dict(clients=3, fraction=1.0, rounds=3, local_epochs=1, batch_size=16, lr=0.05, momentum=0.9,

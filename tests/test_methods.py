@@ -15,7 +15,7 @@ from fedakd.engine import FederatedData, RunSetup, predict_logits, run_federatio
 from fedakd.models import build_model
 from fedakd.partition import make_partition
 from fedakd.registry import get_method
-from fedakd.spec import PartitionSpec
+from fedakd.config.spec import PartitionSpec
 
 FEDERATION = dict(clients=4, fraction=1.0, rounds=5, local_epochs=2, batch_size=32, lr=0.05, momentum=0.9,
                   weight_decay=0.0, eval_every=1, proxy_per_class=5)

@@ -23,7 +23,7 @@ from fedakd.partition import (
     save_partition,
     step_counts,
 )
-from fedakd.spec import PartitionSpec
+from fedakd.config.spec import PartitionSpec
 
 LABELS = np.repeat(np.arange(10), 600)  # 10 classes x 600, grouped by class
 RNG_LABELS = np.random.default_rng(123).permutation(LABELS)  # the same, interleaved

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from fedakd.config import ConfigError, validate_config
-from fedakd.tuning import SELECTION_RULE, grid, select, selection_record, tuning_spec, with_options
+from fedakd.config.tuning import SELECTION_RULE, grid, select, selection_record, tuning_spec, with_options
 from tests.helpers import finished_job_runs
 from tests.test_pipeline import SMOKE, job_counts, output, snakemake
 

@@ -34,7 +34,7 @@ REPORT = "reports/report.md"
 
 def experiments():
     """The MLflow experiments the pipeline logs to: the config's, and its tuning stage's if any."""
-    from fedakd.tuning import tuning_experiment
+    from fedakd.config.tuning import tuning_experiment
 
     return [config["experiment"], *([tuning_experiment(config)] if TUNING else [])]
 

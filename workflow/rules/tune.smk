@@ -6,7 +6,7 @@
 
 def tuning_job(wildcards):
     """One tuning job's resolved spec: a candidate's options, a tuning seed, the tuning experiment."""
-    from fedakd.tuning import tuning_spec
+    from fedakd.config.tuning import tuning_spec
 
     return tuning_spec(
         config,
@@ -20,7 +20,7 @@ def tuning_job(wildcards):
 
 def tuning_run_paths(dataset, setting, method):
     """Every candidate x tuning seed of one dataset x setting x method."""
-    from fedakd.tuning import grid
+    from fedakd.config.tuning import grid
 
     return expand(
         "results/tuning/runs/{dataset}/{setting}/{method}/c{candidate}/seed{seed}/metrics.json",

@@ -6,7 +6,7 @@ from job_log import logged
 
 from fedakd.jobs import partition_job
 from fedakd.reporting.figures import partition_heatmap
-from fedakd.spec import PartitionSpec
+from fedakd.config.spec import PartitionSpec
 
 with logged(snakemake):
     partition = partition_job(PartitionSpec.from_dict(snakemake.params.partition),

@@ -7,8 +7,8 @@ from job_log import logged
 
 from fedakd.io import read_json
 from fedakd.jobs import train_job
-from fedakd.spec import JobSpec
-from fedakd.tuning import with_options
+from fedakd.config.spec import JobSpec
+from fedakd.config.tuning import with_options
 
 with logged(snakemake):
     job = JobSpec.from_dict(snakemake.params.job)

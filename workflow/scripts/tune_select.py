@@ -7,7 +7,7 @@ from job_log import logged
 from fedakd.diagnostics import failed
 from fedakd.io import atomic_write_json
 from fedakd.reporting.collect import load_metrics
-from fedakd.tuning import grid, selection_record
+from fedakd.config.tuning import grid, selection_record
 
 with logged(snakemake):
     wildcards, params = snakemake.wildcards, snakemake.params

@@ -8,7 +8,7 @@ mean score is chosen, ties going to the one listed first in the grid. Every meth
 number of candidates -- the budget -- except a method with no numeric option to vary, which cannot
 have more than its grid and says so. The evaluation jobs then run with the chosen options.
 
-Checks (called from fedakd.config, so a bad block stops before any work): tuning seeds distinct from
+Checks (called from fedakd.config.checks, so a bad block stops before any work): tuning seeds distinct from
 evaluation seeds, a validation split, options the method has with valid values, no empty grid, and
 equal budgets.
 """
@@ -20,7 +20,9 @@ import itertools
 import math
 from typing import Any, Sequence
 
-from fedakd.spec import JobSpec
+from fedakd.config.methods import method_options
+from fedakd.config.schema import ConfigError, Problem, schema_problems
+from fedakd.config.spec import JobSpec
 
 SELECTION_RULE = ("the candidate with the highest mean of the selection metric over the tuning seeds among "
                   "those none of whose tuning runs collapsed or diverged (a failed candidate is chosen only when "
@@ -48,7 +50,6 @@ def _numeric_options(method_class) -> list[str]:
 
 def tuning_problems(config: dict[str, Any], skip) -> list:
     """What is wrong with a (schema-valid) tune block, as fedakd.config Problems."""
-    from fedakd.config import Problem, method_options, schema_problems
     from fedakd.registry import get_method
 
     if "tune" not in config or skip(("tune",)) or skip(("methods",)) or skip(("seeds",)):
@@ -104,7 +105,7 @@ def tuning_problems(config: dict[str, Any], skip) -> list:
 def tuning_spec(config: dict[str, Any], *, dataset: str, setting: str, method: str, candidate: int,
                 seed: int) -> JobSpec:
     """The spec of one tuning job: a candidate's options, a tuning seed, the tuning experiment."""
-    from fedakd.config import ConfigError, build_job_spec
+    from fedakd.config.resolve import build_job_spec
 
     candidates = grid(config, method)
     if seed not in config["tune"]["seeds"] or not 0 <= candidate < len(candidates):
