@@ -172,7 +172,7 @@ def track_cpu_seconds(tree: Tree, workdir: Path, experiment: str, run_dirs: list
     """CPU of the pipeline's tracking step (one process logging every run folder): 0 for a tree without one."""
     if tree.tracks_in_job:
         return 0.0
-    code = ("import sys\nfrom fedakd.jobs import track_job\nfrom fedakd.tracking import ensure_experiment\n"
+    code = ("import sys\nfrom fedakd.track import track_job\nfrom fedakd.tracking import ensure_experiment\n"
             f"uri = 'sqlite:///{workdir / 'track.db'}'\n"
             f"experiment_id = ensure_experiment(uri, {experiment!r})\n"
             "for folder in sys.argv[1:]:\n    track_job(folder, tracking_uri=uri, experiment_id=experiment_id)\n")

@@ -100,10 +100,11 @@ def run(args: argparse.Namespace, callbacks=()) -> None:
         if args.no_track:
             run = "not logged (--no-track)"
         else:  # the experiment is made only now, so that a job refused on the way leaves the store untouched
+            from fedakd.track import track_job
             from fedakd.tracking import ensure_experiment
 
             experiment_id = args.experiment_id or ensure_experiment(job.tracking_uri, job.experiment, job.tracking)
-            run = jobs.track_job(args.out, tracking_uri=job.tracking_uri, experiment_id=experiment_id)
+            run = track_job(args.out, tracking_uri=job.tracking_uri, experiment_id=experiment_id)
         print(f"{job.key}: final accuracy {final['accuracy']:.4f}, minority recall {final['minority_recall']}, "
               f"mlflow run {run}")
 

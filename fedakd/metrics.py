@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-METRIC_KEYS = ("accuracy", "balanced_accuracy", "macro_f1", "minority_recall", "worst_class_recall", "gmean",
-               "nll", "head_accuracy", "medium_accuracy", "tail_accuracy")
+#: The final-round metrics a study can declare as primary or secondary (higher is better; the schema's
+#: ``comparisons`` enums list the same, tests/test_config.py checks it), in the order the tables give them.
+HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "minority_recall", "worst_class_recall", "gmean")
+#: Every metric of an evaluated round.
+METRIC_KEYS = (*HEADLINE_METRICS, "nll", "head_accuracy", "medium_accuracy", "tail_accuracy")
 
 #: Class groups whose accuracy is reported (from the partition manifest's ``groups``).
 ACCURACY_GROUPS = ("head", "medium", "tail")

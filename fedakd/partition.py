@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from fedakd.io import atomic_path, atomic_write_json, json_safe, read_json
+from fedakd.layout import INDICES_FILE, MANIFEST_FILE
 from fedakd.seeding import (PARTITION_IMBALANCE, PARTITION_SPLIT, PARTITION_TRANSFER, PARTITION_VALIDATION,
                              numpy_rng)
 from fedakd.config.spec import PartitionSpec
@@ -38,8 +39,6 @@ from fedakd.config.spec import PartitionSpec
 #: 3: record_sha256 covers every other manifest field (class counts and groups were outside any hash); the
 #:    transfer set's array and counts are named "transfer" (formerly "proxy").
 FORMAT_VERSION = 3
-INDICES_FILE = "indices.npz"
-MANIFEST_FILE = "manifest.json"
 
 class PartitionError(ValueError):
     """A partition cannot be made or loaded as asked; the message names the fix."""

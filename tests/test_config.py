@@ -223,9 +223,12 @@ def test_a_minimal_config_gets_every_default():
                        "validation_per_class": 0},
         "model": {"backbone": "auto"},
         "methods": {"avg": {"method": "fedavg"}},
-        "comparisons": {"pairs": [], "alpha": 0.05, "primary": "balanced_accuracy",
+        "comparisons": {"baseline": "fedavg", "focus": "fedakd", "pairs": [], "alpha": 0.05,
+                        "primary": "balanced_accuracy",
                         "secondary": ["minority_recall", "worst_class_recall", "macro_f1", "gmean"],
                         "ladder": ["fedavg", "fedavg-ft", "fedakd-noattn", "fedakd"],
+                        "ladder_adds": {"fedavg-ft": "the transfer set's labels", "fedakd-noattn": "distillation",
+                                        "fedakd": "attention"},
                         "convergence": {"window": 0.2, "threshold": 0.01, "reach": 0.95}},
     }
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from fedakd.config import config_digest
+from fedakd.config import config_digest, load_schema, schema_problems
+from fedakd.config.study import Study
 from fedakd.io import atomic_write_json, atomic_write_text
 from fedakd.reporting import collect, figures, report, tables
 from fedakd.reporting.comparisons import COMPARISON_COLUMNS
@@ -83,7 +84,11 @@ def make_run(setting: str, method: str, seed: int, accuracy: float) -> dict:
         "cost": {"local_steps": 30 * 3, "server_steps": 10 * 3 if method != "fedavg" else 0,
                  "bytes_down": 3 * 4000 * 3, "bytes_up": 3 * 4000 * 3, "rounds": 3, "clients_per_round": 3},
         "mlflow_run_id": f"run-{setting}-{method}-{seed}", "mlflow_experiment_id": "1",
-        "git_commit": "abc123", "device": "cpu",
+        "git_commit": "abc123", "device": "cpu", "job_digest": f"digest-{setting}-{method}-{seed}",
+        "reference": False, "class_names": ["0", "1", "2", "3"], "client_counters": {},
+        "partition": {"num_examples": sum(CLASS_COUNTS[setting]), "clients": 3, "transfer_set": 20,
+                      "validation_set": 0},
+        "confusion_matrix": [[0] * 4 for _ in range(4)],
     }
 
 
@@ -237,18 +242,26 @@ def test_crosscheck_unknown_experiment(mlflow_store, runs):
 
 
 # -- tables ---------------------------------------------------------------------------------
+def with_comparisons(config: dict) -> dict:
+    """``config`` with its comparisons block checked and its defaults filled from the schema, as validation does
+    (the synthetic config here is not a whole valid config)."""
+    block = dict(config.get("comparisons", {}))
+    assert not schema_problems(block, {**load_schema()["properties"]["comparisons"], "$defs": {}})
+    return {**config, "comparisons": block}
+
+
 @pytest.fixture
 def study():
-    return tables.Study.from_config(CONFIG)
+    return Study.from_config(with_comparisons(CONFIG))
 
 
 def test_the_study_declares_its_comparisons_from_the_config(study):
     # every method against fedavg, fedakd against every other, no repeats
     assert study.pairs == (("fedakd", "fedavg"), ("fedakd-noattn", "fedavg"), ("fedakd", "fedakd-noattn"))
     assert study.baseline == "fedavg" and study.focus == "fedakd"
-    assert tables.Study.from_dict(study.to_dict()) == study
+    assert Study.from_dict(study.to_dict()) == study
     explicit = {**CONFIG, "comparisons": {"baseline": None, "pairs": [["fedakd-noattn", "fedakd"]]}}
-    assert tables.Study.from_config(explicit).pairs == (("fedakd", "fedavg"), ("fedakd", "fedakd-noattn"))
+    assert Study.from_config(with_comparisons(explicit)).pairs == (("fedakd", "fedavg"), ("fedakd", "fedakd-noattn"))
 
 
 def test_summary_hand_computed(frame, study):
@@ -323,7 +336,7 @@ def test_comparisons_match_scipy_and_holm_over_the_family(frame, study):
 
 def test_comparison_untestable_cases(frame):
     two_methods = frame[frame.method.isin(["fedavg", "fedakd"]) & (frame.setting == "lt10-dir1")].copy()
-    pairs, metrics = [("fedakd", "fedavg")], ("accuracy", ["balanced_accuracy"])
+    pairs, metrics = [("fedakd", "fedavg")], ("accuracy", ["balanced_accuracy"], 0.05)
     one_pair = tables.comparison_table(two_methods[two_methods.seed == 0], pairs, *metrics)
     assert one_pair["wilcoxon_p"].isna().all() and one_pair["ttest_p"].isna().all()
     assert one_pair["note"].str.contains("1 seed pair").all()
@@ -336,7 +349,7 @@ def test_comparison_untestable_cases(frame):
 
 
 def test_ladder_steps_are_paired_differences(frame, study):
-    ladder = tables.ladder_table(frame, study.ladder, study.metrics)
+    ladder = tables.ladder_table(frame, study.ladder, study.metrics, study.ladder_adds)
     lt10 = ladder[(ladder.setting == "lt10-dir1") & (ladder.metric == "balanced_accuracy")]
     # the config lacks fedavg-ft: fedavg -> fedakd-noattn -> fedakd
     assert lt10["from_method"].tolist() == ["fedavg", "fedakd-noattn"]

@@ -123,7 +123,7 @@ def test_a_half_logged_run_is_completed_not_doubled(digits_config, tmp_path):
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    from fedakd.jobs import track_job
+    from fedakd.track import track_job
 
     out = tmp_path / "run"
     assert main(["train", "--config", str(digits_config), "--dataset", "digits", "--setting", "lt10-dir1",

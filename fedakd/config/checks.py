@@ -125,8 +125,10 @@ def _check_comparisons(config: dict, skip) -> list[Problem]:
         return []
     comparisons, methods = config["comparisons"], set(config["methods"])
     allowed = "one of the config's methods: " + ", ".join(sorted(methods))
+    defaults = load_schema()["properties"]["comparisons"]["properties"]
     problems = [Problem(("comparisons", key), comparisons[key], allowed + ", or null")
-                for key in ("baseline", "focus") if comparisons.get(key) is not None and comparisons[key] not in methods]
+                for key in ("baseline", "focus") if comparisons[key] is not None and comparisons[key] not in methods
+                and comparisons[key] != defaults[key]["default"]]  # a default the config lacks switches the role off
     for index, pair in enumerate(comparisons["pairs"]):
         problems += [Problem(("comparisons", "pairs", index, side), name, allowed)
                      for side, name in enumerate(pair) if name not in methods]

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from fedakd.io import read_json
-from fedakd.layout import JOB_KEYS, TIMINGS_FILE, TRACKING_FILE, job_key, missing_keys
-from fedakd.metrics import METRIC_KEYS
+from fedakd.layout import TIMINGS_FILE, TRACKING_FILE, job_key
+from fedakd.record import JOB_KEYS, RunRecord
+from fedakd.metrics import HEADLINE_METRICS, METRIC_KEYS
 from fedakd.tracking import SUMMARY_TAG
 
 #: Metrics whose logged steps the cross-check compares with each job's history (METHOD.md §4's headline).
-HEADLINE_STEPS = ("accuracy", "balanced_accuracy", "macro_f1", "minority_recall", "worst_class_recall")
+HEADLINE_STEPS = HEADLINE_METRICS  # every round of these must be in MLflow
 
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,9 @@ def load_metrics(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
     runs, problems = [], []
     for path in paths:
         try:
-            run = read_json(path, "metrics file")
+            run = RunRecord.load(path)
         except ValueError as exc:
             problems.append(str(exc))
-            continue
-        missing = missing_keys(run) if isinstance(run, dict) else ["(not a JSON object)"]
-        if missing:
-            problems.append(f"metrics file {path} lacks {', '.join(missing)}: it was written by another version "
-                            f"or damaged; delete it and rerun that job")
             continue
         timings = Path(path).parent / TIMINGS_FILE  # written beside it, kept out of it: wall time is not a result
         run["wall_seconds"] = read_json(timings, "timings file")["wall_seconds"] if timings.exists() else None

@@ -15,14 +15,12 @@ bootstrap interval (descriptive: the steps are not a tested family).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from fedakd.reporting.stats import ALPHA, holm, paired_test, verdict
+from fedakd.reporting.stats import holm, paired_test, verdict
 
-DEFAULT_BASELINE, DEFAULT_FOCUS = "fedavg", "fedakd"
-PRIMARY, SECONDARY = "balanced_accuracy", ("minority_recall", "worst_class_recall", "macro_f1", "gmean")
 COMPARISON_COLUMNS = ("dataset", "setting", "method", "baseline", "metric", "family", "n_pairs", "mean_diff",
                       "ci_low",
                       "ci_high", "ttest_p", "wilcoxon_p", "ttest_p_holm", "wilcoxon_p_holm", "verdict", "family_size",
@@ -30,50 +28,6 @@ COMPARISON_COLUMNS = ("dataset", "setting", "method", "baseline", "metric", "fam
                       "prob_improvement", "paired_std", "note")
 LADDER_COLUMNS = ("dataset", "setting", "step", "from_method", "to_method", "adds", "metric", "n_pairs", "mean_diff",
                   "ci_low", "ci_high", "note")
-#: What each rung of the default ladder adds to the one before it.
-LADDER_ADDS = {"fedavg-ft": "the transfer set's labels", "fedakd-noattn": "distillation", "fedakd": "attention"}
-
-
-def reference_methods(config: dict[str, Any]) -> set[str]:
-    """Config method names whose registered class is a reference row (e.g. centralised)."""
-    from fedakd.registry import get_method
-
-    return {name for name, entry in config["methods"].items() if get_method(entry["method"]).reference}
-
-
-def roles(config: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(baseline, focus) of a validated config: as given (None switches one off), else fedavg and fedakd
-    when the config has them."""
-    comparisons, methods = config.get("comparisons", {}), config["methods"]
-
-    def chosen(key: str, default: str) -> str | None:
-        if key in comparisons:
-            return comparisons[key]
-        return default if default in methods else None
-
-    return chosen("baseline", DEFAULT_BASELINE), chosen("focus", DEFAULT_FOCUS)
-
-
-def declared_comparisons(config: dict[str, Any]) -> list[tuple[str, str]]:
-    """(method, baseline) pairs of a validated config, in a fixed order, without repeats.
-
-    Every method against the baseline, the focus method against every other method, then the
-    explicit ``pairs``. References are never compared.
-    """
-    references = reference_methods(config)
-    competitors = [m for m in config["methods"] if m not in references]
-    baseline, focus = roles(config)
-    pairs: list[tuple[str, str]] = []
-    if baseline is not None:
-        pairs += [(m, baseline) for m in competitors if m != baseline]
-    if focus is not None:
-        pairs += [(focus, m) for m in competitors if m != focus]
-    pairs += [tuple(pair) for pair in config.get("comparisons", {}).get("pairs", [])]
-    unique: list[tuple[str, str]] = []
-    for pair in pairs:
-        if pair not in unique and pair[::-1] not in unique:
-            unique.append(pair)
-    return unique
 
 
 def _differences(block, method: str, baseline: str, metric: str, without_failed: bool = False) -> np.ndarray:
@@ -102,8 +56,7 @@ def probability_of_improvement(block, method: str, baseline: str, metric: str) -
     return float(rly.probability_of_improvement(x[:, None], y[:, None]))
 
 
-def comparison_table(frame, pairs: Sequence[tuple[str, str]], primary: str = PRIMARY,
-                     secondary: Sequence[str] = SECONDARY, alpha: float = ALPHA):
+def comparison_table(frame, pairs: Sequence[tuple[str, str]], primary: str, secondary: Sequence[str], alpha: float):
     """Every declared comparison on the primary and each secondary metric, per dataset and setting; p-values
     Holm-adjusted within each (dataset, setting, metric) family. ``family`` says which decides the verdict."""
     import pandas as pd
@@ -170,7 +123,7 @@ def stratified_iqm_interval(matrix, confidence: float = 0.95, resamples: int = 2
     return float(low), float(high)
 
 
-def across_settings_table(frame, focus: str | None, metric: str = PRIMARY, references: Sequence[str] = ()):
+def across_settings_table(frame, focus: str | None, metric: str, references: Sequence[str] = ()):
     """Per dataset and method, over all its settings: the interquartile mean of ``metric`` over the runs with a
     stratified bootstrap interval, and rliable's probability that the focus method improves on it,
     P(focus > method), averaged over the settings."""
@@ -206,19 +159,20 @@ def ladder_steps(ladder: Sequence[str], methods: Sequence[str]) -> list[tuple[st
     return list(zip(rungs, rungs[1:]))
 
 
-def ladder_table(frame, ladder: Sequence[str], metrics: Sequence[str]):
-    """Per dataset and setting, each rung's paired difference from the one below, with its 95 % bootstrap interval."""
+def ladder_table(frame, ladder: Sequence[str], metrics: Sequence[str], adds: dict[str, str]):
+    """Per dataset and setting, each rung's paired difference from the one below, with its 95 % bootstrap interval;
+    ``adds`` says what a rung adds to the one directly below it (the config's ``ladder_adds``)."""
     import pandas as pd
 
     rows = []
     for (dataset, setting), block in frame.groupby(["dataset", "setting"], sort=False):
         for step, (lower, upper) in enumerate(ladder_steps(ladder, list(dict.fromkeys(block["method"]))), start=1):
             adjacent = upper in ladder and ladder.index(upper) > 0 and ladder[ladder.index(upper) - 1] == lower
-            adds = LADDER_ADDS[upper] if adjacent and upper in LADDER_ADDS else f"{upper} over {lower}"
+            added = adds[upper] if adjacent and upper in adds else f"{upper} over {lower}"
             for metric in metrics:
                 result = paired_test(_differences(block, upper, lower, metric))
                 rows.append({"dataset": dataset, "setting": setting, "step": step, "from_method": lower,
-                             "to_method": upper, "adds": adds,
+                             "to_method": upper, "adds": added,
                              "metric": metric, "n_pairs": result.n_pairs, "mean_diff": result.mean_diff,
                              "ci_low": result.ci_low, "ci_high": result.ci_high, "note": result.note})
     return pd.DataFrame(rows, columns=list(LADDER_COLUMNS))

@@ -11,12 +11,15 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedakd.config import config_digest
 from fedakd.io import atomic_write_text
 from fedakd.reporting.collect import ResultsError
 from fedakd.reporting.stats import smallest_attainable_p
+
+if TYPE_CHECKING:
+    from fedakd.config.study import Study
 FIGURE_SECTIONS = {
     "critical_difference": "Critical-difference diagrams (Friedman + Nemenyi across settings and seeds)",
     "forest": "Forest plots (the focus method against each rival)",
@@ -261,15 +264,14 @@ def _tuning(readable: dict, study) -> list[str]:
 
 
 def write_report(runs: list[dict[str, Any]], tables: dict, figures: list[Path], out_path: str | Path,
-                 config: dict[str, Any], manifests: list[dict[str, Any]], study=None) -> Path:
+                 config: dict[str, Any], manifests: list[dict[str, Any]], study: "Study") -> Path:
     """Write the Markdown report from the tables of fedakd.reporting.tables.build_tables."""
-    from fedakd.reporting.tables import TABLE_NAMES, Study, readable_tables
+    from fedakd.reporting.tables import TABLE_NAMES, readable_tables
 
     missing = [name for name in TABLE_NAMES if name not in tables]
     if missing:
         raise ResultsError(f"the report needs the tables {missing}; build them with build_tables before "
                            f"write_report")
-    study = study or Study.from_config(config)
     readable = readable_tables(tables, study)
     out_path = Path(out_path)
     lines = [f"# fedakd-bench report: {config.get('experiment', 'unnamed experiment')}", "",

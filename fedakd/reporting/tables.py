@@ -16,7 +16,6 @@ plus ±, – and →, which pdflatex's utf8 input handles, except →, written a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,13 +24,12 @@ import numpy as np
 from fedakd.io import atomic_write_text
 from fedakd.metrics import METRIC_KEYS
 from fedakd.reporting import curves
-from fedakd.reporting.comparisons import (DEFAULT_BASELINE, PRIMARY, SECONDARY, across_settings_table, comparison_table,
-                                          declared_comparisons, ladder_table, reference_methods, roles)
-from fedakd.reporting.stats import ALPHA, bootstrap_interval
+from fedakd.config.study import Study
+from fedakd.reporting.comparisons import across_settings_table, comparison_table, ladder_table
+from fedakd.reporting.stats import bootstrap_interval
 
 GROUP_KEYS = ["dataset", "setting", "method"]
 SUMMARY_STATS = ("mean", "std", "ci_low", "ci_high")
-DEFAULT_LADDER = ("fedavg", "fedavg-ft", "fedakd-noattn", "fedakd")
 COST_COLUMNS = ("local_steps", "server_steps", "bytes_down", "bytes_up", "wall_seconds")
 CAPTIONS = {
     "summary": "Final-round test metrics: mean ± std [95 % bootstrap interval] over seeds (n seeds); late BA: mean "
@@ -54,56 +52,6 @@ CAPTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class Study:
-    """What a config declares about its analysis (the ``comparisons`` block, resolved)."""
-
-    pairs: tuple[tuple[str, str], ...] = ()
-    baseline: str | None = DEFAULT_BASELINE  # every method is compared with it
-    focus: str | None = None  # it is compared with every method: the method the verdict is about
-    primary: str = PRIMARY  # its family alone decides win / tie / loss
-    secondary: tuple[str, ...] = SECONDARY  # each its own adjusted family, descriptive
-    alpha: float = ALPHA
-    ladder: tuple[str, ...] = DEFAULT_LADDER
-    window: float = curves.WINDOW
-    threshold: float = curves.RISE_THRESHOLD
-    reach: float = curves.REACH
-    references: tuple[str, ...] = ()
-    tuned: dict[str, Any] = field(default_factory=dict)  # method -> the options tuning chose (issue 11)
-
-    @property
-    def metrics(self) -> tuple[str, ...]:
-        """The headline metrics: the primary one first, then the secondary ones."""
-        return (self.primary, *[m for m in self.secondary if m != self.primary])
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "Study":
-        comparisons = config.get("comparisons", {})
-        convergence = comparisons.get("convergence", {})
-        baseline, focus = roles(config)
-        return cls(pairs=tuple(declared_comparisons(config)), baseline=baseline, focus=focus,
-                   primary=comparisons.get("primary", PRIMARY),
-                   secondary=tuple(comparisons.get("secondary", SECONDARY)),
-                   alpha=comparisons.get("alpha", ALPHA), ladder=tuple(comparisons.get("ladder", DEFAULT_LADDER)),
-                   window=convergence.get("window", curves.WINDOW),
-                   threshold=convergence.get("threshold", curves.RISE_THRESHOLD),
-                   reach=convergence.get("reach", curves.REACH),
-                   references=tuple(sorted(reference_methods(config))))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"pairs": [list(p) for p in self.pairs], "baseline": self.baseline, "focus": self.focus,
-                "primary": self.primary, "secondary": list(self.secondary), "alpha": self.alpha,
-                "ladder": list(self.ladder), "window": self.window, "threshold": self.threshold,
-                "reach": self.reach, "references": list(self.references), "tuned": self.tuned}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Study":
-        return cls(pairs=tuple(tuple(p) for p in data["pairs"]), baseline=data["baseline"], focus=data["focus"],
-                   primary=data["primary"], secondary=tuple(data["secondary"]), alpha=data["alpha"],
-                   ladder=tuple(data["ladder"]), window=data["window"], threshold=data["threshold"],
-                   reach=data["reach"], references=tuple(data["references"]), tuned=dict(data.get("tuned", {})))
-
-
 # -- summary --------------------------------------------------------------------------------------
 def _stats(values: np.ndarray) -> tuple[float, float, float, float]:
     """Mean, sample std (ddof=1) and 95 % bootstrap interval (inside the values' range); std and interval are
@@ -114,7 +62,7 @@ def _stats(values: np.ndarray) -> tuple[float, float, float, float]:
     return (float(values.mean()), std, *bootstrap_interval(values))
 
 
-def summary_table(frame, study: Study = Study()):
+def summary_table(frame, study: Study):
     """Per dataset x setting x method: <metric>_mean/_std/_ci_low/_ci_high for every metric, the curve
     summaries, the convergence flag, the optimistic best round, n_seeds and whether it is a reference."""
     import pandas as pd
@@ -186,7 +134,7 @@ def _method_label(method: str, reference: bool, tuned: dict[str, Any]) -> str:
     return label + (" (tuned)" if method in tuned else "")
 
 
-def format_summary(summary, study: Study = Study()):
+def format_summary(summary, study: Study):
     """Headline metrics as 'mean ± std [ci]' strings, the curve summaries and the convergence flag."""
     import pandas as pd
 
@@ -299,17 +247,28 @@ def tuned_options(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return chosen
 
 
-def build_tables(frame, study: Study = Study(), tuning: Sequence[dict[str, Any]] = ()) -> dict:
+def build_tables(frame, study: Study, tuning: Sequence[dict[str, Any]] = ()) -> dict:
     """Every table of the pipeline, from one frame of runs (fedakd.reporting.collect.runs_frame) and, in a
     tuned study, the tuning records."""
     built = {"summary": summary_table(frame, study),
              "comparison": comparison_table(frame, study.pairs, study.primary, study.secondary, study.alpha),
-             "ladder": ladder_table(frame, study.ladder, study.metrics),
+             "ladder": ladder_table(frame, study.ladder, study.metrics, study.ladder_adds),
              "cost": cost_table(frame),
              "across": across_settings_table(frame, study.focus, study.primary, study.references)}
     if tuning:
         built["tuning"] = tuning_table(tuning)
     return built
+
+
+def study_tables(runs: list[dict[str, Any]], tuning: Sequence[dict[str, Any]], study: Study) -> tuple[Study, dict]:
+    """The study with the options tuning chose (a method with one candidate chose nothing), and its tables: what
+    the aggregate step writes and the report step reads, computed by both from the same runs."""
+    import dataclasses
+
+    from fedakd.reporting.collect import runs_frame
+
+    study = dataclasses.replace(study, tuned=tuned_options([r for r in tuning if len(r["candidates"]) > 1]))
+    return study, build_tables(runs_frame(runs), study, tuning)
 
 
 def format_across(across):
@@ -331,13 +290,13 @@ def format_tuning(tuning):
     return readable
 
 
-def readable_tables(tables: dict, study: Study = Study()) -> dict:
+def readable_tables(tables: dict, study: Study) -> dict:
     formatters = {"summary": lambda t: format_summary(t, study), "comparison": format_comparison,
                   "ladder": format_ladder, "cost": format_cost, "tuning": format_tuning, "across": format_across}
     return {name: formatters.get(name, lambda t: t)(table) for name, table in tables.items()}
 
 
-def write_tables(tables: dict, out_dir: str | Path, study: Study = Study()) -> list[Path]:
+def write_tables(tables: dict, out_dir: str | Path, study: Study) -> list[Path]:
     """Write each table as <name>.csv (full precision), <name>.md and <name>.tex (readable); return the paths."""
     out_dir = Path(out_dir)
     written = []

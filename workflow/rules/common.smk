@@ -10,6 +10,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
+from fedakd import layout
 from fedakd.config import ConfigError, job_spec, partition_spec, validate_config
 
 try:
@@ -23,14 +24,19 @@ except ConfigError as error:
 # dependencies are installed: the checkout comes first on their PYTHONPATH (they inherit the environment).
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
 
-EXPERIMENT_FILE = "results/mlflow/experiment.json"
-SUMMARY_RUN_FILE = "results/mlflow/summary.json"
+# Every path comes from fedakd.layout (the rules' outputs; inputs refer to them: rules.<name>.output).
+EXPERIMENT_FILE = layout.EXPERIMENT_FILE
+SUMMARY_RUN_FILE = layout.SUMMARY_RUN_FILE
 TUNING = "tune" in config  # a tuning stage before the evaluation grid (workflow/rules/tune.smk)
-TABLE_NAMES = ["summary", "comparison", "ladder", "cost", "across", *(["tuning"] if TUNING else [])]
-TABLES = expand("results/tables/{table}.{ext}", table=TABLE_NAMES, ext=["csv", "md", "tex"])
-FIGURES = "reports/figures"
+TABLE_NAMES = [*layout.TABLE_NAMES, *(["tuning"] if TUNING else [])]
+TABLES = expand(f"{layout.TABLES_DIR}/{{table}}.{{ext}}", table=TABLE_NAMES, ext=layout.TABLE_FORMATS)
+FIGURES = layout.FIGURES_DIR
 FIGURE_KINDS = ["learning_curves", "per_class_recall", "accuracy_vs_bytes", "forest"]
-REPORT = "reports/report.md"
+REPORT = layout.REPORT_FILE
+PARTITION_FILES = {name: f"{layout.PARTITION_DIR}/{file}" for name, file in
+                   (("manifest", layout.MANIFEST_FILE), ("indices", layout.INDICES_FILE), ("heatmap", layout.HEATMAP_FILE))}
+RUN_METRICS = f"{layout.RUN_DIR}/{layout.METRICS_FILE}"
+TUNING_RUN_METRICS = f"{layout.TUNING_RUN_DIR}/{layout.METRICS_FILE}"
 
 def experiments():
     """The MLflow experiments the pipeline logs to: the config's, and its tuning stage's if any."""
@@ -40,8 +46,8 @@ def experiments():
 
 
 def study():
-    """The declared comparisons, metrics, ladder and convergence rule (fedakd.reporting.tables.Study), as a dict."""
-    from fedakd.reporting.tables import Study
+    """The declared comparisons, metrics, ladder and convergence rule (fedakd.config.study.Study), as a dict."""
+    from fedakd.config.study import Study
 
     return Study.from_config(config).to_dict()
 
@@ -99,7 +105,7 @@ wildcard_constraints:
 
 def partition_manifests():
     return expand(
-        "results/partitions/{dataset}/{setting}/seed{seed}/manifest.json",
+        PARTITION_FILES["manifest"],
         dataset=config["datasets"],
         setting=config["settings"],
         seed=config["seeds"],
@@ -108,7 +114,7 @@ def partition_manifests():
 
 def run_metrics():
     return expand(
-        "results/runs/{dataset}/{setting}/{method}/seed{seed}/metrics.json",
+        RUN_METRICS,
         dataset=config["datasets"],
         setting=config["settings"],
         method=config["methods"],
@@ -117,11 +123,11 @@ def run_metrics():
 
 
 def tuning_choices():
-    """results/tuning/{dataset}/{setting}/{method}.json for every evaluation job's method (none without tuning)."""
+    """The tuning choice (layout.TUNING_CHOICE) of every evaluation job's method (none without tuning)."""
     if not TUNING:
         return []
     return expand(
-        "results/tuning/{dataset}/{setting}/{method}.json",
+        layout.TUNING_CHOICE,
         dataset=config["datasets"],
         setting=config["settings"],
         method=config["methods"],
@@ -130,7 +136,7 @@ def tuning_choices():
 
 def tracked_runs():
     """The track rule's outputs: the MLflow runs of every dataset x setting."""
-    return expand("results/mlflow/runs/{dataset}/{setting}.json", dataset=config["datasets"], setting=config["settings"])
+    return expand(layout.TRACKED_RUNS, dataset=config["datasets"], setting=config["settings"])
 
 
 def final_targets():

@@ -9,7 +9,7 @@ localrules:
 
 rule data:
     output:
-        "results/data/{dataset}.json",
+        layout.DATA_RECORD,
     params:
         data_root=config["data_root"],
     log:

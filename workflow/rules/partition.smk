@@ -4,11 +4,9 @@
 
 rule partition:
     input:
-        "results/data/{dataset}.json",
+        rules.data.output,
     output:
-        manifest="results/partitions/{dataset}/{setting}/seed{seed}/manifest.json",
-        indices="results/partitions/{dataset}/{setting}/seed{seed}/indices.npz",
-        heatmap="results/partitions/{dataset}/{setting}/seed{seed}/heatmap.png",
+        **PARTITION_FILES,
     params:
         partition=partition_config,  # the rerun trigger: only what makes the partition
     log:

@@ -27,7 +27,7 @@ rule figures:
         metrics=run_metrics(),
         tuning=tuning_choices(),
         manifests=partition_manifests(),
-        comparison="results/tables/comparison.csv",
+        comparison=f"{layout.TABLES_DIR}/comparison.csv",
     params:
         study=study(),
     output:

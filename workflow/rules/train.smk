@@ -43,13 +43,11 @@ rule train:
     """A killed job resumes from its last checkpointed round when rerun; a finished one is not rerun.
     With a tune block, the job runs the options its method's tuning chose."""
     input:
-        manifest="results/partitions/{dataset}/{setting}/seed{seed}/manifest.json",
-        indices="results/partitions/{dataset}/{setting}/seed{seed}/indices.npz",
-        tuning=lambda wildcards: (
-            f"results/tuning/{wildcards.dataset}/{wildcards.setting}/{wildcards.method}.json" if TUNING else []
-        ),
+        manifest=rules.partition.output.manifest,
+        indices=rules.partition.output.indices,
+        tuning=lambda wildcards: layout.TUNING_CHOICE.format(**wildcards) if TUNING else [],
     output:
-        "results/runs/{dataset}/{setting}/{method}/seed{seed}/metrics.json",
+        RUN_METRICS,
     params:
         job=train_job,
     log:
@@ -70,7 +68,7 @@ rule track:
     logged is left alone, one that an earlier attempt left incomplete is completed."""
     input:
         metrics=lambda wildcards: expand(
-            "results/runs/{dataset}/{setting}/{method}/seed{seed}/metrics.json",
+            rules.train.output[0],
             dataset=wildcards.dataset,
             setting=wildcards.setting,
             method=config["methods"],
@@ -78,7 +76,7 @@ rule track:
         ),
         experiment=EXPERIMENT_FILE,
     output:
-        "results/mlflow/runs/{dataset}/{setting}.json",
+        layout.TRACKED_RUNS,
     params:
         tracking_uri=config["tracking_uri"],
         tracking=config["tracking"],

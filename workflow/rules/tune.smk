@@ -1,6 +1,6 @@
 # Fair tuning (METHOD.md §5), only when the config has a tune block: every candidate of every method is
 # trained on every tuning seed into its own MLflow experiment and scored on the validation split; one
-# selection per dataset x setting x method writes results/tuning/{dataset}/{setting}/{method}.json,
+# selection per dataset x setting x method writes its choice (layout.TUNING_CHOICE),
 # which the evaluation job of that method reads (so a changed choice reruns that method's jobs only).
 
 
@@ -23,7 +23,7 @@ def tuning_run_paths(dataset, setting, method):
     from fedakd.config.tuning import grid
 
     return expand(
-        "results/tuning/runs/{dataset}/{setting}/{method}/c{candidate}/seed{seed}/metrics.json",
+        TUNING_RUN_METRICS,
         dataset=dataset,
         setting=setting,
         method=method,
@@ -38,16 +38,16 @@ def tuning_runs(wildcards):
 
 def tracked_tuning_runs():
     """The track_tuning rule's outputs: one per dataset x setting."""
-    return expand("results/mlflow/tuning/{dataset}/{setting}.json", dataset=config["datasets"], setting=config["settings"])
+    return expand(layout.TRACKED_TUNING_RUNS, dataset=config["datasets"], setting=config["settings"])
 
 
 rule tune_train:
     """A candidate on a tuning seed: the train job's script, its own spec and experiment."""
     input:
-        manifest="results/partitions/{dataset}/{setting}/seed{seed}/manifest.json",
-        indices="results/partitions/{dataset}/{setting}/seed{seed}/indices.npz",
+        manifest=rules.partition.output.manifest,
+        indices=rules.partition.output.indices,
     output:
-        "results/tuning/runs/{dataset}/{setting}/{method}/c{candidate}/seed{seed}/metrics.json",
+        TUNING_RUN_METRICS,
     params:
         job=tuning_job,
     log:
@@ -73,7 +73,7 @@ rule tune_select:
     input:
         tuning_runs,
     output:
-        "results/tuning/{dataset}/{setting}/{method}.json",
+        layout.TUNING_CHOICE,
     params:
         metric=config["tune"]["metric"],
         budget=config["tune"]["budget"],
@@ -95,7 +95,7 @@ rule track_tuning:
         ],
         experiment=EXPERIMENT_FILE,
     output:
-        "results/mlflow/tuning/{dataset}/{setting}.json",
+        layout.TRACKED_TUNING_RUNS,
     params:
         tracking_uri=config["tracking_uri"],
         tracking=config["tracking"],

@@ -5,7 +5,7 @@ from job_log import logged
 from fedakd.io import read_json
 from fedakd.reporting.collect import load_metrics
 from fedakd.reporting.figures import make_figures
-from fedakd.reporting.tables import Study
+from fedakd.config.study import Study
 
 with logged(snakemake):
     import pandas as pd

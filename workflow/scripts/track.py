@@ -6,7 +6,7 @@ from pathlib import Path
 from job_log import logged
 
 from fedakd.io import atomic_write_json, read_json
-from fedakd.jobs import track_job
+from fedakd.track import track_job
 from fedakd.tracking import connect
 
 with logged(snakemake):
