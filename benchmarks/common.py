@@ -129,3 +129,24 @@ def train_jobs(jobs, config: Path, out_root: Path, workers: int) -> int:
     for out in failures:
         print(f"failed: {out} (see its train.log)", file=sys.stderr)
     return 1 if failures else 0
+
+
+def publish(lines: list[str], name: str) -> int:
+    """Print a study's Markdown tables and write them to reports/{name}.md (generated, never committed)."""
+    from fedakd.io import atomic_write_text
+
+    text = "\n".join(lines) + "\n"
+    print(text)
+    atomic_write_text(ROOT / "reports" / f"{name}.md", text)
+    return 0
+
+
+def study_main(doc: str, run, table, argv=None) -> int:
+    """The command line of a study driver: ``run`` (train the missing jobs, --workers at a time) or ``table``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("action", choices=("run", "table"))
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    return run(args.workers) if args.action == "run" else table()

@@ -22,13 +22,12 @@ Everything is judged on the validation split, never on the test set:
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
 import sys
 
-from benchmarks.common import ROOT, machine_info, train_jobs
+from benchmarks.common import ROOT, machine_info, publish, study_main, train_jobs
 
 CONFIG = ROOT / "config" / "stability.yaml"  # Fashion-MNIST, lt10 and lt100 over Dirichlet(0.5), 10 clients
 OUT = ROOT / "results" / "protocol"
@@ -82,9 +81,8 @@ def _at(run: dict, budget: int) -> float:
 
 def table() -> int:
     """Print the tables and write them to reports/protocol.md (generated, never committed)."""
-    from fedakd.diagnostics import failed
-    from fedakd.io import atomic_write_text
     from fedakd.config.tuning import select
+    from fedakd.diagnostics import failed
 
     runs = {(lr, epochs, setting, seed): _read(lr, epochs, setting, seed)
             for lr, epochs in candidates() for setting in SETTINGS for seed in SEEDS}
@@ -122,20 +120,9 @@ def table() -> int:
     lines += ["", f"Rounds the choice needs: {enough}" if enough else
               f"The choice has not converged on every tuning run within {ROUNDS} rounds."]
     info = machine_info(1)
-    text = "\n".join([f"# The protocol at the study's budget ({info['cpu_model']}, torch {info['torch']})", "",
-                      *lines]) + "\n"
-    print(text)
-    atomic_write_text(ROOT / "reports" / "protocol.md", text)
-    return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("run", "table"))
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args(argv)
-    return train_jobs(_jobs(), CONFIG, OUT, args.workers) if args.action == "run" else table()
+    return publish([f"# The protocol at the study's budget ({info['cpu_model']}, torch {info['torch']})", "", *lines],
+                   "protocol")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(study_main(__doc__, lambda workers: train_jobs(_jobs(), CONFIG, OUT, workers), table))

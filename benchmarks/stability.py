@@ -19,14 +19,13 @@ Runs live in results/stability/, which, like results/, is never committed.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
 import sys
 from pathlib import Path
 
-from benchmarks.common import ROOT, machine_info, train_jobs
+from benchmarks.common import ROOT, machine_info, publish, study_main, train_jobs
 
 CONFIG = ROOT / "config" / "stability.yaml"
 OUT = ROOT / "results" / "stability"
@@ -162,27 +161,14 @@ def mechanism_table() -> list[str]:
 
 def table() -> int:
     """Print the tables and write them to reports/stability.md (generated, like every report, never committed)."""
-    from fedakd.io import atomic_write_text
-
     info = machine_info(1)
     lines = ["# Stability study and the protocol's learning rate", "",
              f"Machine: {info['cpu_model']}, {info['cores']} cores, torch {info['torch']}, one thread per job.", "",
              "## Protocol: FedAvg on the validation split", "", *protocol_table(), "",
              "## Stability: final round, 6 rounds, 5 seeds", "", *stability_table(), "",
              "## The mechanism: diagnostics (medians over seeds)", "", *mechanism_table()]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    atomic_write_text(ROOT / "reports" / "stability.md", text)
-    return 0
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("run", "table"))
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args(argv)
-    return run(args.workers) if args.action == "run" else table()
+    return publish(lines, "stability")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(study_main(__doc__, run, table))

@@ -147,32 +147,20 @@ def train_on_transfer_set(ctx, start, *, steps: int, lr: float, batch_size: int,
     """
     import math
 
-    import torch
-
     from fedakd.engine import ServerUpdate
     from fedakd.optim import Adam
-    from fedakd.seeding import SERVER
 
     guard = guard or {}
     train_positions, val_x, val_y = validation_data(ctx, guard)
     ctx.flat.copy_(start)
     model = ctx.model
     optimizer = Adam(model.parameters(), lr=lr)
-    generator = ctx.generator(SERVER)
-    n = ctx.transfer_x.shape[0] if train_positions is None else int(train_positions.numel())
     cosine, clip = guard.get("schedule") == "cosine", float(guard.get("grad_clip", 0.0))
     every, patience = guard.get("validate_every", 100), guard.get("patience", 0)
-    best_score = best_weights = best_step = None
-    init_score = accuracy(model, val_x, val_y) if val_x is not None else None
+    best = _BestValidated(model, ctx.flat, val_x, val_y)
     model.train()
-    order, cursor, taken = torch.randperm(n, generator=generator), 0, 0
-    for step in range(1, steps + 1):
-        if cursor + batch_size > n:  # a fresh pass over the transfer set
-            order, cursor = torch.randperm(n, generator=generator), 0
-        idx = order[cursor : cursor + batch_size].to(ctx.device)
-        if train_positions is not None:
-            idx = train_positions[idx]
-        cursor += batch_size
+    taken = 0
+    for step, idx in enumerate(_transfer_batches(ctx, train_positions, batch_size, steps), start=1):
         if cosine:  # torch's CosineAnnealingLR(T_max = steps, eta_min = 0), in closed form
             optimizer.lr = lr * (1 + math.cos(math.pi * (step - 1) / steps)) / 2
         with ctx.autocast():
@@ -184,20 +172,51 @@ def train_on_transfer_set(ctx, start, *, steps: int, lr: float, batch_size: int,
             _clip_gradients(optimizer.params, clip)
         optimizer.step()
         taken = step
-        if val_x is not None and (step % every == 0 or step == steps):
-            score = accuracy(model, val_x, val_y)
-            model.train()
-            if best_score is None or score > best_score:
-                best_score, best_weights, best_step = score, ctx.flat.clone(), step
-            elif patience and step - best_step >= patience:
-                break
+        if val_x is not None and (step % every == 0 or step == steps) and best.stop_after(step, patience):
+            break
     ctx.count(server_steps=taken)
     if val_x is None:
         return ServerUpdate(ctx.flat.clone())
-    kept = bool(guard.get("keep_average")) and (best_score is None or init_score > best_score)
-    weights = start if kept else (best_weights if best_weights is not None else ctx.flat.clone())
-    return ServerUpdate(weights, notes={"server/steps_taken": taken, "server/val_average": init_score,
-                                        "server/val_best": best_score, "server/kept_average": float(kept)})
+    kept = bool(guard.get("keep_average")) and (best.score is None or best.initial > best.score)
+    weights = start if kept else (best.weights if best.weights is not None else ctx.flat.clone())
+    return ServerUpdate(weights, notes={"server/steps_taken": taken, "server/val_average": best.initial,
+                                        "server/val_best": best.score, "server/kept_average": float(kept)})
+
+
+def _transfer_batches(ctx, positions, batch_size: int, steps: int):
+    """``steps`` batches of transfer-set positions (of ``positions`` when given), drawn without replacement from
+    a seeded permutation, reshuffled when fewer than a batch remain."""
+    import torch
+
+    from fedakd.seeding import SERVER
+
+    generator = ctx.generator(SERVER)
+    n = ctx.transfer_x.shape[0] if positions is None else int(positions.numel())
+    order, cursor = torch.randperm(n, generator=generator), 0
+    for _ in range(steps):
+        if cursor + batch_size > n:  # a fresh pass over the transfer set
+            order, cursor = torch.randperm(n, generator=generator), 0
+        idx = order[cursor : cursor + batch_size].to(ctx.device)
+        cursor += batch_size
+        yield idx if positions is None else positions[idx]
+
+
+class _BestValidated:
+    """The guard's memory: the starting model's validation accuracy, and the best validated step's weights."""
+
+    def __init__(self, model, flat, val_x, val_y):
+        self.model, self.flat, self.val_x, self.val_y = model, flat, val_x, val_y
+        self.initial = accuracy(model, val_x, val_y) if val_x is not None else None
+        self.score = self.weights = self.step = None
+
+    def stop_after(self, step: int, patience: int) -> bool:
+        """Validate the model at ``step``; True when ``patience`` steps have passed without a better score."""
+        score = accuracy(self.model, self.val_x, self.val_y)
+        self.model.train()
+        if self.score is None or score > self.score:
+            self.score, self.weights, self.step = score, self.flat.clone(), step
+            return False
+        return bool(patience) and step - self.step >= patience
 
 
 def require_transfer_set(ctx) -> None:

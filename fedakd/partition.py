@@ -452,29 +452,7 @@ def make_partition(labels: np.ndarray, num_classes: int, spec: PartitionSpec) ->
                              f"{spec.validation_per_class}); lower them")
     kept, class_counts, minority = _imbalance_pool(labels, pool, num_classes, spec.imbalance,
                                                    numpy_rng(spec.seed, PARTITION_IMBALANCE))
-    clients, split = spec.clients, spec.split
-    if clients > kept.size:
-        raise PartitionError(f"federation.clients = {clients} exceeds the {kept.size} examples in the pool; "
-                             f"use fewer clients or a smaller imbalance factor")
-    if split["min_size"] * clients > kept.size:
-        raise PartitionError(f"split.min_size = {split['min_size']} for each of {clients} clients needs "
-                             f"more than the {kept.size} examples in the pool; lower split.min_size or the clients")
-    rng = numpy_rng(spec.seed, PARTITION_SPLIT)
-    kind = split["kind"]
-    if kind == "iid":
-        parts = _split_iid(kept, clients, rng)
-    elif kind == "dirichlet":
-        parts = _split_dirichlet(labels, kept, num_classes, clients, split, rng)
-    elif kind == "classes":
-        parts = _split_classes(labels, kept, num_classes, clients, split["k"], rng)
-    else:
-        parts = _split_quantity(kept, clients, split, rng)
-    client_indices = [np.sort(part).astype(np.int64) for part in parts]
-    empty = [i for i, part in enumerate(client_indices) if part.size == 0]
-    if empty:
-        raise PartitionError(f"clients {empty} would get no examples (split {kind}); use fewer clients, "
-                             f"a larger split.k or a smaller imbalance factor")
-
+    client_indices = _split_pool(labels, kept, num_classes, spec)
     client_class_counts = np.stack([np.bincount(labels[part], minlength=num_classes) for part in client_indices])
     held = client_class_counts.sum(axis=0)  # = class_counts, except for classes a `classes` split left unused
     balanced = spec.imbalance["kind"] == "none"  # the pool's natural counts are not a skew to report
@@ -498,3 +476,30 @@ def make_partition(labels: np.ndarray, num_classes: int, spec: PartitionSpec) ->
         params=params,
         sha256=partition_sha256(transfer, client_indices, validation),
     )
+
+
+def _split_pool(labels: np.ndarray, kept: np.ndarray, num_classes: int, spec: PartitionSpec) -> list[np.ndarray]:
+    """The imbalanced pool over the clients (sorted int64 index arrays), every client holding something."""
+    clients, split = spec.clients, spec.split
+    if clients > kept.size:
+        raise PartitionError(f"federation.clients = {clients} exceeds the {kept.size} examples in the pool; "
+                             f"use fewer clients or a smaller imbalance factor")
+    if split["min_size"] * clients > kept.size:
+        raise PartitionError(f"split.min_size = {split['min_size']} for each of {clients} clients needs "
+                             f"more than the {kept.size} examples in the pool; lower split.min_size or the clients")
+    rng = numpy_rng(spec.seed, PARTITION_SPLIT)
+    kind = split["kind"]
+    if kind == "iid":
+        parts = _split_iid(kept, clients, rng)
+    elif kind == "dirichlet":
+        parts = _split_dirichlet(labels, kept, num_classes, clients, split, rng)
+    elif kind == "classes":
+        parts = _split_classes(labels, kept, num_classes, clients, split["k"], rng)
+    else:
+        parts = _split_quantity(kept, clients, split, rng)
+    client_indices = [np.sort(part).astype(np.int64) for part in parts]
+    empty = [i for i, part in enumerate(client_indices) if part.size == 0]
+    if empty:
+        raise PartitionError(f"clients {empty} would get no examples (split {kind}); use fewer clients, "
+                             f"a larger split.k or a smaller imbalance factor")
+    return client_indices

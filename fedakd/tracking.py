@@ -38,8 +38,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-#: The tracking block's defaults (fedakd/schemas/config.schema.yaml documents each).
-TRACKING_DEFAULTS = {"connect_timeout": 10, "request_timeout": 10, "request_retries": 2}
 #: MLflow's experiment tag for the kind of experiment; its UI opens a training experiment on its runs.
 EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 #: Tag of the one run per experiment that holds a study's tables and report (not a training job).
@@ -64,17 +62,25 @@ def uri_problem(tracking_uri: str) -> str | None:
             "postgresql://, mysql:// or mssql:// of a database, or a folder")
 
 
+def tracking_settings(tracking: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The config's ``tracking`` block with the schema's defaults under it (a validated config's is complete)."""
+    from fedakd.config.schema import load_schema
+
+    defaults = {key: entry["default"] for key, entry in load_schema()["properties"]["tracking"]["properties"].items()}
+    return {**defaults, **(tracking or {})}
+
+
 def configure_http(tracking: Mapping[str, Any] | None = None) -> None:
     """Bound MLflow's HTTP calls (timeout, retries, backoff) through its documented environment variables,
     unless the user set them already."""
-    settings = {**TRACKING_DEFAULTS, **(tracking or {})}
+    settings = tracking_settings(tracking)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(settings["request_timeout"])))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(int(settings["request_retries"])))
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0.5")
 
 
-def check_reachable(tracking_uri: str, timeout: float = TRACKING_DEFAULTS["connect_timeout"]) -> None:
+def check_reachable(tracking_uri: str, timeout: float) -> None:
     """Raise TrackingError, in at most about ``timeout`` seconds, if the tracking URI does not answer.
 
     http(s): GET <uri>/health (every MLflow server has it); a database URI: a TCP connection to its
@@ -126,7 +132,7 @@ def check_reachable(tracking_uri: str, timeout: float = TRACKING_DEFAULTS["conne
 def connect(tracking_uri: str, tracking: Mapping[str, Any] | None = None) -> None:
     """Before talking to the store: bound MLflow's HTTP calls, then check in seconds that the URI answers."""
     configure_http(tracking)
-    check_reachable(tracking_uri, {**TRACKING_DEFAULTS, **(tracking or {})}["connect_timeout"])
+    check_reachable(tracking_uri, tracking_settings(tracking)["connect_timeout"])
 
 
 def sqlite_file(tracking_uri: str) -> Path | None:

@@ -102,12 +102,32 @@ def crosscheck_mlflow(runs: list[dict[str, Any]], tracking_uri: str, experiment:
     if found is None or found.lifecycle_stage == "deleted":
         raise ResultsError(f"MLflow experiment {experiment!r} does not exist in {tracking_uri}; check the config's "
                            f"experiment and tracking_uri, or rerun the training jobs")
+    finished, unfinished, others = _sort_runs(runs, _search_all_runs(client, found.experiment_id, page_size))
+    problems = _crosscheck_problems(client, runs, finished, experiment)
+    # Jobs outside the collected set (a method or seed since dropped from the config) are out of scope:
+    # the pipeline collects every job of its config, so a missing metrics.json stops it before this point.
+    outside = sorted(key for key in finished if key not in {job_key(run["job"]) for run in runs})
+    if problems:
+        raise ResultsError(f"results and MLflow experiment {experiment!r} disagree:\n- " + "\n- ".join(problems))
+    note = (f"MLflow experiment {experiment!r}: {len(runs)} finished runs match their metrics.json"
+            + ("; ignored unfinished runs: " + ", ".join(f"{n} {s}" for s, n in sorted(unfinished.items()))
+               if unfinished else "")
+            + (f"; ignored {len(outside)} finished run(s) of jobs not collected here ({', '.join(outside[:3])}"
+               f"{', ...' if len(outside) > 3 else ''})" if outside else "")
+            + (f"; ignored {others} run(s) of collected jobs owned by another folder or config" if others else ""))
+    log.info(note)
+    return note
+
+
+def _sort_runs(runs: list[dict[str, Any]], mlflow_runs) -> tuple[dict[str, list[str]], dict[str, int], int]:
+    """The experiment's runs by job key: FINISHED run ids, counts of the others by status, and how many belong to
+    another folder or config (the summary run is skipped)."""
     owners = {job_key(run["job"]): (run.get("job_digest"), run.get("run_folder")) for run in runs}
     named = {run.get("mlflow_run_id") for run in runs}  # a run a collected folder names is its own, wherever it moved
     finished: dict[str, list[str]] = {}
     unfinished: dict[str, int] = {}
     others = 0
-    for mlflow_run in _search_all_runs(client, found.experiment_id, page_size):
+    for mlflow_run in mlflow_runs:
         status = mlflow_run.info.status
         tags = mlflow_run.data.tags
         if tags.get(SUMMARY_TAG):
@@ -121,12 +141,15 @@ def crosscheck_mlflow(runs: list[dict[str, Any]], tracking_uri: str, experiment:
             finished.setdefault(key, []).append(mlflow_run.info.run_id)
         else:
             unfinished[status] = unfinished.get(status, 0) + 1
+    return finished, unfinished, others
 
+
+def _crosscheck_problems(client, runs: list[dict[str, Any]], finished: dict[str, list[str]],
+                         experiment: str) -> list[str]:
+    """Every disagreement between the collected runs and the experiment's FINISHED runs, one sentence each."""
     problems = []
-    keys_with_metrics = set()
     for run in runs:
         key = job_key(run["job"])
-        keys_with_metrics.add(key)
         run_ids = finished.get(key, [])
         if run.get("mlflow_run_id") is None:
             problems.append(f"{key}: was never logged to MLflow (no {TRACKING_FILE} beside its metrics.json); rerun "
@@ -146,19 +169,7 @@ def crosscheck_mlflow(runs: list[dict[str, Any]], tracking_uri: str, experiment:
         if len(run_ids) > 1:
             problems.append(f"{key}: {len(run_ids)} FINISHED MLflow runs ({', '.join(sorted(run_ids))}); delete the "
                             f"ones its metrics.json does not name (MlflowClient.delete_run)")
-    # Jobs outside the collected set (a method or seed since dropped from the config) are out of scope:
-    # the pipeline collects every job of its config, so a missing metrics.json stops it before this point.
-    outside = sorted(key for key in finished if key not in keys_with_metrics)
-    if problems:
-        raise ResultsError(f"results and MLflow experiment {experiment!r} disagree:\n- " + "\n- ".join(problems))
-    note = (f"MLflow experiment {experiment!r}: {len(runs)} finished runs match their metrics.json"
-            + ("; ignored unfinished runs: " + ", ".join(f"{n} {s}" for s, n in sorted(unfinished.items()))
-               if unfinished else "")
-            + (f"; ignored {len(outside)} finished run(s) of jobs not collected here ({', '.join(outside[:3])}"
-               f"{', ...' if len(outside) > 3 else ''})" if outside else "")
-            + (f"; ignored {others} run(s) of collected jobs owned by another folder or config" if others else ""))
-    log.info(note)
-    return note
+    return problems
 
 
 def _failure_columns(failure: dict[str, Any] | None) -> dict[str, Any]:

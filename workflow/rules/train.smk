@@ -29,6 +29,7 @@ rule mlflow_setup:
         EXPERIMENT_FILE,
     params:
         tracking_uri=config["tracking_uri"],
+        tracking=config["tracking"],
         experiments=experiments(),
     log:
         "logs/mlflow_setup.log",
