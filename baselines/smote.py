@@ -1,4 +1,4 @@
-"""Client-side oversampling for fedavg-smote (METHOD.md §3), with imbalanced-learn.
+"""Client-side oversampling for fedavg-smote (docs/method-card.md §3), with imbalanced-learn.
 
 SMOTE's ``k_neighbors`` is one number for all classes, and a class with no more
 than k examples makes it fail. So classes are grouped by the k they can afford --

@@ -15,7 +15,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = "fashion-mnist"
 BACKBONE = "cnn"
-#: NIID-Bench's FedAvg setting (METHOD.md §6), local epochs and rounds set by each measurement.
+#: NIID-Bench's FedAvg setting (docs/method-card.md §7), local epochs and rounds set by each measurement.
 NIID_FEDERATION = {"clients": 10, "fraction": 1.0, "batch_size": 64, "lr": 0.01, "momentum": 0.9,
                    "weight_decay": 0.0, "eval_every": 1, "proxy_per_class": 0, "validation_per_class": 0}
 BALANCED = {"kind": "none"}

@@ -1,4 +1,4 @@
-"""FedAKD: attention model + FedAvg aggregation + knowledge distillation (METHOD.md §3).
+"""FedAKD: attention model + FedAvg aggregation + knowledge distillation (docs/method-card.md §3).
 
 kd_site: server (default) -- after averaging, the server distils the uploaded
 client models into the averaged one on the transfer set (fedakd.distill).

@@ -1,4 +1,4 @@
-"""Datasets as whole, normalised in-memory tensors (METHOD.md §1).
+"""Datasets as whole, normalised in-memory tensors (docs/method-card.md §1).
 
 Every job loads its dataset once and trains by indexing tensors, so images are converted in one
 vectorised step (uint8 -> float32, per-channel normalisation), never per sample through PIL.

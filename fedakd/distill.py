@@ -1,6 +1,6 @@
 """Server-side training of the aggregated model on the transfer set.
 
-With lam > 0 this is FedAKD's distillation (METHOD.md §3): the averaged model q
+With lam > 0 this is FedAKD's distillation (docs/method-card.md §3): the averaged model q
 (student) learns L = CE(y, q) + lam * T^2 * mean_k KL(p_k^T || q^T) from the
 uploaded client models p_k (teachers). With lam = 0 it is plain fine-tuning
 (fedavg-ft), and no teacher is evaluated. FedDF (baselines/feddf.py) takes the

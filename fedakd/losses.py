@@ -1,4 +1,4 @@
-"""FedAKD's distillation losses (METHOD.md §3).
+"""FedAKD's distillation losses (docs/method-card.md §3).
 
 L = CE(y, q) + lam * T^2 * mean_k KL(p_k^T || q^T): the student q learns the labels
 and the teachers' softened predictions; T^2 keeps the KD gradient's scale

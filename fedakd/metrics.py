@@ -1,4 +1,4 @@
-"""Test-set metrics of one evaluated round (METHOD.md section 4).
+"""Test-set metrics of one evaluated round (docs/method-card.md §4).
 
 Runs every evaluated round on the whole test set, so every metric is derived from
 one confusion matrix and the probabilities with NumPy alone, instead of letting each

@@ -1,4 +1,4 @@
-"""Backbones, the FedAKD feature attention and the classifier that joins them (METHOD.md §2).
+"""Backbones, the FedAKD feature attention and the classifier that joins them (docs/method-card.md §2).
 
 A model is backbone f: x -> R^d, optional attention, head g: R^d -> R^C. torch is
 imported at module level because every name here is a torch module; the engine
@@ -18,7 +18,7 @@ class BackboneError(ValueError):
     """An unknown backbone, or one that cannot take the dataset's input shape."""
 
 
-#: How the attention weights a re-weight the features f (METHOD.md section 2).
+#: How the attention weights a re-weight the features f (docs/method-card.md §2).
 ATTENTION_FORMS = ("scaled", "residual")
 
 

@@ -1,11 +1,11 @@
-"""Imbalanced federated partitions (METHOD.md §1): transfer set, global imbalance, client split.
+"""Imbalanced federated partitions (docs/method-card.md §1): transfer set, global imbalance, client split.
 
 A partition is made in seeded stages, each with its own random stream, so that changing one
 stage's parameters never shifts the draws of another:
 
 1. the transfer set: ``proxy_per_class`` examples of every class, set aside;
 2. the validation set: ``validation_per_class`` examples of every class, held out for tuning
-   (METHOD.md §5; 0 by default, which leaves every other stage and the hash as they were);
+   (docs/method-card.md §5; 0 by default, which leaves every other stage and the hash as they were);
 3. the global imbalance of the remaining pool (``none``, ``longtail``, ``step``);
 4. the split of the imbalanced pool over the clients (``iid``, ``dirichlet``, ``classes``,
    ``quantity``; the last three follow NIID-Bench).

@@ -1,6 +1,6 @@
 """Every random stream of the suite, derived from the config's seed and a fixed tag.
 
-One seed fixes a whole job (METHOD.md §5). Each consumer asks for its own stream by naming it with
+One seed fixes a whole job (docs/method-card.md §5). Each consumer asks for its own stream by naming it with
 integer parts -- (seed, stage) for a partition stage, (seed, round, purpose, client) in the engine
 -- so changing one stage's parameters never shifts the draws of another, and a job resumed after
 round r draws exactly what an uninterrupted one draws. All streams come from NumPy's SeedSequence,

@@ -1,4 +1,4 @@
-"""Fair tuning (METHOD.md §5): every method's options chosen the same way, on data that is neither the
+"""Fair tuning (docs/method-card.md §5): every method's options chosen the same way, on data that is neither the
 test set nor the transfer set.
 
 A config's ``tune`` block gives, per method, a grid of candidate options. Each candidate is trained on

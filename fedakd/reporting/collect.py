@@ -17,7 +17,7 @@ from fedakd.record import JOB_KEYS, RunRecord
 from fedakd.metrics import HEADLINE_METRICS, METRIC_KEYS
 from fedakd.tracking import SUMMARY_TAG
 
-#: Metrics whose logged steps the cross-check compares with each job's history (METHOD.md §4's headline).
+#: Metrics whose logged steps the cross-check compares with each job's history (docs/method-card.md §4's headline).
 HEADLINE_STEPS = HEADLINE_METRICS  # every round of these must be in MLflow
 
 

@@ -1,4 +1,4 @@
-"""The declared comparisons and the ablation ladder (METHOD.md §5).
+"""The declared comparisons and the ablation ladder (docs/method-card.md §5).
 
 Which comparisons a study makes is fixed by its config before any result exists
 (``declared_comparisons``), and so are its metrics: one primary metric (balanced accuracy), whose

@@ -1,5 +1,5 @@
 """Learning-curve summaries: the late-round mean, the rounds to reach a fraction of the final value, and
-whether a method had stopped improving (METHOD.md §5, convergence).
+whether a method had stopped improving (docs/method-card.md §5, convergence).
 
 The window is the last ``fraction`` of the rounds: rounds r > R - ceil(fraction * R) (the last 2 of 10).
 A curve's rise over the window is measured from the round just before it to the last round, on a

@@ -1,4 +1,4 @@
-"""Paired statistics over seeds (METHOD.md §5): the numbers behind every comparison the report draws.
+"""Paired statistics over seeds (docs/method-card.md §5): the numbers behind every comparison the report draws.
 
 Seed s fixes the partition, the initial weights and the client sampling for every method, so two
 methods are compared through their per-seed differences. For one comparison and metric this module

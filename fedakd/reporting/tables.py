@@ -1,4 +1,4 @@
-"""The tables of a study (METHOD.md §5): summary, declared comparisons, ablation ladder, cost.
+"""The tables of a study (docs/method-card.md §5): summary, declared comparisons, ablation ladder, cost.
 
 - summary: per dataset x setting x method, final-round metrics as mean, std and 95 % bootstrap interval
   over seeds; the late-round mean of balanced accuracy and the rounds to reach a fraction of its final

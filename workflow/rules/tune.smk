@@ -1,4 +1,4 @@
-# Fair tuning (METHOD.md §5), only when the config has a tune block: every candidate of every method is
+# Fair tuning (docs/method-card.md §5), only when the config has a tune block: every candidate of every method is
 # trained on every tuning seed into its own MLflow experiment and scored on the validation split; one
 # selection per dataset x setting x method writes its choice (layout.TUNING_CHOICE),
 # which the evaluation job of that method reads (so a changed choice reruns that method's jobs only).
