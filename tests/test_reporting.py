@@ -11,6 +11,7 @@ from numpy.testing import assert_allclose
 
 from fedakd.config import config_digest, load_schema, schema_problems
 from fedakd.config.study import Study
+from fedakd import layout
 from fedakd.io import atomic_write_json, atomic_write_text
 from fedakd.reporting import collect, figures, report, tables
 from fedakd.reporting.comparisons import COMPARISON_COLUMNS
@@ -369,7 +370,7 @@ def test_cost_table_means_over_seeds(frame):
 def test_write_tables(tmp_path, frame, study):
     built = tables.build_tables(frame, study)
     written = tables.write_tables(built, tmp_path, study)
-    assert sorted(p.name for p in written) == sorted(f"{n}.{e}" for n in tables.TABLE_NAMES
+    assert sorted(p.name for p in written) == sorted(f"{n}.{e}" for n in layout.TABLE_NAMES
                                                      for e in ("csv", "md", "tex"))
     import pandas as pd
 

@@ -266,7 +266,8 @@ def _tuning(readable: dict, study) -> list[str]:
 def write_report(runs: list[dict[str, Any]], tables: dict, figures: list[Path], out_path: str | Path,
                  config: dict[str, Any], manifests: list[dict[str, Any]], study: "Study") -> Path:
     """Write the Markdown report from the tables of fedakd.reporting.tables.build_tables."""
-    from fedakd.reporting.tables import TABLE_NAMES, readable_tables
+    from fedakd.layout import TABLE_NAMES
+    from fedakd.reporting.tables import readable_tables
 
     missing = [name for name in TABLE_NAMES if name not in tables]
     if missing:

@@ -306,6 +306,3 @@ def write_tables(tables: dict, out_dir: str | Path, study: Study) -> list[Path]:
         latex = readable.to_latex(index=False, escape=True, caption=CAPTIONS.get(name), label=f"tab:{name}")
         written.append(atomic_write_text(out_dir / f"{name}.tex", latex.replace("→", "$\\rightarrow$")))
     return written
-
-
-TABLE_NAMES: Sequence[str] = ("summary", "comparison", "ladder", "cost", "across")
