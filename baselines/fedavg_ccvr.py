@@ -96,13 +96,17 @@ class FedAvgCCVR(FedAvg):
                                    "description": "virtual features per calibration step"},
     }
 
+    def feature_statistics(self, ctx, client) -> dict[str, "torch.Tensor"]:
+        """A client's answer to the last round's query: count, mean and covariance of its features per class
+        under the weights the server sent (ctx.model holds them)."""
+        return class_feature_statistics(embed_all(ctx, client.x), client.y)
+
     def server_update(self, ctx, uploads, averaged):
         if ctx.round != ctx.federation.rounds or self.options["calibration_epochs"] == 0:
             return super().server_update(ctx, uploads, averaged)
         from fedakd.engine import ServerUpdate
 
-        answers = ctx.client_pass(lambda ctx, client: class_feature_statistics(embed_all(ctx, client.x), client.y),
-                                  averaged)
+        answers = ctx.client_pass(self.feature_statistics, averaged)
         weight, _ = head_views(ctx, averaged)
         count, mean, covariance = pool_statistics([stats for _, stats in answers], ctx.num_classes, weight.shape[1])
         generator = ctx.generator(CCVR)

@@ -24,15 +24,15 @@ the weights each way per sampled client plus every extra upload a method makes (
 """
 
 from fedakd.engine.checkpoint import Checkpoint, CheckpointError, ServerState, Totals
-from fedakd.engine.context import (ClientData, FederatedData, Federation, LossFn, RoundContext, RunSetup,
-                                   ServerUpdate, Tally, Upload)
+from fedakd.engine.context import (ClientData, ClientQuery, FederatedData, Federation, InProcessClients, LossFn,
+                                   RoundContext, RunSetup, ServerUpdate, Tally, Upload)
 from fedakd.engine.loop import (VALIDATION_PREFIX, Callback, DeviceError, FederationResult, build_server,
                                 clients_per_round, evaluate, resolve_device, run_federation, sample_clients)
 from fedakd.engine.weights import flat_layout, flatten_parameters, predict_logits, tensor_bytes, weighted_average
 
 __all__ = [
-    "VALIDATION_PREFIX", "Callback", "Checkpoint", "CheckpointError", "ClientData", "DeviceError", "FederatedData",
-    "Federation", "FederationResult", "LossFn", "RoundContext", "RunSetup", "ServerState", "ServerUpdate", "Tally",
+    "VALIDATION_PREFIX", "Callback", "Checkpoint", "CheckpointError", "ClientData", "ClientQuery", "DeviceError",
+    "FederatedData", "Federation", "FederationResult", "InProcessClients", "LossFn", "RoundContext", "RunSetup", "ServerState", "ServerUpdate", "Tally",
     "Totals", "Upload", "build_server", "clients_per_round", "evaluate", "flat_layout", "flatten_parameters",
     "predict_logits", "resolve_device", "run_federation", "sample_clients", "tensor_bytes", "weighted_average",
 ]

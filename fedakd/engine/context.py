@@ -143,6 +143,34 @@ class Tally:
 
 
 LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+#: A client's answer in a further exchange (``RoundContext.client_pass``): a hook of the method, called with the
+#: round's context (its model holding the weights the server sent) and the client's data.
+ClientQuery = Callable[["RoundContext", ClientData], dict[str, torch.Tensor]]
+
+
+class InProcessClients:
+    """How the server reaches its clients when every client's data is in this process (the simulation engine).
+    fedakd.flower reaches them through Flower's messages instead, with the same three calls."""
+
+    def prepare(self, method, clients: list[ClientData], seed: int) -> tuple[list[ClientData], dict[str, float]]:
+        """Each client's one-off preparation of its data (SMOTE); the clients and the summed counters."""
+        return method.prepare_clients(clients, seed)
+
+    def train(self, method, ctx: "RoundContext") -> list[Upload]:
+        """Every sampled client's local update, in client order."""
+        return [method.client_update(ctx, client) for client in ctx.clients]
+
+    def ask(self, ctx: "RoundContext", compute: ClientQuery,
+            weights: torch.Tensor) -> list[tuple[ClientData, dict[str, torch.Tensor]]]:
+        """Every sampled client's answer to ``compute`` with ``ctx.model`` holding ``weights``; both directions
+        counted in the bytes."""
+        results = []
+        for client in ctx.clients:
+            ctx.flat.copy_(weights)
+            answer = compute(ctx, client)
+            ctx.count(bytes_down=tensor_bytes([weights]), bytes_up=tensor_bytes(answer.values()))
+            results.append((client, answer))
+        return results
 
 
 # -- what a method's hooks see ----------------------------------------------------------------
@@ -174,6 +202,7 @@ class RoundContext:
     validation_y: np.ndarray | None = None
     amp: bool = False
     tally: Tally = field(default_factory=Tally)
+    link: Any = field(default_factory=InProcessClients)  # how the server reaches the clients (client_pass)
 
     def generator(self, *parts: int) -> torch.Generator:
         """This round's random stream named by ``parts`` (tags in fedakd.seeding)."""
@@ -233,15 +262,9 @@ class RoundContext:
         self.record_loss(loss_name, loss_sum / max(steps, 1))
         return Upload(client.client_id, self.flat.clone(), client.num_examples, client.class_counts)
 
-    def client_pass(self, compute: Callable[["RoundContext", ClientData], dict[str, torch.Tensor]],
-                    weights: torch.Tensor) -> list[tuple[ClientData, dict[str, torch.Tensor]]]:
+    def client_pass(self, compute: ClientQuery, weights: torch.Tensor) -> list[tuple[ClientData, dict[str, torch.Tensor]]]:
         """A further exchange with this round's clients: the server sends ``weights``, each client returns
         ``compute(ctx, client)`` computed on its own data with ``ctx.model`` holding those weights. Both
-        directions are counted in the bytes."""
-        results = []
-        for client in self.clients:
-            self.flat.copy_(weights)
-            answer = compute(self, client)
-            self.count(bytes_down=tensor_bytes([weights]), bytes_up=tensor_bytes(answer.values()))
-            results.append((client, answer))
-        return results
+        directions are counted in the bytes. ``compute`` is a hook of the method (a bound method): over a real
+        federation the clients are asked for it by name."""
+        return self.link.ask(self, compute, weights)

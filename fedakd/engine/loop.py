@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from fedakd.engine.checkpoint import Checkpoint, ServerState, Totals, restore_checkpoint, save_checkpoint
-from fedakd.engine.context import FederatedData, RoundContext, RunSetup, Upload
+from fedakd.engine.context import FederatedData, InProcessClients, RoundContext, RunSetup, Upload
 from fedakd.engine.weights import flatten_parameters, predict_logits, tensor_bytes
 from fedakd.seeding import INIT, SAMPLE, derive_seed
 
@@ -108,14 +108,14 @@ def evaluate(server: ServerState, x: torch.Tensor, y: np.ndarray,
     return evaluate_predictions(y, probs, data.num_classes, data.groups), probs.argmax(axis=1)
 
 
-def _sample(server: ServerState, clients, data: FederatedData, setup: RunSetup, r: int) -> RoundContext:
+def _sample(server: ServerState, clients, data: FederatedData, setup: RunSetup, r: int, link) -> RoundContext:
     """Round r's context: the sampled clients and what the server holds at the start of the round."""
     sampled = [clients[k] for k in sample_clients(len(clients), setup.federation.fraction, setup.seed, r)]
     return RoundContext(round=r, seed=setup.seed, federation=setup.federation, device=setup.device,
                         model=server.model, flat=server.flat, spare=server.spare, spare_flat=server.spare_flat,
                         global_weights=server.global_weights, num_classes=data.num_classes, clients=sampled,
                         transfer_x=data.transfer_x, transfer_y=data.transfer_y, validation_x=data.validation_x,
-                        validation_y=data.validation_y, amp=setup.amp)
+                        validation_y=data.validation_y, amp=setup.amp, link=link)
 
 
 def _finite(tensor: torch.Tensor | None) -> bool:
@@ -197,13 +197,13 @@ def _evaluate_round(server: ServerState, data: FederatedData, record: dict[str, 
 
 
 def _train_round(method: "Method", server: ServerState, clients, data: FederatedData, setup: RunSetup, r: int,
-                 due: bool, probe_x: torch.Tensor, payload: int) -> tuple[dict, dict, np.ndarray | None]:
+                 due: bool, probe_x: torch.Tensor, payload: int, link) -> tuple[dict, dict, np.ndarray | None]:
     """One round: sample, local training, aggregation and the server step, accounting, and (when due, or when
     it diverged) diagnostics and evaluation. Returns the record, the timing and the predicted test classes."""
     sync = torch.cuda.synchronize if setup.device.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
-    ctx = _sample(server, clients, data, setup, r)
-    uploads = [method.client_update(ctx, client) for client in ctx.clients]
+    ctx = _sample(server, clients, data, setup, r, link)
+    uploads = link.train(method, ctx)
     sync()
     t1 = time.perf_counter()
     averaged, notes = _aggregate_and_update(method, server, ctx, uploads, keep_average=due)
@@ -236,12 +236,17 @@ def _notify(callbacks: Sequence[Callback], event: str, *args) -> None:
 
 
 def run_federation(method: "Method", data: FederatedData, setup: RunSetup, *, checkpoint: Checkpoint | None = None,
-                   callbacks: Sequence[Callback] = ()) -> FederationResult:
-    """Run ``setup.federation.rounds`` rounds of ``method``; resume from ``checkpoint`` if one was saved."""
+                   callbacks: Sequence[Callback] = (), link=None) -> FederationResult:
+    """Run ``setup.federation.rounds`` rounds of ``method``; resume from ``checkpoint`` if one was saved.
+
+    ``link`` is how the server reaches the clients: by default every client's data is in ``data``
+    (InProcessClients); fedakd.flower passes one that reaches them through Flower's messages, so that the
+    same loop, the same server steps and the same accounting run in a real federation."""
     from fedakd.diagnostics import probe_indices
 
+    link = link or InProcessClients()
     server = build_server(method, data, setup)
-    clients, counters = method.prepare_clients(data.clients, setup.seed)
+    clients, counters = link.prepare(method, data.clients, setup.seed)
     if checkpoint is not None and restore_checkpoint(checkpoint, server, method, setup.device):
         _notify(callbacks, "on_resume", server.history, server.timings)
     rounds, eval_every = setup.federation.rounds, setup.federation.eval_every
@@ -254,7 +259,8 @@ def run_federation(method: "Method", data: FederatedData, setup: RunSetup, *, ch
         if server.diverged is not None:
             record, timing = _frozen_round(server, r, due)
         else:
-            record, timing, evaluated = _train_round(method, server, clients, data, setup, r, due, probe_x, payload)
+            record, timing, evaluated = _train_round(method, server, clients, data, setup, r, due, probe_x, payload,
+                                                     link)
             predictions = evaluated if evaluated is not None else predictions
         server.timings.append(timing)
         server.round = r
