@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # torch is installed first, on its own, so that a machine can pin the build it has
-# (e.g. TORCH_PACKAGES="torch==2.14.1 torchvision==0.29.1" for a wheel on local disk).
+# (e.g. TORCH_PACKAGES="torch==2.14.1 torchvision==0.29.1" for a wheel on local disk). The flower extra (Flower
+# and Ray) comes with the test extra, so that the Flower tests run (without it they are skipped, naming it).
 TORCH_PACKAGES ?= torch torchvision
 CORES  ?= 2
 CONFIG ?= config/config.yaml
@@ -18,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PACKAGES)
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,flower]"
 	touch $@
 
 # Two pytest-xdist workers: the suite mostly waits on subprocesses and servers (tests/conftest.py groups

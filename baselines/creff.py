@@ -98,6 +98,14 @@ class CReFF(FedAvg):
             self.features = state["features"].to(device)
             self.head = (state["head_weight"].to(device), state["head_bias"].to(device))
 
+    def shared_state(self):
+        """The classifier the clients take their gradients with (the server's last re-trained one)."""
+        return {} if self.head is None else {"head_weight": self.head[0].cpu(), "head_bias": self.head[1].cpu()}
+
+    def receive_shared_state(self, state, device):
+        if state:
+            self.head = (state["head_weight"].to(device), state["head_bias"].to(device))
+
     def _start(self, ctx) -> None:
         """Round 1: a random classifier and random features (CReFF's torch.randn), from our own stream."""
         import torch
@@ -134,7 +142,7 @@ class CReFF(FedAvg):
     def client_update(self, ctx, client):
         from fedakd.engine import tensor_bytes
 
-        if self.features is None:
+        if self.head is None:  # round 1 (a server's classifier arrives by receive_shared_state later on)
             self._start(ctx)
         ctx.count(bytes_down=tensor_bytes(self.head))  # the server's classifier travels with the model
         extras = self.real_gradients(ctx, client)
@@ -178,6 +186,8 @@ class CReFF(FedAvg):
 
         from fedakd.engine import ServerUpdate
 
+        if self.features is None:  # a server that ran no client update (a real federation): the same start
+            self._start(ctx)
         steps = self.match_features(ctx, uploads)
         weight, _ = head_views(ctx, averaged)
         generator = ctx.generator(CREFF_SERVER)

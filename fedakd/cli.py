@@ -1,4 +1,4 @@
-"""Command line: `fedakd validate | partition | train | ui-link`.
+"""Command line: `fedakd validate | partition | train | ui-link | flower`.
 
 Predictable problems (a bad config value, missing data, a tampered partition, a
 read-only folder, a damaged store: fedakd.errors) end with one line naming the
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 
-def _add_job_arguments(parser: argparse.ArgumentParser, *, method: bool) -> None:
+def add_job_arguments(parser: argparse.ArgumentParser, *, method: bool) -> None:
     parser.add_argument("--config", required=True, help="YAML config (see config/ and the schema)")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--setting", required=True, help="a key of the config's `settings`")
@@ -45,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--config", required=True)
     validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
 
-    _add_job_arguments(commands.add_parser("partition", help="make and save one partition"), method=False)
+    add_job_arguments(commands.add_parser("partition", help="make and save one partition"), method=False)
 
     train = commands.add_parser("train", help="train one (dataset, setting, method, seed) job")
-    _add_job_arguments(train, method=True)
+    add_job_arguments(train, method=True)
     train.add_argument("--partition", help="folder written by `fedakd partition` (checked against its sha256)")
     train.add_argument("--experiment-id", help="MLflow experiment id (default: look up or create by name)")
     train.add_argument("--no-track", action="store_true",
@@ -60,11 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--config", required=True)
     link.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
     link.add_argument("--url", default="http://127.0.0.1:5000", help="where the UI listens")
+
+    from fedakd.flower.commands import add_arguments as add_flower_arguments
+
+    add_flower_arguments(commands)
     return parser
 
 
 def run(args: argparse.Namespace, callbacks=()) -> None:
     from fedakd.config import job_spec, load_config, partition_spec
+
+    if args.command == "flower":
+        from fedakd.flower import require_flower
+
+        require_flower()
+        from fedakd.flower.commands import run as run_flower
+
+        return run_flower(args)
 
     config = load_config(args.config, args.overrides)
     if args.command == "validate":

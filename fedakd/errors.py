@@ -17,6 +17,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from fedakd.config import ConfigError
     from fedakd.data import DataError
     from fedakd.engine import CheckpointError, DeviceError
+    from fedakd.flower import FlowerError
     from fedakd.io import UnreadableFileError
     from fedakd.jobs import JobError
     from fedakd.partition import PartitionError
@@ -24,7 +25,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from fedakd.reporting.collect import ResultsError
     from fedakd.tracking import TrackingError
 
-    return (CheckpointError, ConfigError, DataError, DeviceError, JobError, PartitionError, ResultsError,
+    return (CheckpointError, ConfigError, DataError, DeviceError, FlowerError, JobError, PartitionError, ResultsError,
             TrackingError, UnknownMethodError, UnreadableFileError)
 
 

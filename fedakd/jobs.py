@@ -13,13 +13,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from fedakd.config.spec import JobSpec, PartitionSpec
 from fedakd.io import atomic_write_json, read_json
-from fedakd.layout import ARTIFACTS_DIR, CHECKPOINT_FILE, MANIFEST_FILE, METRICS_FILE, TIMINGS_FILE
+from fedakd.layout import ARTIFACTS_DIR, CHECKPOINT_FILE, MANIFEST_FILE, METRICS_FILE, TIMINGS_FILE, WEIGHTS_FILE
 from fedakd.record import RunRecord
 
 if TYPE_CHECKING:
@@ -219,21 +220,27 @@ def _load_inputs(job: JobSpec, partition_dir: Path | None) -> tuple["Dataset", "
 
 
 def _federate(job: JobSpec, method: "Method", dataset: "Dataset", partition: "Partition", device: "torch.device",
-              out_dir: Path, callbacks: Sequence["Callback"]) -> "FederationResult":
-    """Run the federation with a checkpoint in ``out_dir``; SIGTERM interrupts it like Ctrl-C (resumable)."""
+              out_dir: Path, callbacks: Sequence["Callback"], link) -> "FederationResult":
+    """Run the federation with a checkpoint in ``out_dir``; SIGTERM interrupts it like Ctrl-C (resumable). A link
+    that reaches remote clients (fedakd.flower) gets no client's examples: the server holds none."""
     from fedakd.engine import Checkpoint, FederatedData, RunSetup, run_federation
 
+    remote = link is not None and not link.holds_client_data
+    client_indices = [[] for _ in partition.client_indices] if remote else partition.client_indices
     data = FederatedData.from_indices(
-        dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, client_indices=partition.client_indices,
+        dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, client_indices=client_indices,
         num_classes=dataset.num_classes, groups=partition.groups, device=device,
         transfer_indices=partition.transfer_indices, validation_indices=partition.validation_indices)
     setup = RunSetup(job.federation, job.model["backbone"], job.seed, device, job.amp)
     checkpoint = Checkpoint(out_dir / CHECKPOINT_FILE, {"job_digest": job.digest, "partition_sha256": partition.sha256})
-    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+    main_thread = threading.current_thread() is threading.main_thread()  # Flower's simulation runs us in a thread
+    previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
-        return run_federation(method, data, setup, checkpoint=checkpoint, callbacks=[_progress(job), *callbacks])
+        return run_federation(method, data, setup, checkpoint=checkpoint, callbacks=[_progress(job), *callbacks],
+                              link=link)
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
 
 
 def _warn_if_failed(job: JobSpec, failure: dict[str, Any]) -> None:
@@ -244,26 +251,35 @@ def _warn_if_failed(job: JobSpec, failure: dict[str, Any]) -> None:
                     describe(failure), _divergence_hint(job, failure["diverged"]["step"]) if failure["diverged"] else "")
 
 
-def _write_outputs(out_dir: Path, job: JobSpec, record: RunRecord, timings: list, started: float,
+def _write_outputs(out_dir: Path, job: JobSpec, record: RunRecord, result: "FederationResult", started: float,
                    partition_dir: Path | None) -> dict[str, Any]:
-    """artifacts/, timings.json, then metrics.json (last: it marks the job finished); the checkpoint goes."""
+    """artifacts/, the deployed model's weights, timings.json, then metrics.json (last: it marks the job
+    finished); the checkpoint goes."""
+    import torch
+
+    from fedakd.io import atomic_path
     from fedakd.run_artifacts import write_job_files
 
     metrics = record.to_json()
     write_job_files(out_dir / ARTIFACTS_DIR, job=job.to_dict(), metrics=metrics,
                     manifest=partition_dir / MANIFEST_FILE if partition_dir else None)
-    atomic_write_json(out_dir / TIMINGS_FILE, {"history": timings, "wall_seconds": time.perf_counter() - started})
+    with atomic_path(out_dir / WEIGHTS_FILE) as tmp:
+        torch.save({"weights": result.final_weights, "backbone": job.model["backbone"],
+                    "model_options": dict(result.model_options)}, tmp)
+    atomic_write_json(out_dir / TIMINGS_FILE, {"history": result.timings,
+                                               "wall_seconds": time.perf_counter() - started})
     atomic_write_json(out_dir / METRICS_FILE, metrics)
     (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     return metrics
 
 
 def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | None = None,
-              threads: int | None = None, callbacks: Sequence["Callback"] = ()) -> dict[str, Any]:
+              threads: int | None = None, callbacks: Sequence["Callback"] = (), link=None) -> dict[str, Any]:
     """Train one job into ``out_dir``; return the metrics.json content.
 
     Training never touches the tracking store (fedakd.track logs the finished folder): the job imports
-    only what it trains with, and its results do not depend on a server staying up.
+    only what it trains with, and its results do not depend on a server staying up. ``link`` is how the server
+    reaches the clients (fedakd.engine.InProcessClients by default; fedakd.flower's over a Flower grid).
     """
     from fedakd.registry import get_method
 
@@ -276,8 +292,10 @@ def train_job(job: JobSpec, *, out_dir: str | Path, partition_dir: str | Path | 
     dataset, partition = _load_inputs(job, partition_dir)
     method_class = get_method(job.method_class)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = _federate(job, method_class(dict(job.method_options)), dataset, partition, device, out_dir, callbacks)
+    result = _federate(job, method_class(dict(job.method_options)), dataset, partition, device, out_dir, callbacks,
+                       link)
     record = RunRecord.build(job, reference=method_class.reference, dataset=dataset, partition=partition,
-                             result=result, device=str(device), git_commit=git_commit())
+                             result=result, device=str(device), git_commit=git_commit(),
+                             engine=getattr(link, "engine", "fedakd"))
     _warn_if_failed(job, record.failure)
-    return _write_outputs(out_dir, job, record, result.timings, started, partition_dir)
+    return _write_outputs(out_dir, job, record, result, started, partition_dir)

@@ -28,6 +28,8 @@ TABLE_FORMATS = ("csv", "md", "tex")
 MANIFEST_FILE, INDICES_FILE, HEATMAP_FILE = "manifest.json", "indices.npz", "heatmap.png"
 METRICS_FILE, TIMINGS_FILE, CHECKPOINT_FILE = "metrics.json", "timings.json", "checkpoint.pt"
 ARTIFACTS_DIR = "artifacts"
+#: The deployed model: its flat weights (fedakd.engine.flatten_parameters' order), backbone and model options.
+WEIGHTS_FILE = "model.pt"
 #: Written by the tracking step, not by training: the run's MLflow store, experiment and run id, and whether
 #: the run is FINISHED there (fedakd.track.track_job).
 TRACKING_FILE = "mlflow.json"

@@ -13,7 +13,10 @@ a small object whose hooks say what differs from plain FedAvg:
                              re-training); returns a ServerUpdate: the weights it broadcasts next
                              round, the model it deploys when that is another one, and notes;
 - ``state_dict()`` / ``load_state_dict()``  server state that lives across rounds (saved
-                             in the checkpoint, so a resumed run equals an uninterrupted one).
+                             in the checkpoint, so a resumed run equals an uninterrupted one);
+- ``shared_state()`` / ``receive_shared_state()``  server state the clients' hooks read (CReFF's
+                             classifier): in the engine server and clients share one object, over a
+                             real federation (fedakd.flower) it travels with the weights.
 
 What a hook sees is in fedakd/engine/context.py (RoundContext: the round's inputs, the models
 to work in, local SGD, a further exchange with the clients, seeded generators, and ``count``,
@@ -105,3 +108,12 @@ class Method:
 
     def load_state_dict(self, state: dict[str, Any], device: "torch.device") -> None:
         """Restore what ``state_dict`` returned (from a checkpoint)."""
+
+    # -- state the clients read -------------------------------------------------------
+    def shared_state(self) -> dict[str, "torch.Tensor"]:
+        """Server state a client's hooks read, sent with the weights over a real federation; FedAvg has none.
+        (A method counts its bytes itself, in client_update, as CReFF does.)"""
+        return {}
+
+    def receive_shared_state(self, state: dict[str, "torch.Tensor"], device: "torch.device") -> None:
+        """On a client over a real federation: take what the server's ``shared_state`` returned."""

@@ -72,10 +72,11 @@ class RunRecord:
     confusion_matrix: list[list[int]]
     git_commit: str
     device: str
+    engine: str = "fedakd"  # what ran the rounds: the suite's engine, or "flower" (fedakd.flower)
 
     @classmethod
     def build(cls, job: "JobSpec", *, reference: bool, dataset: "Dataset", partition: "Partition",
-              result: "FederationResult", device: str, git_commit: str) -> "RunRecord":
+              result: "FederationResult", device: str, git_commit: str, engine: str = "fedakd") -> "RunRecord":
         from fedakd.diagnostics import failure_flags
         from fedakd.run_artifacts import confusion_counts
 
@@ -96,7 +97,7 @@ class RunRecord:
                   "rounds": job.federation["rounds"], "clients_per_round": result.clients_per_round},
             final=final, best=best, failure=failure_flags(result.history, result.diverged), history=result.history,
             confusion_matrix=confusion_counts(dataset.y_test.numpy(), result.final_predictions, dataset.num_classes),
-            git_commit=git_commit, device=device)
+            git_commit=git_commit, device=device, engine=engine)
 
     def to_json(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -106,7 +107,7 @@ class RunRecord:
         """What a loaded metrics.json lacks or garbles (empty when it is a whole record)."""
         if not isinstance(data, dict):
             return ["(not a JSON object)"]
-        missing = [f.name for f in fields(RunRecord) if f.name not in data]
+        missing = [f.name for f in fields(RunRecord) if f.name not in data and f.name != "engine"]  # engine: later
         kinds = {"job": dict, "final": dict, "best": dict, "failure": dict, "history": list, "cost": dict,
                  "groups": dict, "class_counts": list}
         missing += [f"{key} (not a {kind.__name__})" for key, kind in kinds.items()

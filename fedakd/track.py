@@ -80,7 +80,8 @@ def run_tags(metrics: Mapping[str, Any], out_dir: Path) -> dict[str, str]:
             "method_class": job["method_class"], "seed": str(job["seed"]),
             "partition_sha256": metrics["partition_sha256"],
             **({"candidate": str(job["candidate"])} if job.get("candidate") is not None else {}),
-            "git_commit": commit, "device": metrics["device"], **source_tags(commit), **failure_tags(metrics),
+            "git_commit": commit, "device": metrics["device"], "engine": metrics.get("engine", "fedakd"),
+            **source_tags(commit), **failure_tags(metrics),
             "job_digest": metrics["job_digest"], "run_folder": str(out_dir.resolve())}
 
 

@@ -153,6 +153,16 @@ def no_cuda(folder, config):
             [mock.patch("torch.cuda.is_available", lambda: False)])
 
 
+def flower_missing(folder, config):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    part = _partition(folder, config)
+    return (["flower", "simulate", "--config", str(config), *JOB, "--method", "fedavg", "--partition", str(part),
+             "--out", str(folder / "run")],
+            [mock.patch("importlib.util.find_spec", lambda name, *a: None if name in ("flwr", "ray") else real(name, *a))])
+
+
 #: (name, kind, case, a fragment the one line must hold)
 CASES = [
     *[(name, "non-finite", override(value, value.split(".")[1] if value.startswith("methods.") else "fedavg"), key)
@@ -182,6 +192,7 @@ CASES = [
     ("metrics.json a JSON list", "fault", damaged_metrics("[1, 2]"), "holds a JSON list"),
     ("metrics.json a number", "fault", damaged_metrics("3"), "holds a JSON int"),
     ("metrics.json truncated", "fault", damaged_metrics('{"final": {'), "is not valid JSON"),
+    ("the flower extra missing", "fault", flower_missing, "pip install 'fedakd-bench[flower]'"),
 ]
 
 

@@ -152,6 +152,9 @@ class InProcessClients:
     """How the server reaches its clients when every client's data is in this process (the simulation engine).
     fedakd.flower reaches them through Flower's messages instead, with the same three calls."""
 
+    engine = "fedakd"  # what runs the rounds' client side, as a run records it
+    holds_client_data = True
+
     def prepare(self, method, clients: list[ClientData], seed: int) -> tuple[list[ClientData], dict[str, float]]:
         """Each client's one-off preparation of its data (SMOTE); the clients and the summed counters."""
         return method.prepare_clients(clients, seed)

@@ -77,6 +77,7 @@ class FederationResult:
     totals: Totals
     clients_per_round: int
     diverged: dict[str, Any] | None = None  # round, step and what, when training diverged (fedakd.diagnostics)
+    model_options: dict[str, Any] | None = None  # how the model was built (fedakd.models.build_model)
 
 
 def build_server(method: "Method", data: FederatedData, setup: RunSetup) -> ServerState:
@@ -272,4 +273,4 @@ def run_federation(method: "Method", data: FederatedData, setup: RunSetup, *, ch
         _, predictions = evaluate(server, data.test_x, data.test_y, data)
     return FederationResult(server.history, server.timings, counters, server.flat.numel(), server.deployed.cpu(),
                             predictions, server.totals, clients_per_round(len(clients), setup.federation.fraction),
-                            server.diverged)
+                            server.diverged, method.model_options())
