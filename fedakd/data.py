@@ -230,8 +230,8 @@ def _how_to_get(name: str, data_root: Path) -> str:
             + f") in {data_root / layout.torchvision_class / 'raw'}/"
         )
     else:
-        folder = _cifar_class(name).base_folder
-        ways = [f"put the extracted {folder}/ folder of the official archive in {data_root}/"]
+        folder = _CIFAR_LAYOUTS[name].folder
+        ways = [f"put the extracted {folder}/ folder of the official (python) archive in {data_root}/"]
     ways.append(f"run with download allowed (torchvision fetches it into {data_root}/)")
     return "To get it: " + ", or ".join(ways) + "."
 
@@ -293,7 +293,24 @@ def _idx_arrays(name: str, files: dict[str, Path], spec: DatasetSpec, refresh: b
                          refresh)
 
 
-# --------------------------------------------------------------------------- CIFAR (torchvision)
+# --------------------------------------------------------------------------- CIFAR (torchvision's layout)
+@dataclass(frozen=True)
+class _CifarLayout:
+    """The python version of the official archive, as torchvision extracts it (and reads it)."""
+
+    folder: str
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    meta: str
+    labels_key: str
+    names_key: str
+
+
+_CIFAR_LAYOUTS = {
+    "cifar10": _CifarLayout("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
+                            "batches.meta", "labels", "label_names"),
+    "cifar100": _CifarLayout("cifar-100-python", ("train",), ("test",), "meta", "fine_labels", "fine_label_names"),
+}
 
 
 def _cifar_class(name: str):
@@ -302,22 +319,90 @@ def _cifar_class(name: str):
     return {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}[name]
 
 
-def _load_cifar_split(name: str, data_root: Path, train: bool, download: bool):
-    dataset_class = _cifar_class(name)
+class _BatchUnpickler:
+    """The official batches are pickles of plain dicts, lists, bytes and NumPy arrays: only those are rebuilt
+    (a pickle naming anything else, which could run code, is refused as damaged)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}  # bytes, as protocol 2 writes them
+
+    @classmethod
+    def load(cls, path: Path) -> dict:
+        import pickle
+
+        class Restricted(pickle.Unpickler):
+            def find_class(self, module, name):
+                if (module, name) not in cls.ALLOWED:
+                    raise pickle.UnpicklingError(f"{module}.{name} is not part of a CIFAR batch")
+                return super().find_class(module, name)
+
+        with open(path, "rb") as fh:
+            data = Restricted(fh, encoding="latin1").load()
+        if not isinstance(data, dict):
+            raise pickle.UnpicklingError("not a dict")
+        return {key.decode() if isinstance(key, bytes) else key: value for key, value in data.items()}
+
+
+def _read_cifar_batches(name: str, folder: Path, files: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    layout, spec = _CIFAR_LAYOUTS[name], dataset_spec(name)
+    images, labels = [], []
+    for filename in files:
+        path = folder / filename
+        try:
+            batch = _BatchUnpickler.load(path)
+            data = np.asarray(batch["data"], dtype=np.uint8).reshape(-1, *spec.in_shape)
+            targets = np.asarray(batch[layout.labels_key], dtype=np.int64)
+        except FileNotFoundError:
+            raise DataError(f"{name}: {path} is missing. " + _how_to_get(name, folder.parent)) from None
+        except Exception as exc:  # unpickling, a missing key, a wrong size
+            raise DataError(f"{name}: {path} is not a batch of the official archive ({type(exc).__name__}: {exc}); "
+                            f"it is damaged: " + _how_to_get(name, folder.parent)) from None
+        if len(data) != len(targets) or (targets.size and not 0 <= targets.min() <= targets.max() < spec.num_classes):
+            raise DataError(f"{name}: {path} holds {len(data)} images and {len(targets)} labels in "
+                            f"{targets.min() if targets.size else '-'}..{targets.max() if targets.size else '-'}; "
+                            f"it is damaged: " + _how_to_get(name, folder.parent))
+        images.append(data)
+        labels.append(targets)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _cifar_folder(name: str, data_root: Path, download: bool) -> Path:
+    """The extracted archive's folder; downloaded through torchvision when absent and allowed."""
+    layout = _CIFAR_LAYOUTS[name]
+    folder = data_root / layout.folder
+    if not folder.is_dir() and download:
+        try:
+            _cifar_class(name)(str(data_root), train=True, download=True)
+        except Exception as exc:  # network, disk, checksum: all mean "could not download"
+            raise DataError(f"downloading {name} into {data_root} failed ({type(exc).__name__}: {exc}). "
+                            + _how_to_get(name, data_root)) from None
+    if not folder.is_dir():
+        raise DataError(f"{name} is not in {folder}{'; download was not allowed' if not download else ''}. "
+                        + _how_to_get(name, data_root))
     try:
-        dataset = dataset_class(str(data_root), train=train, download=download)
-    except Exception as exc:  # torchvision's "not found or corrupted", or a failed download
-        problem = "download failed" if download else "not found or damaged, and download was not allowed"
-        raise DataError(
-            f"{name} in {data_root / dataset_class.base_folder}: {problem} "
-            f"({type(exc).__name__}: {exc}). " + _how_to_get(name, data_root)
-        ) from None
-    if tuple(dataset.classes) != dataset_spec(name).class_names:
-        raise DataError(
-            f"{name} in {data_root} lists classes {dataset.classes[:5]}..., which differ from "
-            f"fedakd.data.DATASETS[{name!r}].class_names; fix the table in fedakd/data.py"
-        )
-    return dataset
+        meta = _BatchUnpickler.load(folder / layout.meta) if (folder / layout.meta).exists() else {}
+    except Exception as exc:
+        raise DataError(f"{name}: {folder / layout.meta} is not the archive's meta file ({type(exc).__name__}: "
+                        f"{exc}); it is damaged: " + _how_to_get(name, data_root)) from None
+    names = tuple(label.decode() if isinstance(label, bytes) else label for label in meta.get(layout.names_key, ()))
+    if names and names != dataset_spec(name).class_names:
+        raise DataError(f"{name} in {folder} lists classes {names[:5]}..., which differ from "
+                        f"fedakd.data.DATASETS[{name!r}].class_names; fix the table in fedakd/data.py")
+    return folder
+
+
+def _cifar_arrays(name: str, data_root: Path, download: bool) -> tuple[np.ndarray, ...]:
+    """(x_train, y_train, x_test, y_test) of CIFAR-10/100, images channels first, read from the python batches
+    (torchvision's layout) without torchvision's fixed checksums, so that any copy in that format is read."""
+    layout = _CIFAR_LAYOUTS[name]
+    folder = _cifar_folder(name, data_root, download)
+    return (*_read_cifar_batches(name, folder, layout.train), *_read_cifar_batches(name, folder, layout.test))
+
+
+def _cifar_files(name: str, data_root: Path) -> list[Path]:
+    layout = _CIFAR_LAYOUTS[name]
+    return [data_root / layout.folder / filename for filename in (*layout.train, *layout.test, layout.meta)]
 
 
 # --------------------------------------------------------------------------- decoded cache
@@ -432,11 +517,7 @@ def load_dataset(name: str, data_root: str | Path, download: bool = False) -> Da
         x_train, y_train, x_test, y_test = _idx_arrays(name, _locate_idx(name, data_root, download), spec)
         max_value = 255.0
     else:
-        train = _load_cifar_split(name, data_root, train=True, download=download)
-        test = _load_cifar_split(name, data_root, train=False, download=download)
-        # torchvision holds CIFAR as (N, H, W, C) uint8; channels first for the models.
-        x_train, y_train = train.data.transpose(0, 3, 1, 2), train.targets
-        x_test, y_test = test.data.transpose(0, 3, 1, 2), test.targets
+        x_train, y_train, x_test, y_test = _cifar_arrays(name, data_root, download)
         max_value = 255.0
     return Dataset(
         name=name,
@@ -463,7 +544,7 @@ def load_train_labels(name: str, data_root: str | Path, download: bool = False) 
         files = _locate_idx(name, data_root, download)
         labels = _read_idx_labels(files[_IDX_SPLITS["train"][1]], spec)
     else:
-        labels = _load_cifar_split(name, data_root, train=True, download=download).targets
+        labels = _cifar_arrays(name, data_root, download)[1]
     return np.asarray(labels, dtype=np.int64)
 
 
@@ -494,12 +575,9 @@ def ensure_dataset(name: str, data_root: str | Path, download: bool = True) -> d
         files = list(found.values())
         source = files[0].parent
     else:
-        y_train = _load_cifar_split(name, data_root, train=True, download=download).targets
-        y_test = _load_cifar_split(name, data_root, train=False, download=download).targets
-        dataset_class = _cifar_class(name)
-        source = data_root / dataset_class.base_folder
-        stored = [*dataset_class.train_list, *dataset_class.test_list]
-        files = [source / filename for filename, _md5 in stored] + [source / dataset_class.meta["filename"]]
+        _, y_train, _, y_test = _cifar_arrays(name, data_root, download)
+        files = _cifar_files(name, data_root)
+        source = files[0].parent
     return {
         "name": name,
         "source": str(source),

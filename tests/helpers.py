@@ -100,3 +100,39 @@ def run_id(run_dir: Path) -> str:
     record = json.loads((Path(run_dir) / "mlflow.json").read_text())
     assert record["finished"], record
     return record["run_id"]
+
+
+def write_tiny_cifar10(root: Path, train_per_class: int, test_per_class: int, seed: int = 0,
+                       fill: dict[int, int] | None = None) -> Path:
+    """A tiny CIFAR-10 in torchvision's on-disk layout (the official python archive extracted under ``root``):
+    five training batches, a test batch and batches.meta, pickled dicts of uint8 rows (1024 red, 1024 green,
+    1024 blue values per image) and labels. Random images, or every image's channel c set to ``fill[c]``."""
+    import pickle
+
+    import numpy as np
+
+    from fedakd.data import DATASETS
+
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def batch(per_class: int, label: str) -> dict:
+        labels = [c for c in range(10) for _ in range(per_class)]
+        rng.shuffle(labels)
+        images = rng.integers(0, 256, size=(len(labels), 3, 32, 32), dtype=np.uint8)
+        for channel, value in (fill or {}).items():
+            images[:, channel] = value
+        return {b"batch_label": label.encode(), b"labels": labels, b"data": images.reshape(len(labels), 3072),
+                b"filenames": [f"{i}.png".encode() for i in range(len(labels))]}
+
+    train = batch(train_per_class, "training batch")
+    for i, part in enumerate(np.array_split(np.arange(len(train[b"labels"])), 5), start=1):
+        chunk = {b"batch_label": f"training batch {i} of 5".encode(), b"data": train[b"data"][part],
+                 b"labels": [train[b"labels"][j] for j in part], b"filenames": [train[b"filenames"][j] for j in part]}
+        (folder / f"data_batch_{i}").write_bytes(pickle.dumps(chunk, protocol=2))
+    (folder / "test_batch").write_bytes(pickle.dumps(batch(test_per_class, "testing batch 1 of 1"), protocol=2))
+    meta = {b"label_names": [name.encode() for name in DATASETS["cifar10"].class_names], b"num_vis": 3072,
+            b"num_cases_per_batch": 10000}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return folder

@@ -211,29 +211,36 @@ def test_missing_cifar_without_download_says_how_to_get_it(tmp_path):
         load_train_labels("cifar10", tmp_path, download=False)
 
 
-def test_cifar_becomes_channels_first_and_normalised_per_channel(tmp_path, monkeypatch):
-    import torchvision.datasets
+def test_cifar_becomes_channels_first_and_normalised_per_channel(tmp_path):
+    from tests.helpers import write_tiny_cifar10
 
-    class FakeCIFAR10:
-        """torchvision's CIFAR10 as the loader sees it: (N, H, W, C) uint8 data and a targets list."""
-
-        base_folder = "cifar-10-batches-py"
-        classes = list(data.DATASETS["cifar10"].class_names)
-
-        def __init__(self, root, train, download):
-            n = 3 if train else 2
-            self.data = np.zeros((n, 32, 32, 3), np.uint8)
-            self.data[..., 0] = 255  # red full, green empty, blue full
-            self.data[..., 2] = 255
-            self.targets = list(range(n))
-
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    write_tiny_cifar10(tmp_path, train_per_class=1, test_per_class=1, fill={0: 255, 1: 0, 2: 255})  # magenta
     dataset = load_dataset("cifar10", tmp_path)
-    assert dataset.x_train.shape == (3, 3, 32, 32) and dataset.x_test.shape == (2, 3, 32, 32)
+    assert dataset.x_train.shape == (10, 3, 32, 32) and dataset.x_test.shape == (10, 3, 32, 32)
     # (1 - 0.4914) / 0.2470 = 2.0591093, (0 - 0.4822) / 0.2435 = -1.9802875, (1 - 0.4465) / 0.2616 = 2.1158257
     per_channel = [dataset.x_train[:, channel].unique().item() for channel in range(3)]
     assert_allclose(per_channel, [2.0591093, -1.9802875, 2.1158257], atol=1e-6)
-    assert_array_equal(load_train_labels("cifar10", tmp_path), [0, 1, 2])
+    assert sorted(load_train_labels("cifar10", tmp_path).tolist()) == list(range(10))
+    assert_array_equal(load_train_labels("cifar10", tmp_path), dataset.y_train.numpy())
+
+
+def test_a_cifar_batch_that_is_not_one_is_refused_naming_it(tmp_path):
+    from tests.helpers import write_tiny_cifar10
+
+    folder = write_tiny_cifar10(tmp_path, train_per_class=1, test_per_class=1)
+    (folder / "data_batch_3").write_bytes(b"garbage")
+    with pytest.raises(DataError, match=r"data_batch_3 is not a batch of the official archive"):
+        load_dataset("cifar10", tmp_path)
+    import os
+    import pickle
+
+    class Payload:  # a pickle that would run a command when loaded
+        def __reduce__(self):
+            return (os.system, ("echo owned",))
+
+    (folder / "data_batch_3").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(DataError, match=r"posix.system is not part of a CIFAR batch|system is not part of a CIFAR"):
+        load_dataset("cifar10", tmp_path)
 
 
 def test_unknown_dataset_lists_the_known_ones():
