@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from fedakd.flower.commands import add_arguments as add_flower_arguments
 
-    add_flower_arguments(commands)
+    add_flower_arguments(commands, add_job_arguments)
     return parser
 
 

@@ -40,10 +40,9 @@ clientapp = "fedakd.flower.app:client_app"
 """
 
 
-def add_arguments(commands) -> None:
-    """The ``flower`` command and its three subcommands, on the main parser's subcommands."""
-    from fedakd.cli import add_job_arguments
-
+def add_arguments(commands, add_job_arguments) -> None:
+    """The ``flower`` command and its three subcommands, on the main parser's subcommands; ``add_job_arguments``
+    is the command line's own (--config, --dataset, --setting, [--method,] --seed, --out, --set)."""
     flower = commands.add_parser("flower", help="a benchmarked job on Flower (pip install '.[flower]')")
     actions = flower.add_subparsers(dest="flower_command", required=True)
     simulate = actions.add_parser("simulate", help="the job on Flower's Simulation Runtime")
