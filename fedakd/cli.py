@@ -112,13 +112,23 @@ def run(args: argparse.Namespace, callbacks=()) -> None:
         if args.no_track:
             run = "not logged (--no-track)"
         else:  # the experiment is made only now, so that a job refused on the way leaves the store untouched
-            from fedakd.track import track_job
-            from fedakd.tracking import ensure_experiment
-
-            experiment_id = args.experiment_id or ensure_experiment(job.tracking_uri, job.experiment, job.tracking)
-            run = track_job(args.out, tracking_uri=job.tracking_uri, experiment_id=experiment_id)
+            run = _track(job, args)
         print(f"{job.key}: final accuracy {final['accuracy']:.4f}, minority recall {final['minority_recall']}, "
               f"mlflow run {run}")
+
+
+def _track(job, args: argparse.Namespace) -> str:
+    """Log the trained run folder to MLflow; a server lost since the job started says that the results are safe."""
+    from fedakd.track import track_job
+    from fedakd.tracking import TrackingError, ensure_experiment
+
+    try:
+        experiment_id = args.experiment_id or ensure_experiment(job.tracking_uri, job.experiment, job.tracking)
+    except TrackingError as exc:
+        raise TrackingError(f"lost the MLflow tracking server at {job.tracking_uri} after training ({exc}); the "
+                            f"results are saved in {args.out}; rerun the same command once the server answers: it "
+                            f"logs the run without training again") from None
+    return track_job(args.out, tracking_uri=job.tracking_uri, experiment_id=experiment_id)
 
 
 def main(argv: list[str] | None = None, callbacks=()) -> int:

@@ -29,6 +29,8 @@ def mlflow_runs(config_path, job_key=None):
     config = yaml.safe_load(Path(config_path).read_text())
     client = MlflowClient(tracking_uri=config["tracking_uri"])
     experiment = client.get_experiment_by_name(config["experiment"])
+    if experiment is None:  # nothing was ever logged: the experiment is made when a trained run is logged
+        return client, []
     query = f"tags.job_key = '{job_key}'" if job_key else ""
     return client, client.search_runs([experiment.experiment_id], filter_string=query)
 
