@@ -213,7 +213,7 @@ def test_size_limits_are_computed_from_the_dataset(base, monkeypatch):
 
 def test_a_minimal_config_gets_every_default():
     assert validate_config(MINIMAL) == {
-        "experiment": "e", "seeds": [0], "datasets": ["digits"],
+        "experiment": "e", "description": "", "seeds": [0], "datasets": ["digits"],
         "tracking_uri": "sqlite:///results/mlflow.db", "data_root": "data", "device": "auto", "amp": False,
         "deterministic": True, "tracking": {"connect_timeout": 10, "request_timeout": 10, "request_retries": 2},
         "settings": {"bal": {"imbalance": {"kind": "none", "shuffle_classes": False},

@@ -441,6 +441,14 @@ def written_report(tmp_path, runs, manifests, frame, study):
     return path, path.read_text(), built
 
 
+def test_the_report_opens_with_what_the_study_is_for(tmp_path, runs, manifests, frame, study):
+    described = {**CONFIG, "description": "A quick look: the methods have not converged."}
+    path = report.write_report(runs, tables.build_tables(frame, study), [], tmp_path / "report.md", described,
+                               manifests, study)
+    assert path.read_text().startswith("# fedakd-bench report: synthetic\n\nA quick look: the methods have not "
+                                       "converged.\n\n## Verdict")
+
+
 def test_report_setup_partitions_and_tables(written_report):
     path, text, _ = written_report
     assert path.name == "report.md" and text.startswith("# fedakd-bench report: synthetic\n\n## Verdict")

@@ -276,6 +276,7 @@ def write_report(runs: list[dict[str, Any]], tables: dict, figures: list[Path], 
     readable = readable_tables(tables, study)
     out_path = Path(out_path)
     lines = [f"# fedakd-bench report: {config.get('experiment', 'unnamed experiment')}", "",
+             *([config["description"].strip(), ""] if config.get("description") else []),
              *_verdict_paragraphs(tables, study, runs, figures, out_path.parent), *_statistics_note(tables, study),
              *_setup(config, runs), *_partitions(runs, manifests),
              "## Results", "",
