@@ -80,8 +80,12 @@ def run(args: argparse.Namespace, callbacks=()) -> None:
 
     config = load_config(args.config, args.overrides)
     if args.command == "validate":
+        from fedakd.config.cost import cost_warnings
+
         jobs = (len(config["datasets"]) * len(config["settings"]) * len(config["methods"]) * len(config["seeds"]))
         print(f"{args.config}: valid; {jobs} training jobs")
+        for warning in cost_warnings(config):
+            print(warning, file=sys.stderr)
         return
     if args.command == "ui-link":
         from fedakd.tracking import experiment_link, find_experiment

@@ -253,3 +253,16 @@ if __name__ == "__main__":  # the catalogue: every case, its exit status and the
         clean += ok
         print(f"| {name} | {kind} | {code} | {last.replace('|', '/')} | {'clean' if ok else 'NOT CLEAN'} |")
     print(f"{clean} of {len(CASES)} clean", file=sys.stderr)
+
+
+def test_an_absurd_size_is_warned_of_before_any_work(tmp_path, capsys):
+    from tests.helpers import smoke_config
+
+    config = smoke_config(tmp_path)
+    # digits: 1,347 training examples; 3 rounds x 10^8 epochs x 1,347 / 3,000 a second = 37,417 CPU-hours a job
+    assert main(["validate", "--config", str(config), "--set", "federation.local_epochs=100000000"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: every digits job needs up to 37,417 CPU-hours")
+    assert main(["validate", "--config", str(config), "--set", "methods.fedakd.distill_steps=1000000000"]) == 0
+    assert "digits jobs of fedakd need up to " in capsys.readouterr().err
+    assert main(["validate", "--config", str(config)]) == 0 and capsys.readouterr().err == ""

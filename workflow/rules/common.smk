@@ -18,6 +18,10 @@ try:
 except ConfigError as error:
     sources = ", ".join(map(str, workflow.overwrite_configfiles or workflow.configfiles)) or "--config"
     sys.exit(f"fedakd: invalid config ({sources}):\n{error}")
+from fedakd.config.cost import cost_warnings
+
+for warning in cost_warnings(config):  # an absurd size is said before any job starts
+    print(f"fedakd: {warning}", file=sys.stderr)
 
 
 # The rules' scripts run this checkout's packages, also in a rule's conda environment where only the
@@ -167,14 +171,10 @@ def train_mem_mb(wildcards):
 
 
 def train_runtime(wildcards):
-    """A generous cluster wall-time in minutes: start-up plus every local epoch's examples at 3,000 per second."""
-    from fedakd.data import DATASETS
+    """A generous cluster wall-time in minutes: start-up plus the job's examples at a CPU core's pace."""
+    from fedakd.config.cost import job_hours
 
-    federation = config["federation"]
-    examples = (
-        federation["rounds"] * federation["local_epochs"] * federation["fraction"] * DATASETS[wildcards.dataset].n_train
-    )
-    return 10 + math.ceil(examples / (3000 * 60))
+    return 10 + math.ceil(job_hours(config, wildcards.dataset, wildcards.method) * 60)
 
 
 @cache
