@@ -5,7 +5,8 @@ of the transfer set that it trains on?
 """
 
 from baselines.fedavg import FedAvg
-from fedakd.distill import DISTILL_OPTIONS, GUARD_OPTIONS, distill_on_transfer_set, guard_problems, needs_validation_split
+from fedakd.distill import (DISTILL_OPTIONS, GUARD_OPTIONS, distill_on_transfer_set, guard_problems,
+                            needs_validation_split)
 
 
 class FedAvgFT(FedAvg):

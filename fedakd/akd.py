@@ -10,7 +10,8 @@ loss is logged as train_loss, the distillation pass's as client_kd_loss.
 
 from __future__ import annotations
 
-from fedakd.distill import DISTILL_OPTIONS, GUARD_OPTIONS, distill_on_transfer_set, guard_problems, needs_validation_split
+from fedakd.distill import (DISTILL_OPTIONS, GUARD_OPTIONS, distill_on_transfer_set, guard_problems,
+                            needs_validation_split)
 from fedakd.method import Method
 
 class FedAKD(Method):

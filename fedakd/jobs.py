@@ -154,7 +154,8 @@ def _divergence_hint(job: JobSpec, step: str) -> str:
     changed.sort(key=lambda option: ("lr=" not in option, step == "server" and option.startswith("federation.")))
     if not changed:
         return "; every option is at its default: lower federation.lr or the method's own learning rates"
-    return "; set away from their defaults: " + ", ".join(changed) + ": undo or lower the one that made the steps too large"
+    return ("; set away from their defaults: " + ", ".join(changed)
+            + ": undo or lower the one that made the steps too large")
 
 
 #: Free space a job needs before it starts: its checkpoint (a few MB for the suite's models), metrics.json,
@@ -247,8 +248,9 @@ def _warn_if_failed(job: JobSpec, failure: dict[str, Any]) -> None:
     from fedakd.diagnostics import describe, failed
 
     if failed(failure):
+        hint = _divergence_hint(job, failure["diverged"]["step"]) if failure["diverged"] else ""
         log.warning("%s: training %s; the run is kept and flagged in metrics.json (failure)%s", job.key,
-                    describe(failure), _divergence_hint(job, failure["diverged"]["step"]) if failure["diverged"] else "")
+                    describe(failure), hint)
 
 
 def _write_outputs(out_dir: Path, job: JobSpec, record: RunRecord, result: "FederationResult", started: float,

@@ -208,7 +208,8 @@ def _read_indices(path: Path, num_clients: int, with_validation: bool, out_dir: 
         raise _refuse(path, "does not exist", out_dir) from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise _refuse(path, f"cannot be read ({exc})", out_dir) from None
-    expected = {"transfer"} | {f"client_{i}" for i in range(num_clients)} | ({"validation"} if with_validation else set())
+    expected = ({"transfer"} | {f"client_{i}" for i in range(num_clients)}
+                | ({"validation"} if with_validation else set()))
     if set(arrays) != expected:
         raise _refuse(path, f"holds arrays {sorted(arrays)}, not the transfer, the {num_clients} clients"
                             f"{' and the validation set' if with_validation else ''} that {MANIFEST_FILE} lists",
@@ -222,7 +223,8 @@ def _read_indices(path: Path, num_clients: int, with_validation: bool, out_dir: 
 def _int_list(value: Any, length: int | None = None, *, below: int | None = None) -> list[int]:
     """``value`` as a list of non-negative ints (of ``length``, each below ``below``), else TypeError."""
     ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
-    if not ok or (length is not None and len(value) != length) or (below is not None and any(v >= below for v in value)):
+    wrong_size = ok and length is not None and len(value) != length
+    if not ok or wrong_size or (below is not None and any(v >= below for v in value)):
         raise TypeError(f"{value!r:.80} is not a list of{'' if length is None else f' {length}'} non-negative integers"
                         f"{'' if below is None else f' below {below}'}")
     return value
@@ -253,7 +255,8 @@ def _manifest_fields(manifest: Any) -> dict[str, Any]:
             "class_counts": np.asarray(_int_list(manifest["class_counts"], num_classes), dtype=np.int64),
             "client_class_counts": np.asarray(client_class_counts, dtype=np.int64).reshape(-1, num_classes),
             "transfer_counts": np.asarray(_int_list(manifest["transfer_counts"], num_classes), dtype=np.int64),
-            "groups": {name: _int_list(groups[name], below=num_classes) for name in ("head", "medium", "tail", "minority")},
+            "groups": {name: _int_list(groups[name], below=num_classes)
+                       for name in ("head", "medium", "tail", "minority")},
             "params": manifest["params"],
         },
     }

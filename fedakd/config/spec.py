@@ -53,7 +53,8 @@ def digest(value: Any) -> str:
 
 @dataclass(frozen=True)
 class PartitionSpec:
-    """Everything a partition depends on (docs/method-card.md §1), and nothing else: one per dataset x setting x seed."""
+    """Everything a partition depends on (docs/method-card.md §1), and nothing else: one per dataset x setting x
+    seed."""
 
     dataset: str
     seed: int

@@ -265,7 +265,8 @@ class RoundContext:
         self.record_loss(loss_name, loss_sum / max(steps, 1))
         return Upload(client.client_id, self.flat.clone(), client.num_examples, client.class_counts)
 
-    def client_pass(self, compute: ClientQuery, weights: torch.Tensor) -> list[tuple[ClientData, dict[str, torch.Tensor]]]:
+    def client_pass(self, compute: ClientQuery,
+                    weights: torch.Tensor) -> list[tuple[ClientData, dict[str, torch.Tensor]]]:
         """A further exchange with this round's clients: the server sends ``weights``, each client returns
         ``compute(ctx, client)`` computed on its own data with ``ctx.model`` holding those weights. Both
         directions are counted in the bytes. ``compute`` is a hook of the method (a bound method): over a real

@@ -43,10 +43,10 @@ class Node:
         from fedakd.engine import Federation, RoundContext
 
         model, flat, spare, spare_flat = self.models
-        return RoundContext(round=round_index, seed=self.job.seed, federation=Federation.from_mapping(self.job.federation),
-                            device=self.device, model=model, flat=flat, spare=spare, spare_flat=spare_flat,
-                            global_weights=weights.to(self.device), num_classes=self.num_classes, clients=[self.client],
-                            amp=self.job.amp)
+        return RoundContext(round=round_index, seed=self.job.seed,
+                            federation=Federation.from_mapping(self.job.federation), device=self.device, model=model,
+                            flat=flat, spare=spare, spare_flat=spare_flat, global_weights=weights.to(self.device),
+                            num_classes=self.num_classes, clients=[self.client], amp=self.job.amp)
 
 
 def load_shard(path: str | Path) -> dict[str, Any]:

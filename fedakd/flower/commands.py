@@ -81,7 +81,8 @@ def write_shard(args: argparse.Namespace) -> Path:
     partition = load_partition(args.partition, partition_spec(config, dataset=args.dataset, setting=args.setting,
                                                               seed=args.seed))
     if not 0 <= args.client < len(partition.client_indices):
-        raise PartitionError(f"--client {args.client}: the partition has clients 0..{len(partition.client_indices) - 1}")
+        raise PartitionError(f"--client {args.client}: the partition has clients "
+                             f"0..{len(partition.client_indices) - 1}")
     dataset = load_dataset(args.dataset, config["data_root"])
     index = torch.as_tensor(partition.client_indices[args.client])
     with atomic_path(Path(args.out)) as tmp:
