@@ -130,7 +130,8 @@ def round_figures(data_root: str, rounds: int = 4) -> list[dict[str, Any]]:
     for method_name, amp in (("fedavg", False), ("fedavg", True), ("fedakd", False), ("fedakd", True)):
         federated = FederatedData.from_indices(
             data.x_train, data.y_train, data.x_test, data.y_test, client_indices=partition.client_indices,
-            num_classes=data.num_classes, groups=partition.groups, device=device, transfer_indices=partition.transfer_indices)
+            num_classes=data.num_classes, groups=partition.groups, device=device,
+            transfer_indices=partition.transfer_indices)
         torch.cuda.reset_peak_memory_stats()
         method = get_method(method_name)(default_options(method_name))
         result = run_federation(method, federated, RunSetup(federation, BACKBONE, 0, device, amp))
