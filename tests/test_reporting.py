@@ -292,7 +292,8 @@ def test_convergence_flag_follows_the_late_rise(runs, study):
         history = [{**record, "balanced_accuracy": run["final"]["balanced_accuracy"]} for record in run["history"]]
         flat.append({**run, "history": history})
     summary = tables.summary_table(collect.runs_frame(flat), study)
-    assert summary["converged"].all() and (summary["late_rise"].abs() < 1e-9).all()
+    assert summary["converged"].all() and (summary["n_rising"] == 0).all()
+    assert summary["late_rise"].isna().all()  # the largest rise among seeds still rising: none is
 
 
 def test_summary_with_one_seed_has_no_spread(frame, study):
@@ -378,7 +379,7 @@ def test_write_tables(tmp_path, frame, study):
     assert_allclose(reread["accuracy_ci_low"], built["summary"]["accuracy_ci_low"], rtol=1e-15)
     markdown = (tmp_path / "summary.md").read_text()
     assert "0.670 ± 0.020 [0.650, 0.690]" in markdown and "balanced accuracy" in markdown  # BA = accuracy - 0.05
-    assert "0 of 3 (rising up to +10.0 pts)" in markdown
+    assert "0 of 3 (3 rising up to +10.0 pts)" in markdown
     comparison = (tmp_path / "comparison.md").read_text()
     assert "fedakd − fedavg" in comparison and "t p (Holm)" in comparison
     latex = (tmp_path / "comparison.tex").read_text()
@@ -492,7 +493,7 @@ def test_report_verdict_follows_the_adjusted_tests(written_report):
     assert "It is not distinguishable from fedavg, fedakd-noattn." in lt10
     assert "the largest clear step is attention (fedakd-noattn → fedakd)" in lt10
     # every fedavg curve still climbs 0.1 a round: the first sentence says so
-    assert lt10.split("\n\n")[1].startswith("fedavg has converged on 0 of 3 seeds here, so this compares how fast")
+    assert lt10.split("\n\n")[1].startswith("fedavg has converged on 0 of 3 seeds here (3 still rising), so this compares how fast")
     paragraph = lt10.split("\n\n")[1]
     assert paragraph.count(". ") + 1 <= 3  # at most three sentences
     note = text.split("### How the verdict is drawn")[1]
@@ -547,6 +548,9 @@ def test_a_collapsed_run_stays_in_the_statistics_is_counted_and_named(tmp_path, 
     readable = tables.format_summary(built["summary"], study)
     assert list(readable.loc[(readable.setting == "lt10-dir1") & (readable.method == "fedakd"), "failed seeds"]) == [
         "collapsed 1 of 3"]
+    # every curve climbs 0.1 a round; the collapsed seed is counted as failed, not as rising
+    assert list(readable.loc[(readable.setting == "lt10-dir1") & (readable.method == "fedakd"), "converged"]) == [
+        "0 of 3 (2 rising up to +10.0 pts, 1 failed)"]
     comparison = built["comparison"]
     row = comparison[(comparison.setting == "lt10-dir1") & (comparison.method == "fedakd")
                      & (comparison.baseline == "fedavg") & (comparison.metric == "balanced_accuracy")].iloc[0]
@@ -554,6 +558,8 @@ def test_a_collapsed_run_stays_in_the_statistics_is_counted_and_named(tmp_path, 
     assert row["mean_diff"] == pytest.approx((0.05 - 0.44 + 0.06) / 3) and row["n_pairs"] == 3
     assert row["mean_diff_without_failed"] == pytest.approx(0.055) and row["n_pairs_without_failed"] == 2
     assert (row["method_failed"], row["baseline_failed"]) == (1, 0)
+    # differences without the failed seed, 0.05 and 0.06: std = 0.01 / sqrt(2)
+    assert row["paired_std_without_failed"] == pytest.approx(0.01 / math.sqrt(2))
     text = report.write_report(failed, built, [], tmp_path / "report.md", CONFIG, manifests, study).read_text()
     lt10 = text.split("### digits / lt10-dir1")[1].split("### digits / lt100-dir1")[0]
     assert "Failed runs (1; kept in every statistic above): fedakd seed 1: collapsed from round 2 (averaged)." in lt10
@@ -575,3 +581,21 @@ def test_across_settings_iqm_and_probability_of_improvement_by_hand(frame, study
     # 0.86, 0.86, 0.88 against fedavg's 0.85, 0.86, 0.87 -> (1.5 + 1.5 + 3) / 9 = 2/3; averaged: (1 + 1 + 2/3) / 3
     assert across.loc["fedavg", "prob_focus_improves"] == pytest.approx((1 + 1 + 2 / 3) / 3)
     assert math.isnan(across.loc["fedakd", "prob_focus_improves"])
+
+
+def test_convergence_text_tells_rising_seeds_from_failed_ones():
+    assert tables.converged_text(8, 8, 0, math.nan) == "8 of 8"
+    assert tables.converged_text(7, 8, 0, math.nan) == "7 of 8 (1 failed)"
+    assert tables.converged_text(4, 8, 3, 0.051) == "4 of 8 (3 rising up to +5.1 pts, 1 failed)"
+    import pandas as pd
+
+    def block(converged, rising):
+        return pd.DataFrame([{"method": "fedavg", "n_seeds": 8, "n_converged": converged, "n_rising": rising,
+                              "converged": converged == 8}])
+
+    # a baseline whose only unconverged seed collapsed has run long enough: no "compares how fast"
+    assert report._convergence_clause(block(7, 0), "fedavg") == (
+        "fedavg has converged on every seed that did not fail (7 of 8; 1 failed): ")
+    assert report._convergence_clause(block(4, 3), "fedavg").startswith(
+        "fedavg has converged on 4 of 8 seeds here (3 still rising), so this compares how fast")
+    assert report._convergence_clause(block(8, 0), "fedavg") == ""

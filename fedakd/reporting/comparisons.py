@@ -25,7 +25,7 @@ COMPARISON_COLUMNS = ("dataset", "setting", "method", "baseline", "metric", "fam
                       "ci_low",
                       "ci_high", "ttest_p", "wilcoxon_p", "ttest_p_holm", "wilcoxon_p_holm", "verdict", "family_size",
                       "method_failed", "baseline_failed", "n_pairs_without_failed", "mean_diff_without_failed",
-                      "prob_improvement", "paired_std", "note")
+                      "prob_improvement", "paired_std", "paired_std_without_failed", "note")
 LADDER_COLUMNS = ("dataset", "setting", "step", "from_method", "to_method", "adds", "metric", "n_pairs", "mean_diff",
                   "ci_low", "ci_high", "note")
 
@@ -75,7 +75,8 @@ def comparison_table(frame, pairs: Sequence[tuple[str, str]], primary: str, seco
                                    "ci_high": math.nan, "ttest_p": math.nan, "wilcoxon_p": math.nan,
                                    "method_failed": 0, "baseline_failed": 0, "n_pairs_without_failed": 0,
                                    "mean_diff_without_failed": math.nan, "prob_improvement": math.nan,
-                                   "paired_std": math.nan, "note": f"no runs of {', '.join(missing)} here"})
+                                   "paired_std": math.nan, "paired_std_without_failed": math.nan,
+                                   "note": f"no runs of {', '.join(missing)} here"})
                     continue
                 differences = _differences(block, method, baseline, metric)
                 result = paired_test(differences)
@@ -92,6 +93,7 @@ def comparison_table(frame, pairs: Sequence[tuple[str, str]], primary: str, seco
                                "mean_diff_without_failed": float(healthy.mean()) if len(healthy) else math.nan,
                                "prob_improvement": probability_of_improvement(block, method, baseline, metric),
                                "paired_std": float(differences.std(ddof=1)) if len(differences) > 1 else math.nan,
+                               "paired_std_without_failed": float(healthy.std(ddof=1)) if len(healthy) > 1 else math.nan,
                                "note": note})
             t_adjusted = holm([row["ttest_p"] for row in family])
             w_adjusted = holm([row["wilcoxon_p"] for row in family])

@@ -131,8 +131,11 @@ def _failure_sentences(runs, comparison_rows, focus: str, dataset: str, setting:
                            & ((comparison_rows["method_failed"] > 0) | (comparison_rows["baseline_failed"] > 0))]
     if len(rows):
         sentences.append("Sensitivity, without the failed seeds: " + "; ".join(
-            f"{focus} − {row['baseline']} {row['mean_diff_without_failed']:+.3f} (n = {row['n_pairs_without_failed']}"
-            f", against {row['mean_diff']:+.3f} with them)" for _, row in rows.iterrows()) + ".")
+            f"{focus} − {row['baseline']} " + (
+                f"{row['mean_diff_without_failed']:+.3f} (n = {row['n_pairs_without_failed']}, against "
+                f"{row['mean_diff']:+.3f} with them)" if row["n_pairs_without_failed"] else
+                f"no seed without a failed run (against {row['mean_diff']:+.3f} with them)")
+            for _, row in rows.iterrows()) + ".")
     return sentences
 
 
@@ -143,7 +146,10 @@ def _convergence_clause(block, baseline: str | None) -> str:
     row = block[block["method"] == baseline].iloc[0]
     if row["converged"]:
         return ""
-    return (f"{baseline} has converged on {int(row['n_converged'])} of {int(row['n_seeds'])} seeds here, so this "
+    converged, n, rising = int(row["n_converged"]), int(row["n_seeds"]), int(row["n_rising"])
+    if not rising:  # every seed that has not converged failed: the study ran long enough
+        return f"{baseline} has converged on every seed that did not fail ({converged} of {n}; {n - converged} failed): "
+    return (f"{baseline} has converged on {converged} of {n} seeds here ({rising} still rising), so this "
             f"compares how fast the methods learn, not where they end up: ")
 
 
@@ -202,8 +208,6 @@ def _statistics_note(tables: dict, study) -> list[str]:
     minimum detectable difference and the seeds a 2-point difference would need."""
     import numpy as np
 
-    from fedakd.reporting.stats import POWER, minimum_detectable_difference, seeds_for_power
-
     comparison = tables["comparison"]
     primary = comparison[comparison["family"] == "primary"] if len(comparison) else comparison
     n = int(primary["n_pairs"].max()) if len(primary) else 0
@@ -224,13 +228,27 @@ def _statistics_note(tables: dict, study) -> list[str]:
         f"Best-round figures are chosen on the test set and appear only in summary.csv, labelled optimistic."]
     if len(spreads) and family:
         sd = float(np.median(spreads))
-        mdd = minimum_detectable_difference(n, sd, study.alpha, POWER, family)
-        needed = seeds_for_power(sd, 0.02, study.alpha, POWER, family)
         lines[-1] += (f" **Power:** with the median paired standard deviation of the primary comparisons, "
-                      f"{sd:.4f}, and {n} seeds, the minimum difference the strictest Holm step (level "
-                      f"{study.alpha}/{family}) detects with {POWER:.0%} power is {mdd:.3f} ({100 * mdd:.1f} points); "
-                      f"a 2-point difference would need {needed} seeds.")
+                      f"{_power_clause(sd, n, family, study.alpha)}.")
+        healthy = primary[primary["n_pairs_without_failed"] >= 3]["paired_std_without_failed"].dropna()
+        if len(healthy) and (primary["method_failed"] + primary["baseline_failed"]).any():
+            lines[-1] += (f" Failed runs widen that spread; over the seeds where neither run failed it is "
+                          f"{_power_clause(float(np.median(healthy)), n, family, study.alpha)}: what a study whose "
+                          f"runs do not fail would resolve.")
     return lines + [""]
+
+
+def _power_clause(sd: float, n: int, family: int, alpha: float) -> str:
+    """'0.0123, and with 8 seeds the minimum difference ... is ...; a 2-point difference would need k seeds'."""
+    from fedakd.reporting.stats import POWER, minimum_detectable_difference, seeds_for_power
+
+    most = 1000
+    mdd = minimum_detectable_difference(n, sd, alpha, POWER, family)
+    needed = seeds_for_power(sd, 0.02, alpha, POWER, family, most=most)
+    needed_text = f"{needed} seeds" if needed < most else f"{most} or more seeds"
+    return (f"{sd:.4f}, and with {n} seeds the minimum difference the strictest Holm step (level {alpha}/{family}) "
+            f"detects with {POWER:.0%} power is {mdd:.3f} ({100 * mdd:.1f} points); a 2-point difference would "
+            f"need {needed_text}")
 
 
 def _figures(figures: list[Path], report_dir: Path) -> list[str]:

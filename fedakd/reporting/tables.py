@@ -64,7 +64,8 @@ def _stats(values: np.ndarray) -> tuple[float, float, float, float]:
 
 def summary_table(frame, study: Study):
     """Per dataset x setting x method: <metric>_mean/_std/_ci_low/_ci_high for every metric, the curve
-    summaries, the convergence flag, the optimistic best round, n_seeds and whether it is a reference."""
+    summaries, the convergence flag (n_converged; n_rising, the seeds neither converged nor failed, and late_rise,
+    the largest rise among them), the optimistic best round, n_seeds and whether it is a reference."""
     import pandas as pd
 
     rows = []
@@ -77,17 +78,20 @@ def summary_table(frame, study: Study):
             stats = _stats(group[metric].dropna().to_numpy(dtype=float))
             row.update({f"{metric}_{name}": value for name, value in zip(SUMMARY_STATS, stats)})
         total_rounds = int(group["rounds"].iloc[0])
-        late, reach, rises, converged = [], [], [], 0
+        late, reach, rising, converged = [], [], [], 0
         for history, seed_failed in zip(group["ba_history"], group["failed"].astype(bool)):
             rounds, values = curves.curve(history, "balanced_accuracy")
             late.append(curves.late_mean(rounds, values, total_rounds, study.window))
             reach.append(curves.rounds_to_reach(rounds, values, study.reach))
-            rises.append(curves.rise(rounds, values, total_rounds, study.window))
-            converged += curves.seed_converged(rises[-1], bool(seed_failed), study.threshold)
+            rise = curves.rise(rounds, values, total_rounds, study.window)
+            seed_converged = curves.seed_converged(rise, bool(seed_failed), study.threshold)
+            converged += seed_converged
+            if not seed_converged and not seed_failed:  # still rising: a failed seed's flat line says nothing
+                rising.append(rise)
         row.update({"late_balanced_accuracy_mean": float(np.nanmean(late)),
                     "rounds_to_reach_mean": float(np.nanmean(reach)), "rounds": total_rounds,
-                    "late_rise": float(np.nanmax(rises)) if not np.all(np.isnan(rises)) else math.nan,
-                    "n_converged": converged, "converged": converged == len(group)})
+                    "late_rise": float(np.nanmax(rising)) if rising and not np.all(np.isnan(rising)) else math.nan,
+                    "n_converged": converged, "n_rising": len(rising), "converged": converged == len(group)})
         for metric in study.metrics:
             row[f"optimistic_best_round_{metric}_mean"] = float(group[f"best_{metric}"].mean())
         rows.append(row)
@@ -150,11 +154,22 @@ def format_summary(summary, study: Study):
         ]
     readable["late BA"] = [_number(v) for v in summary["late_balanced_accuracy_mean"]]
     readable[f"rounds to {study.reach:.0%}"] = [_number(v, 1) for v in summary["rounds_to_reach_mean"]]
-    readable["converged"] = [f"{k} of {n}" + ("" if k == n or math.isnan(r) else f" (rising up to +{100 * r:.1f} pts)")
-                             for k, n, r in zip(summary["n_converged"], summary["n_seeds"], summary["late_rise"])]
+    readable["converged"] = [converged_text(k, n, rising, rise) for k, n, rising, rise in
+                             zip(summary["n_converged"], summary["n_seeds"], summary["n_rising"], summary["late_rise"])]
     readable["failed seeds"] = [failed_text(c, d, n) for c, d, n in
                                 zip(summary["n_collapsed"], summary["n_diverged"], summary["n_seeds"])]
     return pd.DataFrame(readable)
+
+
+def converged_text(converged: int, n: int, rising: int, rise: float) -> str:
+    """'4 of 8 (3 rising up to +5.1 pts, 1 failed)': the seeds that have not converged are either still rising
+    or failed (collapsed or diverged), and the two say different things."""
+    parts = []
+    if rising:
+        parts.append(f"{rising} rising" + ("" if math.isnan(rise) else f" up to +{100 * rise:.1f} pts"))
+    if n - converged - rising:
+        parts.append(f"{n - converged - rising} failed")
+    return f"{converged} of {n}" + (f" ({', '.join(parts)})" if parts else "")
 
 
 def failed_text(collapsed: int, diverged: int, n: int) -> str:
