@@ -49,7 +49,7 @@ reproduce: setup data
 
 # Rebuild tables, figures and report from the runs that exist, training nothing.
 report: setup
-	$(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES) --configfile $(CONFIG) report \
+	$(BIN)/snakemake report --profile workflow/profiles/default --cores $(CORES) --configfile $(CONFIG) \
 	    --allowed-rules track aggregate figures write_report mlflow_summary report --forcerun aggregate figures
 
 # Snakemake's own browsable report of the last run: tables, figures (by dataset and setting), report.md.

@@ -106,3 +106,27 @@ def test_from_a_source_checkout_the_methods_come_from_pyproject(monkeypatch):
         assert registry.get_method("fedprox").__name__ == "FedProx"
     finally:
         registry._entry_points.cache_clear()
+
+
+def test_the_makefiles_snakemake_commands_parse_to_their_targets():
+    """`make report` once passed its target after --configfile, which takes several values, so Snakemake read
+    'report' as a second config file: each recipe's arguments parsed as Snakemake parses them."""
+    import shlex
+
+    from snakemake.cli import get_argument_parser
+
+    parser = get_argument_parser()
+    parser = parser[0] if isinstance(parser, tuple) else parser
+    recipes = re.findall(r"^([\w-]+):.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), flags=re.M)
+    commands = {}
+    for target, body in recipes:
+        body = body.replace("\\\n", " ").replace("$(BIN)/", "").replace("$(CONFIG)", "config/config.yaml")
+        body = body.replace("$(CORES)", "2")
+        for line in body.splitlines():
+            words = shlex.split(line.strip())
+            if words and words[0] == "snakemake":
+                commands[target] = parser.parse_args(words[1:])
+    assert {"reproduce", "report"} <= set(commands)
+    assert commands["report"].targets == ["report"]
+    for target, args in commands.items():
+        assert [str(path) for path in args.configfile or []] in ([], ["config/config.yaml"]), target
