@@ -17,8 +17,8 @@ CONDA_NAMES = {"torch": "pytorch", "psycopg2-binary": "psycopg2"}  # PyPI name -
 
 
 def _name_and_spec(requirement: str) -> tuple[str, str]:
-    match = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", requirement)
-    return match.group(1).lower(), match.group(2).replace(" ", "")
+    match = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(\[[^\]]*\])?\s*(.*)$", requirement)  # extras: pip's, not conda's
+    return match.group(1).lower(), match.group(3).replace(" ", "")
 
 
 def test_environment_yml_lists_every_dependency_with_the_same_bound():
