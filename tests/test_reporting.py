@@ -493,7 +493,8 @@ def test_report_verdict_follows_the_adjusted_tests(written_report):
     assert "It is not distinguishable from fedavg, fedakd-noattn." in lt10
     assert "the largest clear step is attention (fedakd-noattn → fedakd)" in lt10
     # every fedavg curve still climbs 0.1 a round: the first sentence says so
-    assert lt10.split("\n\n")[1].startswith("fedavg has converged on 0 of 3 seeds here (3 still rising), so this compares how fast")
+    assert lt10.split("\n\n")[1].startswith(
+        "fedavg has converged on 0 of 3 seeds here (3 still rising), so this compares how fast")
     paragraph = lt10.split("\n\n")[1]
     assert paragraph.count(". ") + 1 <= 3  # at most three sentences
     note = text.split("### How the verdict is drawn")[1]
@@ -599,3 +600,22 @@ def test_convergence_text_tells_rising_seeds_from_failed_ones():
     assert report._convergence_clause(block(4, 3), "fedavg").startswith(
         "fedavg has converged on 4 of 8 seeds here (3 still rising), so this compares how fast")
     assert report._convergence_clause(block(8, 0), "fedavg") == ""
+
+
+def test_the_power_note_gives_the_spread_without_failed_runs_beside_the_spread_with_them(study):
+    import pandas as pd
+
+    # one primary comparison, 10 seed pairs, a family of 1: a failed run makes the paired std 0.3; over the 9 pairs
+    # without it the std is 0.02, which 10 seeds resolve at 2 points (tests/test_stats.py: 10 seeds, MDD 0.0199)
+    comparison = pd.DataFrame([{"family": "primary", "n_pairs": 10, "family_size": 1, "paired_std": 0.3,
+                                "paired_std_without_failed": 0.02, "n_pairs_without_failed": 9,
+                                "method_failed": 1, "baseline_failed": 0}])
+    note = " ".join(report._statistics_note({"comparison": comparison}, study))
+    assert "**Power:** with the median paired standard deviation of the primary comparisons, 0.3000, and with 10 " \
+           "seeds" in note and "a 2-point difference would need 1000 or more seeds." in note
+    assert "over the seeds where neither run failed it is 0.0200, and with 10 seeds the minimum difference the " \
+           "strictest Holm step (level 0.05/1) detects with 80% power is 0.020 (2.0 points); a 2-point difference " \
+           "would need 10 seeds" in note
+    # too few healthy pairs for a spread: no such sentence
+    few = comparison.assign(n_pairs_without_failed=report.MIN_HEALTHY_PAIRS - 1)
+    assert "neither run failed" not in " ".join(report._statistics_note({"comparison": few}, study))

@@ -93,7 +93,8 @@ def comparison_table(frame, pairs: Sequence[tuple[str, str]], primary: str, seco
                                "mean_diff_without_failed": float(healthy.mean()) if len(healthy) else math.nan,
                                "prob_improvement": probability_of_improvement(block, method, baseline, metric),
                                "paired_std": float(differences.std(ddof=1)) if len(differences) > 1 else math.nan,
-                               "paired_std_without_failed": float(healthy.std(ddof=1)) if len(healthy) > 1 else math.nan,
+                               "paired_std_without_failed": (float(healthy.std(ddof=1)) if len(healthy) > 1
+                                                             else math.nan),
                                "note": note})
             t_adjusted = holm([row["ttest_p"] for row in family])
             w_adjusted = holm([row["wilcoxon_p"] for row in family])

@@ -148,7 +148,8 @@ def _convergence_clause(block, baseline: str | None) -> str:
         return ""
     converged, n, rising = int(row["n_converged"]), int(row["n_seeds"]), int(row["n_rising"])
     if not rising:  # every seed that has not converged failed: the study ran long enough
-        return f"{baseline} has converged on every seed that did not fail ({converged} of {n}; {n - converged} failed): "
+        return (f"{baseline} has converged on every seed that did not fail ({converged} of {n}; {n - converged} "
+                f"failed): ")
     return (f"{baseline} has converged on {converged} of {n} seeds here ({rising} still rising), so this "
             f"compares how fast the methods learn, not where they end up: ")
 
@@ -203,6 +204,10 @@ def _verdict_paragraphs(tables: dict, study, runs: list[dict[str, Any]] = (), fi
     return lines
 
 
+#: The fewest pairs without a failed run whose spread the power note uses (the std of two differences is noise).
+MIN_HEALTHY_PAIRS = 3
+
+
 def _statistics_note(tables: dict, study) -> list[str]:
     """What the tests can and cannot show with the seeds run: the families, the level, the attainable p, the
     minimum detectable difference and the seeds a 2-point difference would need."""
@@ -230,7 +235,7 @@ def _statistics_note(tables: dict, study) -> list[str]:
         sd = float(np.median(spreads))
         lines[-1] += (f" **Power:** with the median paired standard deviation of the primary comparisons, "
                       f"{_power_clause(sd, n, family, study.alpha)}.")
-        healthy = primary[primary["n_pairs_without_failed"] >= 3]["paired_std_without_failed"].dropna()
+        healthy = primary[primary["n_pairs_without_failed"] >= MIN_HEALTHY_PAIRS]["paired_std_without_failed"].dropna()
         if len(healthy) and (primary["method_failed"] + primary["baseline_failed"]).any():
             lines[-1] += (f" Failed runs widen that spread; over the seeds where neither run failed it is "
                           f"{_power_clause(float(np.median(healthy)), n, family, study.alpha)}: what a study whose "
@@ -240,12 +245,11 @@ def _statistics_note(tables: dict, study) -> list[str]:
 
 def _power_clause(sd: float, n: int, family: int, alpha: float) -> str:
     """'0.0123, and with 8 seeds the minimum difference ... is ...; a 2-point difference would need k seeds'."""
-    from fedakd.reporting.stats import POWER, minimum_detectable_difference, seeds_for_power
+    from fedakd.reporting.stats import MOST_SEEDS, POWER, minimum_detectable_difference, seeds_for_power
 
-    most = 1000
     mdd = minimum_detectable_difference(n, sd, alpha, POWER, family)
-    needed = seeds_for_power(sd, 0.02, alpha, POWER, family, most=most)
-    needed_text = f"{needed} seeds" if needed < most else f"{most} or more seeds"
+    needed = seeds_for_power(sd, 0.02, alpha, POWER, family)
+    needed_text = f"{needed} seeds" if needed < MOST_SEEDS else f"{MOST_SEEDS} or more seeds"
     return (f"{sd:.4f}, and with {n} seeds the minimum difference the strictest Holm step (level {alpha}/{family}) "
             f"detects with {POWER:.0%} power is {mdd:.3f} ({100 * mdd:.1f} points); a 2-point difference would "
             f"need {needed_text}")

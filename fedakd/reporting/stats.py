@@ -20,6 +20,8 @@ import numpy as np
 CONFIDENCE = 0.95
 ALPHA = 0.05
 POWER = 0.8
+#: The most seeds seeds_for_power tries; it returns this when even that many fall short.
+MOST_SEEDS = 1000
 #: Bootstrap resamples and their seed: the same runs always give the same interval.
 RESAMPLES, BOOTSTRAP_SEED = 10_000, 20201
 
@@ -80,7 +82,7 @@ def paired_power(n: int, sd: float, delta: float, alpha: float) -> float:
 
 
 def seeds_for_power(sd: float, delta: float, alpha: float, power: float = POWER, family: int = 1,
-                    most: int = 1000) -> int:
+                    most: int = MOST_SEEDS) -> int:
     """The fewest seeds whose paired t-test detects ``delta`` with ``power`` at level alpha / family (Holm's
     first, strictest step: a bound that holds whatever the other tests show)."""
     for n in range(2, most + 1):
