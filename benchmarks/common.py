@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
+import fcntl
 import itertools
+import os
 import platform
 import subprocess
 import sys
@@ -107,17 +108,28 @@ def default_options(method_name: str) -> dict[str, Any]:
 def train_jobs(jobs, config: Path, out_root: Path, workers: int) -> int:
     """Train every job of ``jobs`` -- (out folder, overrides, method, setting, seed) -- whose metrics.json is
     missing, with ``fedakd train --no-track``, ``workers`` at a time, one torch thread each. A killed study
-    resumes: finished jobs are skipped, interrupted ones resume from their checkpoint."""
+    resumes: finished jobs are skipped, interrupted ones resume from their checkpoint. Drivers may share folders:
+    a job another driver holds (its lock) is skipped, so a second driver adds workers to a running study instead
+    of duplicating its jobs."""
     todo = [job for job in jobs if not (job[0] / "metrics.json").exists()]
     stage(f"{len(todo)} jobs to train, {workers} at a time")
     failures = []
 
     def train(job):
         out, overrides, method, setting, seed = job
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / ".lock", "w") as lock:  # another driver on the same folder trains it: skip
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            if not (out / "metrics.json").exists():
+                _train_one(out, overrides, method, setting, seed)
+
+    def _train_one(out, overrides, method, setting, seed):
         command = [str(Path(sys.executable).with_name("fedakd")), "train", "--config", str(config), "--dataset",
                    DATASET, "--setting", setting, "--method", method, "--seed", str(seed), "--out", str(out),
                    "--no-track", "--threads", "1", *itertools.chain.from_iterable(("--set", o) for o in overrides)]
-        out.mkdir(parents=True, exist_ok=True)
         with open(out / "train.log", "w") as log:
             done = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         stage(f"{'done' if done.returncode == 0 else 'FAILED'}: {out.relative_to(out_root)}")

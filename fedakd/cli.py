@@ -82,7 +82,10 @@ def run(args: argparse.Namespace, callbacks=()) -> None:
     if args.command == "validate":
         from fedakd.config.cost import cost_warnings
 
-        jobs = (len(config["datasets"]) * len(config["settings"]) * len(config["methods"]) * len(config["seeds"]))
+        from fedakd.config.study import setting_seeds
+
+        jobs = len(config["datasets"]) * len(config["methods"]) * sum(
+            len(setting_seeds(config, setting)) for setting in config["settings"])
         print(f"{args.config}: valid; {jobs} training jobs")
         for warning in cost_warnings(config):
             print(warning, file=sys.stderr)

@@ -18,6 +18,7 @@ from fedakd.config import (
 )
 from fedakd.config.schema import SCHEMA_RESOURCE
 from fedakd.config.spec import JobSpec, PartitionSpec
+from fedakd.config.study import setting_seeds
 from fedakd.method import Method
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +71,13 @@ def _set(path: str, value):
     return mutate
 
 
+def _set_step(path: str, value):
+    """A mutation of config/smoke.yaml's step setting (whose name holds a '.'): settings[STEP][a][b]... = value."""
+    def mutate(config):
+        _set(path, value)(config["settings"]["lt10-dir1-lr0.02"])
+    return mutate
+
+
 def _rename_setting(new_name):
     def mutate(config):
         config["settings"][new_name] = config["settings"].pop("lt10-dir1")
@@ -84,6 +92,7 @@ def _rename_method(new_name):
 
 SPLIT = "settings.lt10-dir1.split"
 IMBALANCE = "settings.lt10-dir1.imbalance"
+STEP = "settings.lt10-dir1-lr0.02"
 
 # (mutation, the start of the problem's line: "<key.path>: <value!r>")
 BAD_CONFIGS = {
@@ -161,14 +170,24 @@ BAD_CONFIGS = {
     "boolean fraction": (_set("federation.fraction", True), "federation.fraction: True"),
     "unbounded retries": (_set(f"{SPLIT}.max_retries", 10**9), f"{SPLIT}.max_retries: 1000000000"),
     "a billion rounds": (_set("federation.rounds", 10**9), "federation.rounds: 1000000000"),
+    # a step setting repeats a base setting at another client step (config/smoke.yaml's lt10-dir1-lr0.02)
+    "step of an unknown setting": (_set_step("step_of", "lt10"), f"{STEP}.step_of: 'lt10'"),
+    "step of itself": (_set_step("step_of", "lt10-dir1-lr0.02"), f"{STEP}.step_of: 'lt10-dir1-lr0.02'"),
+    "step of another pool": (_set_step("split.alpha", 0.5), f"{STEP}.step_of: 'lt10-dir1'"),
+    "step seed not in the study": (_set_step("seeds", [0, 7]), f"{STEP}.seeds[1]: 7"),
+    "step without its step": (lambda c: c["settings"]["lt10-dir1-lr0.02"].pop("federation"),
+                              f"{STEP}.federation: (missing)"),
+    "a step without step_of": (_set("settings.lt10-dir1.federation", {"lr": 0.01}),
+                               "settings.lt10-dir1.federation: {'lr': 0.01}"),
+    "a step's momentum of 1": (_set_step("federation.momentum", 1.0), f"{STEP}.federation.momentum: 1.0"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(path.name for path in (ROOT / "config").glob("*.yaml")))
 def test_every_shipped_config_is_valid_and_resolves_into_specs(name):
     config = load_config(ROOT / "config" / name)
-    specs = [job_spec(config, dataset=d, setting=s, method=m, seed=seed)
-             for d in config["datasets"] for s in config["settings"] for m in config["methods"] for seed in config["seeds"]]
+    specs = [job_spec(config, dataset=d, setting=s, method=m, seed=seed) for d in config["datasets"]
+             for s in config["settings"] for m in config["methods"] for seed in setting_seeds(config, s)]
     assert len({spec.key for spec in specs}) == len(specs) > 0
     for spec in specs:  # every default filled: the spec carries the whole federation and every method option
         assert set(spec.federation) == set(load_schema()["properties"]["federation"]["properties"])
@@ -198,6 +217,7 @@ def test_size_limits_are_computed_from_the_dataset(base, monkeypatch):
     tiny = SimpleNamespace(name="tiny", num_classes=3, in_shape=(1, 8, 8), n_train=100, n_test=30)
     monkeypatch.setattr(fedakd.data, "DATASETS", {"tiny": tiny})
     base["datasets"] = ["tiny"]
+    del base["settings"]["lt10-dir1-lr0.02"]  # a step setting would repeat the split changed below
     base["federation"].update(clients=86, proxy_per_class=5)
     base["settings"]["lt10-dir1"]["split"] = {"kind": "classes", "k": 4}
     problems = str(pytest.raises(ConfigError, validate_config, base).value).splitlines()
@@ -229,7 +249,8 @@ def test_a_minimal_config_gets_every_default():
                         "ladder": ["fedavg", "fedavg-ft", "fedakd-noattn", "fedakd"],
                         "ladder_adds": {"fedavg-ft": "the transfer set's labels", "fedakd-noattn": "distillation",
                                         "fedakd": "attention"},
-                        "convergence": {"window": 0.2, "threshold": 0.01, "reach": 0.95}},
+                        "convergence": {"window": 0.2, "threshold": 0.01, "reach": 0.95},
+                        "final_window": 0.1, "target": 0.7},
     }
 
 
@@ -415,3 +436,15 @@ def test_snakemake_validate_accepts_the_schema_and_fills_the_same_defaults(base)
     # Snakemake cannot see the method classes' own options, so their defaults are ours alone.
     assert {**by_snakemake, "methods": None} == {**ours, "methods": None}
     assert by_snakemake["methods"] == base["methods"]
+
+
+def test_a_step_setting_trains_its_base_pool_at_its_own_step(base):
+    config = validate_config(base)
+    step = job_spec(config, dataset="digits", setting="lt10-dir1-lr0.02", method="fedavg", seed=1)
+    headline = job_spec(config, dataset="digits", setting="lt10-dir1", method="fedavg", seed=1)
+    assert step.federation == {**headline.federation, "lr": 0.02}
+    assert step.partition == headline.partition  # the same partition spec: the same pool, clients and seed
+    base["settings"]["lt10-dir1-lr0.02"]["seeds"] = [1]
+    config = validate_config(base)
+    with pytest.raises(ConfigError, match="one of setting lt10-dir1-lr0.02's seeds: 1"):
+        job_spec(config, dataset="digits", setting="lt10-dir1-lr0.02", method="fedavg", seed=0)

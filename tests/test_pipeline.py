@@ -65,7 +65,8 @@ def test_the_rules_conda_environment_holds_the_packages_dependencies():
 
 
 @pytest.mark.parametrize(("config_name", "train_jobs", "partitions", "settings"), [
-    ("smoke.yaml", 1 * 1 * 20 * 2, 1 * 1 * 2, 1),        # digits x 1 setting x 20 methods x 2 seeds
+    ("smoke.yaml", 1 * 2 * 20 * 2, 1 * 1 * 2, 2),        # digits x (1 setting + 1 step of it) x 20 methods x 2 seeds;
+                                                         # the step setting trains on its base's partitions
     ("config.yaml", 1 * 2 * 10 * 5, 1 * 2 * 5, 2),       # fashion-mnist x 2 settings x 10 methods x 5 seeds
     ("paper.yaml", 2 * 12 * 22 * 5, 2 * 12 * 5, 2 * 12),  # 2 datasets x (4 factors x 3 alphas) x 22 methods x 5 seeds
     ("full.yaml", 1 * 2 * 21 * 5, 1 * 2 * 5, 2),         # fashion-mnist x 2 settings x 21 methods x 5 seeds
@@ -128,11 +129,19 @@ def test_the_smoke_grid_holds_every_registered_method():
     assert set(method_names()) <= classes
 
 
+SMOKE_SETTINGS = ("lt10-dir1", "lt10-dir1-lr0.02")  # the second repeats the first at lr 0.02 (step_of)
+
+
+def smoke_jobs() -> set[str]:
+    return {f"digits/{setting}/{method}/seed{seed}" for setting in SMOKE_SETTINGS for method in smoke_methods()
+            for seed in (0, 1)}
+
+
 @pytest.mark.slow
 def test_smoke_pipeline_end_to_end(smoke_run):
     tmp_path, first = smoke_run
     methods = smoke_methods()
-    expected_jobs = {f"digits/lt10-dir1/{method}/seed{seed}" for method in methods for seed in (0, 1)}
+    expected_jobs = smoke_jobs()
     assert first.returncode == 0, first.stderr[-3000:]
 
     import pandas as pd
@@ -142,9 +151,11 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     for metric in HEADLINE:
         for statistic in ("mean", "std", "ci_low", "ci_high"):
             assert f"{metric}_{statistic}" in summary.columns
-    assert sorted(summary["method"]) == sorted(methods)
-    assert (summary["n_seeds"] == 2).all() and summary.set_index("method").loc["centralised", "reference"]
-    for table in ("summary", "comparison", "ladder", "cost"):
+    for setting in SMOKE_SETTINGS:
+        assert sorted(summary[summary["setting"] == setting]["method"]) == sorted(methods)
+    headline = summary[summary["setting"] == "lt10-dir1"].set_index("method")
+    assert (summary["n_seeds"] == 2).all() and headline.loc["centralised", "reference"]
+    for table in ("summary", "comparison", "ladder", "cost", "steps"):
         for ext in ("csv", "md", "tex"):
             assert (tables / f"{table}.{ext}").stat().st_size > 0
     comparison = pd.read_csv(tables / "comparison.csv")
@@ -157,10 +168,15 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     ladder = pd.read_csv(tables / "ladder.csv")
     assert list(dict.fromkeys(zip(ladder["from_method"], ladder["to_method"]))) == [
         ("fedavg", "fedavg-ft"), ("fedavg-ft", "fedakd-noattn"), ("fedakd-noattn", "fedakd")]
-    cost = pd.read_csv(tables / "cost.csv").set_index("method")
+    cost = pd.read_csv(tables / "cost.csv").query("setting == 'lt10-dir1'").set_index("method")
     assert cost.loc["fedavg-smote", "local_steps"] > cost.loc["fedavg", "local_steps"]
     assert cost.loc["fedakd", "bytes_up"] > cost.loc["fedavg", "bytes_up"] and cost.loc["fedakd", "server_steps"] > 0
     assert (cost["wall_seconds"] > 0).all()
+    # the verdict across step sizes: fedakd against each rival at effective steps 0.2 (lr 0.02) and 0.5 (lr 0.05)
+    step_table = pd.read_csv(tables / "steps.csv")
+    assert sorted(set(step_table["step"].round(6))) == [0.2, 0.5] and set(step_table["method"]) == {"fedakd"}
+    assert set(step_table["baseline"]) == set(others) - {"fedakd"} and step_table["verdict"].notna().all()
+    assert "step 0.2 (lr 0.02)" in (tables / "steps.md").read_text()
 
     figures = tmp_path / "reports" / "figures"
     pngs = sorted(figures.glob("*.png"))
@@ -174,6 +190,7 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     verdict = text.split("## Verdict")[1].split("### How the verdict is drawn")[0]
     assert "](figures/forest_digits_lt10-dir1.png)" in verdict
     assert "figures/critical_difference_digits.png" in linked and "**Power:**" in text
+    assert "](figures/steps_digits_lt10-dir1.png)" in verdict and "effective client steps 0.2, 0.5" in verdict
 
     assert finished_runs_per_job(tmp_path) == Counter(expected_jobs)
     run, artifacts = summary_run(tmp_path)
@@ -196,7 +213,7 @@ def test_smoke_pipeline_end_to_end(smoke_run):
 def test_rebuilding_and_rerunning_touch_only_what_changed(smoke_run):
     tmp_path, first = smoke_run
     assert first.returncode == 0, first.stderr[-3000:]
-    expected_jobs = {f"digits/lt10-dir1/{method}/seed{seed}" for method in smoke_methods() for seed in (0, 1)}
+    expected_jobs = smoke_jobs()
     report_only = snakemake(tmp_path, *REPORT_ONLY)
     assert report_only.returncode == 0, report_only.stderr[-3000:]
     assert job_counts(report_only) == {"aggregate": 1, "figures": 1, "write_report": 1, "mlflow_summary": 1,

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from fedakd.config import ConfigError, validate_config
-from fedakd.config.tuning import SELECTION_RULE, grid, select, selection_record, tuning_spec, with_options
+from fedakd.config.tuning import (SELECTION_RULE, grid, select, select_with_margin, selection_record, tuning_spec,
+                                  with_options)
 from tests.helpers import finished_job_runs
 from tests.test_pipeline import SMOKE, job_counts, output, snakemake
 
@@ -19,6 +20,7 @@ def tuned_smoke() -> dict:
     """config/smoke.yaml cut to three methods, with a validation split and a two-candidate tune block."""
     config = yaml.safe_load(SMOKE.read_text())
     config["experiment"] = "tuned-smoke"
+    config["settings"] = {"lt10-dir1": config["settings"]["lt10-dir1"]}  # without the step setting
     config["methods"] = {"fedavg": {"method": "fedavg"}, "fedprox": {"method": "fedprox"},
                          "fedakd": {"method": "fedakd", "distill_steps": 10}}
     config["federation"]["validation_per_class"] = 3
@@ -94,6 +96,27 @@ def test_bad_tune_blocks_are_refused_naming_the_key(mutate, expected):
 ])
 def test_selection_picks_the_best_mean_and_breaks_ties_by_grid_order(scores, chosen):
     assert select(scores) == chosen
+
+
+# A hand-made protocol table: effective steps 0.1, 0.2, 0.5, 1.0 (lr 0.01 ... 0.1 at momentum 0.9), two tuning runs.
+OK, FAIL = [False, False], [False, True]
+
+
+@pytest.mark.parametrize("steps, scores, failed, chosen", [
+    # 1.0 fails, 0.5 is clean but has no clean step above it; 0.2 (mean 0.80) beats 0.1 (0.75): 0.2
+    ([0.1, 0.2, 0.5, 1.0], [[0.7, 0.8], [0.8, 0.8], [0.9, 0.8], [0.1, 0.1]], [OK, OK, OK, FAIL], 1),
+    # 0.5 fails once: 0.2 loses its margin, and 0.1 is the only step with a clean step above it
+    ([0.1, 0.2, 0.5, 1.0], [[0.7, 0.8], [0.8, 0.8], [0.9, 0.1], [0.1, 0.1]], [OK, OK, FAIL, FAIL], 0),
+    # the grid's order does not matter; 0.5 lacks the margin, and the tie of 0.2 and 0.1 (both 0.80) goes to 0.1
+    ([0.5, 1.0, 0.2, 0.1], [[0.9, 0.9], [0.1, 0.1], [0.9, 0.7], [0.8, 0.8]], [OK, FAIL, OK, OK], 3),
+    # a step that failed itself is never chosen, whatever its mean
+    ([0.1, 0.2, 0.5], [[0.5, 0.5], [0.99, 0.1], [0.6, 0.6]], [OK, FAIL, OK], None),
+    # every step clean: the largest has no step above it to vouch for it, so the one below is chosen
+    ([0.1, 0.2, 0.5], [[0.5, 0.5], [0.6, 0.6], [0.9, 0.9]], [OK, OK, OK], 1),
+    ([0.1, 0.2], [[0.5, 0.5], [0.6, 0.6]], [OK, FAIL], None),  # no step keeps a clean step of margin
+])
+def test_the_protocol_step_keeps_a_clean_step_of_margin(steps, scores, failed, chosen):
+    assert select_with_margin(steps, scores, failed) == chosen
 
 
 def test_selection_record_says_what_was_chosen_and_why():

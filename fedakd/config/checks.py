@@ -9,7 +9,7 @@ import copy
 from typing import Callable
 
 from fedakd.config.methods import method_options, resolve_method
-from fedakd.config.schema import ConfigError, KeyPath, Problem, load_schema, schema_problems
+from fedakd.config.schema import MISSING, ConfigError, KeyPath, Problem, load_schema, schema_problems
 from fedakd.config.tuning import tuning_problems
 
 #: Input height x width each backbone is built for (``auto`` picks by input size, so it always fits).
@@ -42,6 +42,39 @@ def _check_settings(config: dict, specs: dict, skip) -> list[Problem]:
         if setting["split"]["k"] > fewest.num_classes:
             problems.append(Problem(path, setting["split"]["k"],
                                     f"at most {fewest.num_classes}: {fewest.name} has {fewest.num_classes} classes"))
+    return problems
+
+
+def _check_step_settings(config: dict, skip) -> list[Problem]:
+    """A ``step_of`` setting repeats an existing base setting (same imbalance and split) at a client step of its
+    own; its seeds are the study's."""
+    settings, problems = config["settings"], []
+    for name, setting in settings.items():
+        base = setting.get("step_of")
+        if "seeds" in setting and not skip(("seeds",)):
+            problems += [Problem(("settings", name, "seeds", index), seed, "one of the study's seeds: "
+                                 + ", ".join(map(str, config["seeds"])))
+                         for index, seed in enumerate(setting["seeds"]) if seed not in config["seeds"]]
+        if base is None:
+            if "federation" in setting:
+                problems.append(Problem(("settings", name, "federation"), setting["federation"],
+                                        "only with step_of: a setting's own client step repeats another setting"))
+            continue
+        where = ("settings", name, "step_of")
+        if base not in settings or base == name or "step_of" in settings[base]:
+            problems.append(Problem(where, base, "another setting of this config, itself no step_of setting: "
+                                    + ", ".join(n for n, s in settings.items() if "step_of" not in s and n != name)))
+        elif skip(("settings", name)) or skip(("settings", base)):
+            continue  # a schema problem there is said already; the two cannot be compared
+        elif any(setting.get(key) != settings[base].get(key) for key in ("imbalance", "split")):
+            problems.append(Problem(where, base, f"a setting with the same imbalance and split as {name} (a step "
+                                    "setting repeats its base's partitions at another client step)"))
+        elif not set(setting.get("seeds") or config["seeds"]) <= set(settings[base].get("seeds") or config["seeds"]):
+            problems.append(Problem(("settings", name, "seeds"), setting.get("seeds"),
+                                    f"seeds that {base} runs too (a step setting trains on its base's partitions)"))
+        if "federation" not in setting:
+            problems.append(Problem(("settings", name, "federation"), MISSING, "the client step (lr, momentum) at "
+                                    "which step_of repeats the base setting"))
     return problems
 
 
@@ -151,6 +184,7 @@ def _semantic_problems(config: dict, schema_found: list[Problem]) -> list[Proble
     specs, problems = _known_datasets(config, skip)
     if not unusable("settings"):
         problems += _check_settings(config, specs, skip)
+        problems += _check_step_settings(config, skip)
     problems += _check_federation(config, specs, skip)
     problems += _check_backbone(config, specs, skip)
     problems += _check_amp(config, skip)

@@ -8,6 +8,7 @@ from typing import Any
 from fedakd.config.methods import method_options
 from fedakd.config.schema import ConfigError, Problem
 from fedakd.config.spec import JobSpec, PartitionSpec, digest
+from fedakd.config.study import setting_federation, setting_seeds
 
 
 def _check_choice(config: dict, **choices: Any) -> None:
@@ -47,7 +48,8 @@ def build_job_spec(config: dict, *, dataset: str, setting: str, method: str, see
         data_root=config["data_root"], device=config["device"], amp=config["amp"],
         deterministic=config["deterministic"], dataset=dataset, setting=setting,
         setting_params=config["settings"][setting], method=method, method_class=entry["method"],
-        method_options={**method_options(entry), **(options or {})}, federation=config["federation"],
+        method_options={**method_options(entry), **(options or {})},
+        federation=setting_federation(config, setting),
         model=config["model"], seed=seed, partition=partition_spec(config, dataset=dataset, setting=setting, seed=seed),
         tracking=config["tracking"],
     )
@@ -56,6 +58,9 @@ def build_job_spec(config: dict, *, dataset: str, setting: str, method: str, see
 def job_spec(config: dict, *, dataset: str, setting: str, method: str, seed: int) -> JobSpec:
     """One evaluation job's resolved spec, from a validated config (Snakemake's params for that job)."""
     _check_choice(config, dataset=dataset, setting=setting, method=method, seed=seed)
+    if setting in config["settings"] and seed not in setting_seeds(config, setting):
+        raise ConfigError(f"seed: {seed} -- one of setting {setting}'s seeds: "
+                          + ", ".join(map(str, setting_seeds(config, setting))))
     return build_job_spec(config, dataset=dataset, setting=setting, method=method, seed=seed)
 
 

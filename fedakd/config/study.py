@@ -13,6 +13,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+def setting_seeds(config: dict[str, Any], setting: str) -> list[int]:
+    """The evaluation seeds a setting runs: its own ``seeds`` (a subset of the study's), else the study's."""
+    return list(config["settings"][setting].get("seeds") or config["seeds"])
+
+
+def setting_federation(config: dict[str, Any], setting: str) -> dict[str, Any]:
+    """The federation a setting trains with: the study's, with the setting's own client step (lr, momentum)."""
+    return {**config["federation"], **config["settings"][setting].get("federation", {})}
+
+
+def step_families(config: dict[str, Any]) -> dict[str, str]:
+    """setting -> the base setting of its step family: a setting with ``step_of`` repeats its base at another
+    client step (docs/method-card.md §5, the verdict across step sizes); a base is its own family."""
+    return {name: entry.get("step_of") or name for name, entry in config["settings"].items()}
+
+
+def effective_step(federation: dict[str, Any]) -> float:
+    """The client step lr / (1 - momentum): SGD with heavy-ball momentum m moves lr / (1 - m) per unit gradient
+    at steady state, the figure the field's protocols are compared by."""
+    return federation["lr"] / (1 - federation["momentum"])
+
+
 def reference_methods(config: dict[str, Any]) -> set[str]:
     """Config method names whose registered class is a reference row (e.g. centralised)."""
     from fedakd.registry import get_method
@@ -63,6 +85,10 @@ class Study:
     window: float  # convergence: the last fraction of the rounds...
     threshold: float  # ...over which a converged curve rises by at most this much
     reach: float  # rounds to reach this fraction of the final value
+    final_window: float = 0.1  # a run's headline figure: the mean over this last fraction of the rounds
+    target: float = 0.7  # communication: rounds and bytes to reach this balanced accuracy
+    #: setting -> the setting it repeats at another client step (its step family's base; itself for a base)
+    step_family: dict[str, str] = field(default_factory=dict)
     references: tuple[str, ...] = ()
     tuned: dict[str, Any] = field(default_factory=dict)  # method -> the options tuning chose
 
@@ -82,13 +108,15 @@ class Study:
                    alpha=comparisons["alpha"], ladder=tuple(comparisons["ladder"]),
                    ladder_adds=dict(comparisons["ladder_adds"]), window=convergence["window"],
                    threshold=convergence["threshold"], reach=convergence["reach"],
-                   references=tuple(sorted(reference_methods(config))))
+                   final_window=comparisons["final_window"], target=comparisons["target"],
+                   step_family=step_families(config), references=tuple(sorted(reference_methods(config))))
 
     def to_dict(self) -> dict[str, Any]:
         return {"pairs": [list(p) for p in self.pairs], "baseline": self.baseline, "focus": self.focus,
                 "primary": self.primary, "secondary": list(self.secondary), "alpha": self.alpha,
                 "ladder": list(self.ladder), "ladder_adds": dict(self.ladder_adds), "window": self.window,
-                "threshold": self.threshold, "reach": self.reach, "references": list(self.references),
+                "threshold": self.threshold, "reach": self.reach, "final_window": self.final_window,
+                "target": self.target, "step_family": dict(self.step_family), "references": list(self.references),
                 "tuned": self.tuned}
 
     @classmethod
@@ -96,5 +124,6 @@ class Study:
         return cls(pairs=tuple(tuple(p) for p in data["pairs"]), baseline=data["baseline"], focus=data["focus"],
                    primary=data["primary"], secondary=tuple(data["secondary"]), alpha=data["alpha"],
                    ladder=tuple(data["ladder"]), ladder_adds=dict(data["ladder_adds"]), window=data["window"],
-                   threshold=data["threshold"], reach=data["reach"], references=tuple(data["references"]),
-                   tuned=dict(data.get("tuned", {})))
+                   threshold=data["threshold"], reach=data["reach"], final_window=data["final_window"],
+                   target=data["target"], step_family=dict(data["step_family"]),
+                   references=tuple(data["references"]), tuned=dict(data.get("tuned", {})))

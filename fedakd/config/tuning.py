@@ -136,6 +136,29 @@ def select(scores: Sequence[Sequence[float]], failed: Sequence[Sequence[bool]] |
     return next(i for i in pool if means[i] >= best - 1e-12 * max(1.0, abs(best)))
 
 
+MARGIN_RULE = ("the step with the highest mean score among the steps none of whose tuning runs failed and whose next "
+               "larger step in the grid failed on none either (one clean step of margin below the smallest failing "
+               "step); ties go to the smaller step")
+
+
+def select_with_margin(steps: Sequence[float], scores: Sequence[Sequence[float]],
+                       failed: Sequence[Sequence[bool]]) -> int | None:
+    """Index (into ``steps``) of the protocol's client step by MARGIN_RULE, or None when no step has the margin.
+
+    ``steps`` are one grid of step sizes (any order), ``scores`` and ``failed`` per step and tuning run. The
+    largest step of the grid never has the margin: nothing larger shows that it is not at the edge.
+    """
+    order = sorted(range(len(steps)), key=lambda i: steps[i])
+    clean = {i: not any(failed[i]) for i in order}
+    means = {i: math.fsum(scores[i]) / len(scores[i]) if scores[i] and not any(map(math.isnan, scores[i]))
+             else -math.inf for i in order}
+    eligible = [i for i, j in zip(order, order[1:]) if clean[i] and clean[j]]
+    if not eligible:
+        return None
+    best = max(means[i] for i in eligible)
+    return next(i for i in eligible if means[i] >= best - 1e-12 * max(1.0, abs(best)))
+
+
 def selection_record(*, dataset: str, setting: str, method: str, candidates: list[dict[str, Any]],
                      scores: list[list[float]], seeds: list[int], metric: str, budget: int,
                      failed: list[list[bool]] | None = None) -> dict[str, Any]:

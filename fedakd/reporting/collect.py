@@ -8,6 +8,7 @@ of what to fix instead of being averaged in silently.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -24,10 +25,12 @@ HEADLINE_STEPS = HEADLINE_METRICS  # every round of these must be in MLflow
 log = logging.getLogger(__name__)
 
 BEST_COLUMNS = tuple(f"best_{key}" for key in METRIC_KEYS)  # optimistic: the round chosen on the test set
+LAST_COLUMNS = tuple(f"last_{key}" for key in METRIC_KEYS)  # the final round, beside the final-window mean
 FRAME_COLUMNS = ("dataset", "setting", "method", "method_class", "seed", *METRIC_KEYS, "per_class_recall",
-                 *BEST_COLUMNS, "imbalance_kind", "imbalance_factor", "split_kind", "split_alpha", "split_k",
-                 "rounds", "clients_per_round", "local_steps", "server_steps", "bytes_down", "bytes_up",
-                 "wall_seconds", "collapsed", "diverged", "failed", "failure", "ba_history")
+                 *LAST_COLUMNS, *BEST_COLUMNS, "imbalance_kind", "imbalance_factor", "split_kind", "split_alpha",
+                 "split_k", "lr", "momentum", "step", "rounds", "clients_per_round", "local_steps", "server_steps",
+                 "bytes_down", "bytes_up", "rounds_to_target", "bytes_to_target", "wall_seconds", "collapsed",
+                 "diverged", "failed", "failure", "ba_history")
 
 
 class ResultsError(ValueError):
@@ -182,36 +185,81 @@ def _failure_columns(failure: dict[str, Any] | None) -> dict[str, Any]:
             "failure": describe(failure)}
 
 
-def runs_frame(runs: list[dict[str, Any]]):
-    """One row per run: identity, final-round metrics (the headline), the optimistic best-round ones,
-    the setting's parameters, the cost counters, the failure flags (collapsed, diverged, failed, failure:
-    fedakd.diagnostics) and the balanced-accuracy curve (``ba_history``).
+def final_window(run: dict[str, Any], fraction: float) -> dict[str, Any]:
+    """Every metric's final-window mean (the rule of fedakd.reporting.curves.final_window_mean) over a run's
+    history, and the per-class recall's, class by class; the final round's values (the record's ``final``) with
+    ``fraction`` 0 or where a metric has no history."""
+    import numpy as np
+
+    from fedakd.reporting.curves import window_start  # the window rule of every curve summary
+
+    if fraction <= 0:
+        return {**{key: run["final"][key] for key in METRIC_KEYS},
+                "per_class_recall": list(run["final"]["per_class_recall"])}
+    window = [record for record in run["history"] if record["round"] > window_start(run["cost"]["rounds"], fraction)]
+    window = window or run["history"][-1:]
+    values = {}
+    for key in METRIC_KEYS:
+        points = [record[key] for record in window if record.get(key) is not None]
+        values[key] = float(np.mean(points)) if points else run["final"].get(key)
+    recalls = [record["per_class_recall"] for record in window if record.get("per_class_recall") is not None]
+    values["per_class_recall"] = (np.mean(np.asarray(recalls, dtype=float), axis=0).tolist() if recalls
+                                  else list(run["final"]["per_class_recall"]))
+    return values
+
+
+def _to_target(run: dict[str, Any], target: float) -> tuple[float, float]:
+    """(rounds, bytes down and up) until the first evaluated round whose balanced accuracy reaches ``target``;
+    NaN for a run that never does."""
+    import math
+
+    from fedakd.reporting.curves import curve, first_reaching
+
+    reached = first_reaching(*curve(run["history"], "balanced_accuracy"), target)
+    if math.isnan(reached):
+        return math.nan, math.nan
+    record = next(record for record in run["history"] if record["round"] == reached)
+    return reached, float(record["bytes_down"] + record["bytes_up"])
+
+
+def runs_frame(runs: list[dict[str, Any]], final_window_fraction: float = 0.0, target: float = math.nan):
+    """One row per run: identity, every metric's final-window mean (the headline; ``final_window_fraction`` 0:
+    the final round) with the final round beside it (``last_*``), the optimistic best-round ones, the setting's
+    parameters and client step, the cost counters, the rounds and bytes to reach ``target`` balanced accuracy,
+    the failure flags (collapsed, diverged, failed, failure: fedakd.diagnostics) and the balanced-accuracy curve
+    (``ba_history``).
 
     Missing metrics (a group a balanced pool lacks) become NaN; per_class_recall and ba_history stay
     list columns.
     """
     import pandas as pd
 
+    from fedakd.config.study import effective_step
+
     rows = []
     for run in runs:
         imbalance, split = run["setting"]["imbalance"], run["setting"]["split"]
         rows.append({
             **{key: run["job"][key] for key in JOB_KEYS},
-            **{key: run["final"][key] for key in METRIC_KEYS},
-            "per_class_recall": list(run["final"]["per_class_recall"]),
+            **final_window(run, final_window_fraction),
+            **{f"last_{key}": run["final"][key] for key in METRIC_KEYS},
             **{f"best_{key}": run["best"].get(key) for key in METRIC_KEYS},
             "imbalance_kind": imbalance["kind"], "imbalance_factor": imbalance.get("factor"),
             "split_kind": split["kind"], "split_alpha": split.get("alpha"), "split_k": split.get("k"),
+            "lr": run["federation"]["lr"], "momentum": run["federation"]["momentum"],
+            "step": effective_step(run["federation"]),
             **{key: run["cost"][key] for key in ("rounds", "clients_per_round", "local_steps", "server_steps",
                                                  "bytes_down", "bytes_up")},
+            **dict(zip(("rounds_to_target", "bytes_to_target"), _to_target(run, target))),
             "wall_seconds": run.get("wall_seconds"),
             **_failure_columns(run.get("failure")),
             "ba_history": [{"round": r["round"], "balanced_accuracy": r.get("balanced_accuracy")}
                            for r in run["history"]],
         })
     frame = pd.DataFrame(rows, columns=list(FRAME_COLUMNS))
-    numeric = [*METRIC_KEYS, *BEST_COLUMNS, "imbalance_factor", "split_alpha", "local_steps", "server_steps",
-               "bytes_down", "bytes_up", "wall_seconds"]
+    numeric = [*METRIC_KEYS, *LAST_COLUMNS, *BEST_COLUMNS, "imbalance_factor", "split_alpha", "lr", "momentum", "step",
+               "local_steps", "server_steps", "bytes_down", "bytes_up", "rounds_to_target", "bytes_to_target",
+               "wall_seconds"]
     frame[numeric] = frame[numeric].astype(float)
     frame[["seed", "rounds", "clients_per_round"]] = frame[["seed", "rounds", "clients_per_round"]].astype(int)
     frame["split_k"] = frame["split_k"].astype("Int64")

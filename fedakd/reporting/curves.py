@@ -1,5 +1,11 @@
-"""Learning-curve summaries: the late-round mean, the rounds to reach a fraction of the final value, and
-whether a method had stopped improving (docs/method-card.md §5, convergence).
+"""Learning-curve summaries: the final-window mean (a run's headline figure), the late-round mean, the rounds
+and bytes to reach a stated value, the rounds to reach a fraction of the final value, and whether a method had
+stopped improving (docs/method-card.md §4-5).
+
+The final window is the last ``final_window`` fraction of the rounds, the same rule as the convergence window
+below: with 60 rounds and 0.1, rounds 55-60. Its mean is what a comparison compares, so that one round's dip
+or spike (a run that falls from 0.79 to 0.16 in its last round) does not decide it; the final round stays
+beside it in the tables.
 
 The window is the last ``fraction`` of the rounds: rounds r > R - ceil(fraction * R) (the last 2 of 10).
 A curve's rise over the window is measured from the round just before it to the last round, on a
@@ -37,6 +43,21 @@ def late_mean(rounds: np.ndarray, values: np.ndarray, total_rounds: int, fractio
     """Mean of the values evaluated in the last ``fraction`` of the rounds."""
     late = values[rounds > window_start(total_rounds, fraction)]
     return float(late.mean()) if late.size else math.nan
+
+
+def final_window_mean(rounds: np.ndarray, values: np.ndarray, total_rounds: int, fraction: float) -> float:
+    """The mean over the evaluated rounds of the final window (``fraction`` 0: the last evaluated value); the last
+    evaluated value when no round of the window was evaluated (eval_every longer than the window)."""
+    if not values.size:
+        return math.nan
+    late = late_mean(rounds, values, total_rounds, fraction) if fraction > 0 else math.nan
+    return float(values[-1]) if math.isnan(late) else late
+
+
+def first_reaching(rounds: np.ndarray, values: np.ndarray, target: float) -> float:
+    """The first evaluated round whose value is at least ``target``; NaN for a run that never reaches it."""
+    reached = values >= target
+    return float(rounds[np.argmax(reached)]) if reached.any() else math.nan
 
 
 def rounds_to_reach(rounds: np.ndarray, values: np.ndarray, reach: float = REACH) -> float:

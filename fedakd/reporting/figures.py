@@ -402,6 +402,49 @@ def critical_difference(frame, metric: str, out_dir: str | Path, alpha: float = 
     return written
 
 
+def step_sensitivity(frame, study, out_dir: str | Path) -> list[Path]:
+    """Per dataset and step family: each method's primary metric (final-window mean over seeds, 95 % bootstrap
+    interval) against the effective client step lr / (1 - momentum), one line per method, every failed run
+    (collapsed or diverged) marked with an x at its value."""
+    from fedakd.reporting.steps import step_points
+
+    points = step_points(frame, study, study.primary)
+    written = []
+    for (dataset, family) in dict.fromkeys((p["dataset"], p["family"]) for p in points):
+        mine = [p for p in points if p["dataset"] == dataset and p["family"] == family]
+        methods = list(dict.fromkeys(p["method"] for p in mine))
+        colours = dict(zip(methods, PALETTE * (len(methods) // len(PALETTE) + 1)))
+        styles = {m: ("-", "--", ":")[(i // len(PALETTE)) % 3] for i, m in enumerate(methods)}  # colours repeat
+        fig = _new_figure(6.4, 4.0)
+        ax = fig.subplots()
+        offsets = dict(zip(methods, np.linspace(-0.04, 0.04, len(methods))))  # side by side, in log space
+        for method in methods:
+            line = sorted((p for p in mine if p["method"] == method), key=lambda p: p["step"])
+            steps = np.array([p["step"] for p in line]) * np.exp(offsets[method])
+            means = np.array([p["mean"] for p in line])
+            low = np.array([p["ci_low"] for p in line])
+            high = np.array([p["ci_high"] for p in line])
+            err = np.vstack([np.nan_to_num(means - low), np.nan_to_num(high - means)])
+            ax.errorbar(steps, means, yerr=err, color=colours[method], marker="o", markersize=4, capsize=3,
+                        linewidth=1.2, linestyle=styles[method], label=method)
+            for step, p in zip(steps, line):
+                if p["failed_values"]:
+                    ax.plot([step] * len(p["failed_values"]), p["failed_values"], "x", color=colours[method],
+                            markersize=6)
+        ax.set_xscale("log")
+        ticks = sorted({p["step"] for p in mine})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("effective client step lr / (1 − momentum)")
+        ax.set_ylabel(f"{study.primary.replace('_', ' ')} (final-window mean)")
+        ax.set_title(f"{dataset} / {family}: the verdict across step sizes\n(mean over seeds, 95 % bootstrap "
+                     "interval; x: a failed run)", fontsize=8)
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        ax.grid(alpha=0.3)
+        written += _save(fig, Path(out_dir) / f"steps_{_safe(dataset)}_{_safe(family)}.png")
+    return written
+
+
 def make_figures(runs: list[dict[str, Any]], manifests: list[dict[str, Any]], out_dir: str | Path,
                  tuning: list[dict[str, Any]] = (), comparison=None, study=None) -> list[Path]:
     """Every figure of the report; partition heatmaps are named after the setting whose runs share their hash.
@@ -413,10 +456,17 @@ def make_figures(runs: list[dict[str, Any]], manifests: list[dict[str, Any]], ou
     if study is not None:
         from fedakd.reporting.collect import runs_frame
 
+        from fedakd.reporting.steps import is_base
+
         competitors = [run for run in runs if run["job"]["method"] not in set(study.references)]
+        pools = [run for run in competitors if is_base(study, run["job"]["setting"])]  # each pool once
         written += [*forest_plots(comparison, study.focus, out_dir),
-                    *critical_difference(runs_frame(competitors), study.primary, out_dir, study.alpha)]
-    setting_of = {run["partition_sha256"]: run["job"]["setting"] for run in runs}
+                    *critical_difference(runs_frame(pools, study.final_window), study.primary, out_dir,
+                                         study.alpha),
+                    *step_sensitivity(runs_frame(competitors, study.final_window), study, out_dir)]
+    setting_of = {}  # a partition is named after the first setting trained on it (a step setting shares its base's)
+    for run in runs:
+        setting_of.setdefault(run["partition_sha256"], run["job"]["setting"])
     for manifest in manifests:
         setting = setting_of.get(manifest["sha256"], manifest["sha256"][:12])
         png = out_dir / f"partition_{_safe(manifest['dataset'])}_{_safe(setting)}_seed{manifest['seed']}.png"

@@ -29,6 +29,7 @@ FIGURE_SECTIONS = {
     "accuracy_vs_bytes": "Accuracy against communication",
     "partition": "Partitions (clients x classes)",
     "tuning_sensitivity": "Tuning sensitivity (validation split)",
+    "steps": "The verdict across client step sizes",
 }
 
 
@@ -194,14 +195,35 @@ def _verdict_paragraphs(tables: dict, study, runs: list[dict[str, Any]] = (), fi
         rows = comparison[(comparison["dataset"] == dataset) & (comparison["setting"] == setting)
                           & (comparison["method"] == focus)]
         steps = ladder[(ladder["dataset"] == dataset) & (ladder["setting"] == setting)]
-        lines += [f"### {dataset} / {setting} ({n} seeds, final round)", ""]
+        lines += [f"### {dataset} / {setting} ({n} seeds, {_window_words(study)})", ""]
         forest = forests.get(f"forest_{dataset}_{setting}")
         if forest is not None and report_dir is not None:
             lines += [f"![{focus} against each rival, {dataset} / {setting}]"
                       f"({Path(os.path.relpath(forest, report_dir)).as_posix()})", ""]
         lines += [" ".join(_setting_sentences(block, rows, steps, study)), ""]
         lines += [" ".join(_failure_sentences(runs, rows, focus, dataset, setting)), ""]
-    return lines
+    return lines + _step_paragraphs(tables, study, figures, report_dir)
+
+
+def _window_words(study) -> str:
+    """What a run's headline figure is: 'mean of the last 10 % of rounds' or 'final round'."""
+    return f"mean of the last {study.final_window:.0%} of rounds" if study.final_window > 0 else "final round"
+
+
+def _step_paragraphs(tables: dict, study, figures: list[Path], report_dir: Path | None) -> list[str]:
+    """Across step sizes: the step figure of each family and whether the focus method's verdict holds across
+    the steps, or which step flips it (fedakd.reporting.steps)."""
+    from fedakd.reporting.steps import step_sentences
+
+    table = tables.get("steps")
+    if table is None or not len(table):
+        return []
+    lines = ["### Across client step sizes", ""]
+    for figure in figures:
+        figure = Path(figure)
+        if figure.suffix == ".png" and figure.stem.startswith("steps_") and report_dir is not None:
+            lines += [f"![the verdict across step sizes]({Path(os.path.relpath(figure, report_dir)).as_posix()})", ""]
+    return lines + [" ".join(step_sentences(table, study)), ""]
 
 
 #: The fewest pairs without a failed run whose spread the power note uses (the std of two differences is noise).
@@ -302,13 +324,16 @@ def write_report(runs: list[dict[str, Any]], tables: dict, figures: list[Path], 
              *_verdict_paragraphs(tables, study, runs, figures, out_path.parent), *_statistics_note(tables, study),
              *_setup(config, runs), *_partitions(runs, manifests),
              "## Results", "",
-             "Headline figures are **final-round** test metrics, mean ± std [95 % bootstrap interval] over seeds.", "",
+             f"Headline figures are test metrics, each run's **{_window_words(study)}**, then mean ± std [95 % "
+             "bootstrap interval] over seeds; the final round's balanced accuracy is beside them.", "",
              "### Summary", "", readable["summary"].to_markdown(index=False), "",
              "### Declared comparisons", "", readable["comparison"].to_markdown(index=False), "",
              "### Ablation ladder", "", readable["ladder"].to_markdown(index=False) if len(readable["ladder"])
              else "The study lacks the ladder's methods.", "",
              "### Across settings", "", readable["across"].to_markdown(index=False), "",
              "### Cost", "", readable["cost"].to_markdown(index=False), "",
+             *(["### Across client step sizes (table)", "", readable["steps"].to_markdown(index=False), ""]
+               if "steps" in readable and len(readable["steps"]) else []),
              *_tuning(readable, study),
              *_figures(figures, out_path.parent)]
     return atomic_write_text(out_path, "\n".join(lines).rstrip() + "\n")

@@ -1,13 +1,16 @@
 """The tables of a study (docs/method-card.md §5): summary, declared comparisons, ablation ladder, cost.
 
-- summary: per dataset x setting x method, final-round metrics as mean, std and 95 % bootstrap interval
-  over seeds; the late-round mean of balanced accuracy and the rounds to reach a fraction of its final
+- summary: per dataset x setting x method, each run's final-window mean of every metric (the mean over the
+  last ``final_window`` of the rounds, docs/method-card.md §4) as mean, std and 95 % bootstrap interval over
+  seeds, the final round's mean beside it; the late-round mean of balanced accuracy and the rounds to reach a fraction of its final
   value; convergence judged per seed ("converged k of n"; a collapsed or diverged seed never is);
   failed seeds; best-round figures only as ``optimistic_best_round_*`` (chosen on the test set);
 - comparison: every declared comparison on the primary metric (the family that decides the verdict)
   and on each secondary metric (its own family), with Holm-adjusted p-values (fedakd.reporting.comparisons);
 - ladder: FedAKD's gain decomposed step by step;
-- cost: local SGD steps, server steps, bytes down and up, wall time.
+- cost: local SGD steps, server steps, bytes down and up, wall time; communication, the rounds and bytes to
+  reach the study's target balanced accuracy (McMahan et al.), with the seeds that never reach it counted;
+- steps (a study with step settings): the focus method's verdict against each rival at each client step.
 
 The CSV keeps every number at full precision; the Markdown and LaTeX versions are for reading (ASCII
 plus ±, – and →, which pdflatex's utf8 input handles, except →, written as $\\rightarrow$ there).
@@ -27,13 +30,15 @@ from fedakd.reporting import curves
 from fedakd.config.study import Study
 from fedakd.reporting.comparisons import across_settings_table, comparison_table, ladder_table
 from fedakd.reporting.stats import bootstrap_interval
+from fedakd.reporting.steps import families, format_steps, is_base, step_table
 
 GROUP_KEYS = ["dataset", "setting", "method"]
 SUMMARY_STATS = ("mean", "std", "ci_low", "ci_high")
 COST_COLUMNS = ("local_steps", "server_steps", "bytes_down", "bytes_up", "wall_seconds")
 CAPTIONS = {
-    "summary": "Final-round test metrics: mean ± std [95 % bootstrap interval] over seeds (n seeds); late BA: mean "
-               "balanced accuracy over the last rounds; converged: seeds whose balanced accuracy had stopped rising "
+    "summary": "Test metrics, each run's mean over the final window of rounds: mean ± std [95 % bootstrap interval] "
+               "over seeds (n seeds); final-round BA: the last round's balanced accuracy; late BA: mean "
+               "balanced accuracy over the convergence window; converged: seeds whose balanced accuracy had stopped rising "
                "(a failed seed never has); failed seeds: runs whose deployed model collapsed to one class or "
                "diverged (kept in the statistics).",
     "comparison": "Declared comparisons (method − baseline, paired over seeds): mean difference [95 % paired "
@@ -43,7 +48,10 @@ CAPTIONS = {
                   "over the seeds where neither failed (a sensitivity figure, never the verdict).",
     "ladder": "Ablation ladder: each step's paired difference from the method below it [95 % bootstrap interval].",
     "cost": "Cost per run (mean over seeds): local SGD steps, server steps, megabytes (10^6 bytes) down and up, wall "
-            "seconds.",
+            "seconds; communication: seeds reaching the target balanced accuracy, the median rounds and the mean "
+            "megabytes (down and up) until they reach it.",
+    "steps": "The focus method against each rival at each effective client step lr / (1 − momentum): verdict, paired "
+             "difference of the primary metric [95 % paired bootstrap interval]; failed runs of each side.",
     "across": "Across settings: each method's interquartile mean of the primary metric over its runs (settings x "
               "seeds) [95 % stratified bootstrap interval], and rliable's probability that the focus method improves "
               "on it, averaged over the settings.",
@@ -94,12 +102,14 @@ def summary_table(frame, study: Study):
                     "n_converged": converged, "n_rising": len(rising), "converged": converged == len(group)})
         for metric in study.metrics:
             row[f"optimistic_best_round_{metric}_mean"] = float(group[f"best_{metric}"].mean())
+            row[f"final_round_{metric}_mean"] = float(group[f"last_{metric}"].mean())
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def cost_table(frame):
-    """Per dataset x setting x method: mean over seeds of each cost counter, and per round."""
+def cost_table(frame, target: float = math.nan):
+    """Per dataset x setting x method: mean over seeds of each cost counter, and per round; communication: the
+    seeds whose balanced accuracy reached ``target``, their median rounds and mean bytes (down and up) to it."""
     import pandas as pd
 
     rows = []
@@ -110,6 +120,11 @@ def cost_table(frame):
         for key in COST_COLUMNS:
             row[key] = float(group[key].mean())
         row["megabytes_per_round"] = (row["bytes_down"] + row["bytes_up"]) / 1e6 / rounds
+        reached = group["rounds_to_target"].dropna()
+        row.update({"target": target, "n_reached": len(reached),
+                    "rounds_to_target_median": float(reached.median()) if len(reached) else math.nan,
+                    "megabytes_to_target_mean": (float(group["bytes_to_target"].dropna().mean()) / 1e6
+                                                 if len(reached) else math.nan)})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -152,6 +167,8 @@ def format_summary(summary, study: Study):
             for mean, std, low, high in zip(summary[f"{metric}_mean"], summary[f"{metric}_std"],
                                             summary[f"{metric}_ci_low"], summary[f"{metric}_ci_high"])
         ]
+    readable["final-round BA"] = [_number(v) for v in summary["final_round_balanced_accuracy_mean"]] \
+        if "final_round_balanced_accuracy_mean" in summary else "–"
     readable["late BA"] = [_number(v) for v in summary["late_balanced_accuracy_mean"]]
     readable[f"rounds to {study.reach:.0%}"] = [_number(v, 1) for v in summary["rounds_to_reach_mean"]]
     readable["converged"] = [converged_text(k, n, rising, rise) for k, n, rising, rise in
@@ -230,6 +247,10 @@ def format_cost(cost):
         "MB up": [f"{v / 1e6:,.1f}" for v in cost["bytes_up"]],
         "MB per round": [f"{v:,.2f}" for v in cost["megabytes_per_round"]],
         "wall s": [_number(v, 1) for v in cost["wall_seconds"]],
+        "reached target": [f"{k} of {n} (BA {t:g})" for k, n, t in zip(cost["n_reached"], cost["n_seeds"],
+                                                                        cost["target"])],
+        "rounds to target (median)": [_number(v, 1) for v in cost["rounds_to_target_median"]],
+        "MB to target": [_number(v, 1) for v in cost["megabytes_to_target_mean"]],
     })
 
 
@@ -265,13 +286,16 @@ def tuned_options(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def build_tables(frame, study: Study, tuning: Sequence[dict[str, Any]] = ()) -> dict:
     """Every table of the pipeline, from one frame of runs (fedakd.reporting.collect.runs_frame) and, in a
     tuned study, the tuning records."""
-    built = {"summary": summary_table(frame, study),
-             "comparison": comparison_table(frame, study.pairs, study.primary, study.secondary, study.alpha),
+    comparison = comparison_table(frame, study.pairs, study.primary, study.secondary, study.alpha)
+    pools = frame[[is_base(study, setting) for setting in frame["setting"]]]  # each pool once, at the headline step
+    built = {"summary": summary_table(frame, study), "comparison": comparison,
              "ladder": ladder_table(frame, study.ladder, study.metrics, study.ladder_adds),
-             "cost": cost_table(frame),
-             "across": across_settings_table(frame, study.focus, study.primary, study.references)}
+             "cost": cost_table(frame, study.target),
+             "across": across_settings_table(pools, study.focus, study.primary, study.references)}
     if tuning:
         built["tuning"] = tuning_table(tuning)
+    if families(study):
+        built["steps"] = step_table(frame, comparison, study)
     return built
 
 
@@ -283,7 +307,7 @@ def study_tables(runs: list[dict[str, Any]], tuning: Sequence[dict[str, Any]], s
     from fedakd.reporting.collect import runs_frame
 
     study = dataclasses.replace(study, tuned=tuned_options([r for r in tuning if len(r["candidates"]) > 1]))
-    return study, build_tables(runs_frame(runs), study, tuning)
+    return study, build_tables(runs_frame(runs, study.final_window, study.target), study, tuning)
 
 
 def format_across(across):
@@ -307,7 +331,8 @@ def format_tuning(tuning):
 
 def readable_tables(tables: dict, study: Study) -> dict:
     formatters = {"summary": lambda t: format_summary(t, study), "comparison": format_comparison,
-                  "ladder": format_ladder, "cost": format_cost, "tuning": format_tuning, "across": format_across}
+                  "ladder": format_ladder, "cost": format_cost, "tuning": format_tuning, "across": format_across,
+                  "steps": format_steps}
     return {name: formatters.get(name, lambda t: t)(table) for name, table in tables.items()}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fedakd import layout
 from fedakd.config import ConfigError, job_spec, partition_spec, validate_config
+from fedakd.config.study import setting_seeds, step_families
 
 try:
     config.update(validate_config(config))  # in place, so the scripts' snakemake.config has the defaults
@@ -32,10 +33,11 @@ os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.
 EXPERIMENT_FILE = layout.EXPERIMENT_FILE
 SUMMARY_RUN_FILE = layout.SUMMARY_RUN_FILE
 TUNING = "tune" in config  # a tuning stage before the evaluation grid (workflow/rules/tune.smk)
-TABLE_NAMES = [*layout.TABLE_NAMES, *(["tuning"] if TUNING else [])]
+STEPS = any("step_of" in setting for setting in config["settings"].values())  # the verdict across step sizes
+TABLE_NAMES = [*layout.TABLE_NAMES, *(["tuning"] if TUNING else []), *(["steps"] if STEPS else [])]
 TABLES = expand(f"{layout.TABLES_DIR}/{{table}}.{{ext}}", table=TABLE_NAMES, ext=layout.TABLE_FORMATS)
 FIGURES = layout.FIGURES_DIR
-FIGURE_KINDS = ["learning_curves", "per_class_recall", "accuracy_vs_bytes", "forest"]
+FIGURE_KINDS = ["learning_curves", "per_class_recall", "accuracy_vs_bytes", "forest", "steps"]
 REPORT = layout.REPORT_FILE
 PARTITION_FILES = {name: f"{layout.PARTITION_DIR}/{file}" for name, file in
                    (("manifest", layout.MANIFEST_FILE), ("indices", layout.INDICES_FILE), ("heatmap", layout.HEATMAP_FILE))}
@@ -107,23 +109,26 @@ wildcard_constraints:
     candidate=r"\d+",
 
 
+def per_setting(pattern, settings=None, **wildcards):
+    """``pattern`` expanded over the settings (all by default), each with its own seeds (a step setting may run
+    fewer, fedakd.config.study.setting_seeds), and the other wildcards given."""
+    return [path for setting in (settings or config["settings"])
+            for path in expand(pattern, setting=setting, seed=setting_seeds(config, setting), **wildcards)]
+
+
+def family_partition(name):
+    """A train job's partition file ``name``: a step setting trains on its base setting's partitions."""
+    return lambda wildcards: PARTITION_FILES[name].format(
+        dataset=wildcards.dataset, setting=step_families(config)[wildcards.setting], seed=wildcards.seed)
+
+
 def partition_manifests():
-    return expand(
-        PARTITION_FILES["manifest"],
-        dataset=config["datasets"],
-        setting=config["settings"],
-        seed=config["seeds"],
-    )
+    bases = sorted(set(step_families(config).values()), key=list(config["settings"]).index)
+    return per_setting(PARTITION_FILES["manifest"], bases, dataset=config["datasets"])
 
 
 def run_metrics():
-    return expand(
-        RUN_METRICS,
-        dataset=config["datasets"],
-        setting=config["settings"],
-        method=config["methods"],
-        seed=config["seeds"],
-    )
+    return per_setting(RUN_METRICS, dataset=config["datasets"], method=config["methods"])
 
 
 def tuning_choices():

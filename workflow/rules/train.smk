@@ -44,8 +44,8 @@ rule train:
     """A killed job resumes from its last checkpointed round when rerun; a finished one is not rerun.
     With a tune block, the job runs the options its method's tuning chose."""
     input:
-        manifest=rules.partition.output.manifest,
-        indices=rules.partition.output.indices,
+        manifest=family_partition("manifest"),
+        indices=family_partition("indices"),
         tuning=lambda wildcards: layout.TUNING_CHOICE.format(**wildcards) if TUNING else [],
     output:
         RUN_METRICS,
@@ -68,12 +68,8 @@ rule track:
     """The finished runs of one dataset x setting as FINISHED MLflow runs, with their figures; a run already
     logged is left alone, one that an earlier attempt left incomplete is completed."""
     input:
-        metrics=lambda wildcards: expand(
-            rules.train.output[0],
-            dataset=wildcards.dataset,
-            setting=wildcards.setting,
-            method=config["methods"],
-            seed=config["seeds"],
+        metrics=lambda wildcards: per_setting(
+            rules.train.output[0], [wildcards.setting], dataset=wildcards.dataset, method=config["methods"]
         ),
         experiment=EXPERIMENT_FILE,
     output:
