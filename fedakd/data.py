@@ -506,10 +506,20 @@ def _labels(labels) -> torch.Tensor:
     return torch.from_numpy(np.array(labels, dtype=np.int64))  # a copy: the cache maps its arrays read-only
 
 
+def checked_data_root(data_root: str | Path) -> Path:
+    """``data_root`` as a Path, refused when it exists but is not a folder (a file there would otherwise read as
+    "the dataset is not on this machine", or be passed over for the system copy without a word)."""
+    data_root = Path(data_root)
+    if data_root.exists() and not data_root.is_dir():
+        raise DataError(f"data_root {data_root} is a file, not a folder: set data_root to the folder that holds (or "
+                        "will hold) the datasets, e.g. data")
+    return data_root
+
+
 def load_dataset(name: str, data_root: str | Path, download: bool = False) -> Dataset:
     """Train and test splits of ``name`` as normalised tensors; DataError says what to do if missing."""
     spec = dataset_spec(name)
-    data_root = Path(data_root)
+    data_root = checked_data_root(data_root)
     if name == "digits":
         x_train, y_train, x_test, y_test = _digits_arrays()
         max_value = DIGITS_MAX_VALUE
@@ -537,7 +547,7 @@ def load_train_labels(name: str, data_root: str | Path, download: bool = False) 
     For the IDX datasets only the small labels file is read.
     """
     spec = dataset_spec(name)
-    data_root = Path(data_root)
+    data_root = checked_data_root(data_root)
     if name == "digits":
         labels = _digits_arrays()[1]
     elif name in _IDX_LAYOUTS:

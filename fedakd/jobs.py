@@ -125,7 +125,7 @@ def _finished_metrics(job: JobSpec, out_dir: Path) -> dict[str, Any] | None:
     metrics_path = out_dir / METRICS_FILE
     if not metrics_path.exists():
         return None
-    existing = read_json(metrics_path, "metrics file")
+    existing = RunRecord.load(metrics_path)  # checked: a damaged or hand-edited record is refused, never logged
     if existing.get("job_digest") != job.digest:
         raise JobError(f"{metrics_path} holds the results of a different configuration; "
                        f"delete it or choose another output folder")

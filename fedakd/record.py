@@ -121,6 +121,8 @@ class RunRecord:
         if usable("history", list) and not (data["history"] and all(isinstance(r, dict) and "round" in r
                                                                     for r in data["history"])):
             missing.append("history (a list of rounds)")
+        elif not missing:
+            missing += _history_problems(data)
         return missing
 
     @classmethod
@@ -130,5 +132,34 @@ class RunRecord:
         problems = cls.problems(data)
         if problems:
             raise UnreadableFileError(f"metrics file {path} lacks {', '.join(problems)}: it was written by another "
-                                      f"version or damaged; delete it and rerun that job")
+                                      f"version, damaged or edited by hand; delete it and rerun that job")
         return data
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b or (isinstance(a, float) and isinstance(b, float) and a != a and b != b)  # NaN is NaN here
+
+
+def _history_problems(data: dict[str, Any]) -> list[str]:
+    """What a whole-looking record's history contradicts: the rounds the engine evaluates (every eval_every-th
+    and the last, and the round a run diverged in), in order, once each; and the final metrics, which are its
+    last round's."""
+    rounds = [record["round"] for record in data["history"]]
+    total = data["cost"]["rounds"]
+    if not isinstance(total, int) or not all(isinstance(r, int) for r in rounds):
+        return ["cost.rounds and history's rounds (whole numbers)"]
+    every = data.get("federation", {}).get("eval_every", 1) if isinstance(data.get("federation"), dict) else 1
+    due = {r for r in range(1, total + 1) if r % every == 0 or r == total}
+    diverged = (data["failure"].get("diverged") or {}).get("round")
+    problems = []
+    if rounds != sorted(set(rounds)):
+        problems.append("history (its rounds repeat or are out of order)")
+    missing, extra = sorted(due - set(rounds)), sorted(set(rounds) - due - {diverged})
+    if missing:
+        problems.append(f"history's evaluated rounds {missing} (eval_every {every} of {total} rounds)")
+    if extra:
+        problems.append(f"history (rounds {extra} are not rounds the engine evaluates)")
+    last = data["history"][-1]
+    if not problems and any(not _same(data["final"][key], last.get(key)) for key in FINAL_KEYS):
+        problems.append("final (its metrics differ from its history's last round)")
+    return problems

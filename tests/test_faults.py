@@ -96,6 +96,28 @@ def damaged_metrics(content: str):
     return case
 
 
+def edited_metrics(edit: Callable[[dict], None]):
+    """A finished run whose metrics.json is edited by hand; the rerun must refuse it, not log it as a result."""
+    def case(folder, config):
+        out = finished_run(folder, config)
+        record = json.loads((out / "metrics.json").read_text())
+        edit(record)
+        (out / "metrics.json").write_text(json.dumps(record))
+        return train_args(config, out), []
+    return case
+
+
+def data_root_a_file(folder, config):
+    (folder / "datasets").write_text("not a folder")
+    return train_args(config, folder / "run", "--no-track", "--set", f"data_root={folder / 'datasets'}"), []
+
+
+def flower_app_relative_run_folder(folder, config):
+    part = _partition(folder, config)
+    return (["flower", "app", "--config", str(config), *JOB, "--method", "fedavg", "--partition", str(part),
+             "--run-folder", "runs/fedavg", "--out", str(folder / "app")], [])
+
+
 def checkpoint(content: Callable[[Path], None]):
     def case(folder, config):
         out = folder / "run"
@@ -193,6 +215,13 @@ CASES = [
     ("metrics.json a number", "fault", damaged_metrics("3"), "holds a JSON int"),
     ("metrics.json truncated", "fault", damaged_metrics('{"final": {'), "is not valid JSON"),
     ("the flower extra missing", "fault", flower_missing, "pip install 'fedakd-bench[flower]'"),
+    ("metrics.json: an evaluated round cut", "fault", edited_metrics(lambda m: m["history"].pop(1)),
+     "history's evaluated rounds [2]"),
+    ("metrics.json: the final score edited", "fault",
+     edited_metrics(lambda m: m["final"].__setitem__("balanced_accuracy", 0.99)), "differ from its history's last"),
+    ("lr too large for float32", "unbounded", override("federation.lr=1e308"), "federation.lr: 1e+308 -- at most"),
+    ("data_root a file", "fault", data_root_a_file, "is a file, not a folder"),
+    ("flower app: a relative run folder", "fault", flower_app_relative_run_folder, "--run-folder runs/fedavg"),
 ]
 
 

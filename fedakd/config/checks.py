@@ -45,6 +45,30 @@ def _check_settings(config: dict, specs: dict, skip) -> list[Problem]:
     return problems
 
 
+#: The largest float32: the models compute in float32, where a larger factor (a learning rate of 1e308) overflows.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _check_float32(config: dict, skip) -> list[Problem]:
+    """Every number of the federation, the settings and the methods fits a float32 (JSON Schema's finite
+    numbers go up to 1.8e308, where torch refuses to multiply a float32 tensor by one in mid-run)."""
+    problems = []
+
+    def walk(node, path):
+        if skip(path):
+            return
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, (*path, key))
+        elif isinstance(node, (int, float)) and not isinstance(node, bool) and abs(node) > FLOAT32_MAX:
+            problems.append(Problem(path, node, f"at most {FLOAT32_MAX:.1e} in size: the models compute in float32, "
+                                    "where a larger number overflows; a step this large cannot train"))
+
+    for section in ("federation", "settings", "methods"):
+        walk(config.get(section), (section,))
+    return problems
+
+
 def _check_step_settings(config: dict, skip) -> list[Problem]:
     """A ``step_of`` setting repeats an existing base setting (same imbalance and split) at a client step of its
     own; its seeds are the study's."""
@@ -186,6 +210,7 @@ def _semantic_problems(config: dict, schema_found: list[Problem]) -> list[Proble
         problems += _check_settings(config, specs, skip)
         problems += _check_step_settings(config, skip)
     problems += _check_federation(config, specs, skip)
+    problems += _check_float32(config, skip)
     problems += _check_backbone(config, specs, skip)
     problems += _check_amp(config, skip)
     problems += _check_tracking_uri(config, skip)

@@ -91,10 +91,23 @@ def write_shard(args: argparse.Namespace) -> Path:
     return Path(args.out)
 
 
+#: The app's paths that the ServerApp opens on the SuperLink's machine.
+SERVER_PATHS = (("--config", "config"), ("--partition", "partition"), ("--run-folder", "run_folder"))
+
+
 def write_app(args: argparse.Namespace) -> Path:
-    """A Flower App directory whose run_config defaults name the job."""
+    """A Flower App directory whose run_config defaults name the job. Its server-side paths must be absolute: the
+    ServerApp runs on the SuperLink's machine, from a folder of Flower's choosing, where a relative one names
+    another place than here."""
     import json
 
+    from fedakd.flower import FlowerError
+
+    relative = [f"{flag} {getattr(args, name)}" for flag, name in SERVER_PATHS
+                if not Path(getattr(args, name)).is_absolute()]
+    if relative:
+        raise FlowerError(f"{', '.join(relative)}: relative, but the ServerApp opens these paths on the SuperLink's "
+                          "machine, from a working folder of Flower's choosing; give absolute paths on that machine")
     job = flower_job(args, args.run_folder)
     lines = [f"{key} = {json.dumps(value)}" for key, value in job.to_config().items()]
     directory = Path(args.out)
