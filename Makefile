@@ -11,7 +11,7 @@ CORES  ?= 2
 CONFIG ?= config/config.yaml
 PORT   ?= 5000
 
-.PHONY: setup test test-fast reproduce report report-html data ui bench bench-overhead gpu-check lint browser cluster-check clean-results
+.PHONY: setup test test-fast reproduce report report-html data ui paper bench bench-overhead gpu-check lint browser cluster-check clean-results
 
 setup: $(VENV)/.installed
 
@@ -56,11 +56,35 @@ report: setup
 report-html: setup
 	$(BIN)/snakemake --configfile $(CONFIG) --report reports/report.html
 
+# A published study (published/$(STUDY)/, fedakd.publish) regenerated without training: its bundle is checked
+# against its SHA-256 manifest and unpacked into build/paper/$(STUDY)/, whose results/tables, reports/figures,
+# reports/report.md and reports/report.html the pipeline's own aggregate, figures and report steps rebuild.
+STUDY ?=
+PAPER := build/paper/$(STUDY)
+PAPER_SNAKEMAKE = $(BIN)/snakemake -s Snakefile --directory $(PAPER) --configfile $(PAPER)/config.yaml \
+	--config published=published/$(STUDY) --cores $(CORES)
+
+paper: setup
+	@test -n "$(STUDY)" || { echo "say which study: make paper STUDY=<a folder of published/>"; exit 2; }
+	rm -rf $(PAPER)/results/tables $(PAPER)/reports
+	$(BIN)/fedakd unpack --bundle published/$(STUDY) --out $(PAPER)
+	$(PAPER_SNAKEMAKE) --allowed-rules aggregate figures write_report --forcerun aggregate -- reports/report.md
+	$(PAPER_SNAKEMAKE) --report $(abspath $(PAPER))/reports/report.html
+	@echo "tables in $(PAPER)/results/tables, figures and report in $(PAPER)/reports"
+
 # MLflow 3's UI remembers a GenAI / model-training toggle per browser and starts on GenAI: the link
-# printed here opens the experiment on its training runs.
+# printed here opens the experiment on its training runs. With STUDY, the published study's runs (loaded into
+# build/paper/$(STUDY)/mlflow.db once; loading again adds nothing).
 ui: setup
+ifdef STUDY
+	$(BIN)/fedakd ui-import --bundle published/$(STUDY) --out $(PAPER) --tracking-uri sqlite:///$(abspath $(PAPER))/mlflow.db
+	@$(BIN)/fedakd ui-link --config $(PAPER)/config.yaml --set tracking_uri=sqlite:///$(abspath $(PAPER))/mlflow.db \
+	    --url http://127.0.0.1:$(PORT)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(PAPER))/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
+else
 	@$(BIN)/fedakd ui-link --config $(CONFIG) --url http://127.0.0.1:$(PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
+endif
 
 # The browser test's Chromium and ChromeDriver, and PostgreSQL for the tracking test (Debian, as root);
 # .ci/run does the same. Without them those tests are skipped, saying why.

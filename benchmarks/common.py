@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import itertools
-import os
-import platform
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -50,17 +48,9 @@ QUICK = Sizes(1000, 300, 1000, (10, 50, 100), (0.25, 0.5, 1.0), 10, {"distill_st
 
 
 def machine_info(threads: int) -> dict[str, Any]:
-    import torch
+    from fedakd.machine import machine_info as info
 
-    cpu_model = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    return {"cpu_model": cpu_model, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": threads,
-            "python": platform.python_version(), "platform": platform.platform()}
+    return info(threads)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Command line: `fedakd validate | partition | train | ui-link | flower`.
+"""Command line: `fedakd validate | partition | train | ui-link | flower | publish | unpack | verify | ui-import`.
 
 Predictable problems (a bad config value, missing data, a tampered partition, a
 read-only folder, a damaged store: fedakd.errors) end with one line naming the
@@ -64,12 +64,80 @@ def build_parser() -> argparse.ArgumentParser:
     from fedakd.flower.commands import add_arguments as add_flower_arguments
 
     add_flower_arguments(commands, add_job_arguments)
+    _add_bundle_commands(commands)
     return parser
 
 
-def run(args: argparse.Namespace, callbacks=()) -> None:
+def _add_bundle_commands(commands) -> None:
+    """publish, unpack, verify and ui-import: a study's published bundle (fedakd.publish, fedakd.verify)."""
+    publish = commands.add_parser("publish", help="write the bundle of a finished pipeline to published/<study>/")
+    publish.add_argument("--config", required=True, help="the study's config; its stem names the bundle")
+    publish.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    publish.add_argument("--results", default=".", help="the folder holding the pipeline's results/ (default .)")
+    publish.add_argument("--out", help="the bundle's folder (default published/<config's stem>)")
+    unpack = commands.add_parser("unpack", help="a bundle's results tree and config, for the pipeline's report steps")
+    unpack.add_argument("--bundle", required=True)
+    unpack.add_argument("--out", required=True, help="the working folder (results/ and config.yaml go there)")
+    verify = commands.add_parser("verify", help="retrain jobs of a bundle and compare them with the published runs")
+    verify.add_argument("--bundle", required=True)
+    which = verify.add_mutually_exclusive_group(required=True)
+    which.add_argument("--sample", type=_positive_int, help="this many jobs drawn at random (seeded)")
+    which.add_argument("--job", action="append", default=[], metavar="DATASET/SETTING/METHOD/seedS")
+    verify.add_argument("--rounds", type=_positive_int, help="train and compare only the first R rounds")
+    verify.add_argument("--tolerance", type=float, default=None,
+                        help="largest final-window balanced accuracy difference accepted from another kind of "
+                             "machine (default fedakd.verify.TOLERANCE)")
+    ui_import = commands.add_parser("ui-import", help="load a bundle's runs into an MLflow store (twice adds nothing)")
+    ui_import.add_argument("--bundle", required=True)
+    ui_import.add_argument("--out", required=True, help="the working folder the runs are unpacked into")
+    ui_import.add_argument("--tracking-uri", required=True, help="e.g. sqlite:///build/paper/X/mlflow.db")
+
+
+def run_bundle_command(args: argparse.Namespace) -> int:
+    """The bundle commands; verify's exit status is 1 when a job disagrees."""
+    from fedakd import publish
+
+    if args.command == "publish":
+        out = publish.publish(args.config, args.overrides, results_root=args.results, out=args.out)
+        print(f"wrote {out} ({sum(p.stat().st_size for p in out.rglob('*') if p.is_file()) / 1e6:.2f} MB)")
+    elif args.command == "unpack":
+        print(f"unpacked into {publish.unpack(args.bundle, args.out)}")
+    elif args.command == "ui-import":
+        count = import_bundle(args.bundle, args.out, args.tracking_uri)
+        print(f"{count} runs in {args.tracking_uri}")
+    else:
+        from fedakd import verify
+
+        tolerance = verify.TOLERANCE if args.tolerance is None else args.tolerance
+        checks = verify.verify(args.bundle, jobs=args.job, sample=args.sample, rounds=args.rounds,
+                               tolerance=tolerance)
+        print(verify.table(checks, rounds=args.rounds))
+        return 0 if all(check.passed for check in checks) else 1
+    return 0
+
+
+def import_bundle(bundle: str, workdir: str, tracking_uri: str) -> int:
+    """Unpack ``bundle`` into ``workdir`` and log each run to ``tracking_uri`` (a run already logged with the same
+    record is left alone, fedakd.track); returns the number of runs."""
+    from fedakd import layout, publish
+    from fedakd.config import load_config
+    from fedakd.track import track_job
+    from fedakd.tracking import ensure_experiment
+
+    publish.unpack(bundle, workdir)
+    config = load_config(Path(workdir) / publish.CONFIG_FILE)
+    experiment_id = ensure_experiment(tracking_uri, config["experiment"], config["tracking"])  # model training
+    folders = [Path(workdir) / layout.RUN_DIR.format(**job) for job in publish.study_jobs(config)]
+    for folder in folders:
+        track_job(folder, tracking_uri=tracking_uri, experiment_id=experiment_id)
+    return len(folders)
+
+
+def run(args: argparse.Namespace, callbacks=()) -> int | None:
     from fedakd.config import job_spec, load_config, partition_spec
 
+    if args.command in ("publish", "unpack", "verify", "ui-import"):
+        return run_bundle_command(args)
     if args.command == "flower":
         from fedakd.flower import require_flower
 
@@ -143,7 +211,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        run(args, callbacks)
+        code = run(args, callbacks)
     except Exception as exc:
         from fedakd.errors import explain
 
@@ -155,7 +223,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     except KeyboardInterrupt:
         print("fedakd: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -21,12 +21,13 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from fedakd.io import UnreadableFileError
     from fedakd.jobs import JobError
     from fedakd.partition import PartitionError
+    from fedakd.publish import BundleError
     from fedakd.registry import UnknownMethodError
     from fedakd.reporting.collect import ResultsError
     from fedakd.tracking import TrackingError
 
-    return (CheckpointError, ConfigError, DataError, DeviceError, FlowerError, JobError, PartitionError, ResultsError,
-            TrackingError, UnknownMethodError, UnreadableFileError)
+    return (BundleError, CheckpointError, ConfigError, DataError, DeviceError, FlowerError, JobError, PartitionError,
+            ResultsError, TrackingError, UnknownMethodError, UnreadableFileError)
 
 
 def _first_line(exc: BaseException) -> str:

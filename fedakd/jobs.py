@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from fedakd.config.spec import JobSpec, PartitionSpec
 from fedakd.io import atomic_write_json, read_json
 from fedakd.layout import ARTIFACTS_DIR, CHECKPOINT_FILE, MANIFEST_FILE, METRICS_FILE, TIMINGS_FILE, WEIGHTS_FILE
+from fedakd.machine import machine_info
 from fedakd.record import RunRecord
 
 if TYPE_CHECKING:
@@ -268,8 +269,8 @@ def _write_outputs(out_dir: Path, job: JobSpec, record: RunRecord, result: "Fede
     with atomic_path(out_dir / WEIGHTS_FILE) as tmp:
         torch.save({"weights": result.final_weights, "backbone": job.model["backbone"],
                     "model_options": dict(result.model_options)}, tmp)
-    atomic_write_json(out_dir / TIMINGS_FILE, {"history": result.timings,
-                                               "wall_seconds": time.perf_counter() - started})
+    atomic_write_json(out_dir / TIMINGS_FILE, {"history": result.timings, "wall_seconds": time.perf_counter() - started,
+                                               "machine": machine_info()})  # what bit-identity depends on
     atomic_write_json(out_dir / METRICS_FILE, metrics)
     (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     return metrics

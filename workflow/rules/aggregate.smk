@@ -9,15 +9,16 @@ localrules:
 rule aggregate:
     input:
         metrics=run_metrics(),
-        tracked=tracked_runs(),
+        tracked=[] if PUBLISHED else tracked_runs(),
         tuning=tuning_choices(),
-        experiment=EXPERIMENT_FILE,
+        experiment=[] if PUBLISHED else EXPERIMENT_FILE,
     output:
         table_outputs(),
     params:
         tracking_uri=config["tracking_uri"],
         experiment=config["experiment"],
         study=study(),
+        published=bool(PUBLISHED),
     log:
         "logs/aggregate.log",
     threads: 1

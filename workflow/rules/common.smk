@@ -14,6 +14,10 @@ from fedakd import layout
 from fedakd.config import ConfigError, job_spec, partition_spec, validate_config
 from fedakd.config.study import setting_seeds, step_families
 
+# `--config published=<bundle>` (make paper): the runs come from a published bundle's unpacked results tree, so
+# the aggregate step reads them as they are, with no MLflow store to check them against (the bundle's SHA-256
+# manifest and the run record's own checks did that).
+PUBLISHED = config.pop("published", None)
 try:
     config.update(validate_config(config))  # in place, so the scripts' snakemake.config has the defaults
 except ConfigError as error:

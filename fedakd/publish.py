@@ -1,0 +1,265 @@
+"""A study's published bundle (docs/method-card.md §5, published results): what the report is made from, small
+enough for git, sealed by a SHA-256 manifest, and the way back from it to a results tree that the pipeline's
+aggregate, figures and report steps read (``make paper``), that MLflow imports (``make ui``) and that
+``fedakd verify`` retrains against.
+
+published/<study>/
+    SHA256SUMS                        sha256sum's format, every other file of the bundle, sorted
+    study.json                        the study, its config's digest, the code commit, the machines, the jobs
+    config.yaml                       the resolved config (every default filled) the jobs ran
+    runs/<dataset>/<setting>/<method>/seed<S>.json.xz
+                                      one run: its metrics.json, timings.json and job spec (artifacts/job.json)
+    partitions/<dataset>/<setting>/seed<S>.json    each partition's manifest (its indices' SHA-256 inside)
+    tuning/<dataset>/<setting>/<method>.json       the tuning choices, for a tuned study
+    tables/<name>.csv                 the pipeline's own tables, which a regenerated paper must equal
+
+A bundle is refused whole when a file differs from its manifest, is missing, or is not in it; a run inside is
+checked as every metrics.json is (fedakd.record.RunRecord) before it enters a results tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from fedakd import layout
+from fedakd.io import atomic_write_json, atomic_write_text, read_json
+
+MANIFEST = "SHA256SUMS"
+STUDY_FILE = "study.json"
+CONFIG_FILE = "config.yaml"
+FORMAT_VERSION = 1
+RUN_ENTRY = "runs/{dataset}/{setting}/{method}/seed{seed}.json.xz"
+PARTITION_ENTRY = "partitions/{dataset}/{setting}/seed{seed}.json"
+TUNING_ENTRY = "tuning/{dataset}/{setting}/{method}.json"
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be published or read as it is: the message names the file and the fix."""
+
+
+def study_jobs(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every evaluation job of a validated config: dataset, setting, method, seed."""
+    from fedakd.config.study import setting_seeds
+
+    for dataset in config["datasets"]:
+        for setting in config["settings"]:
+            for method in config["methods"]:
+                for seed in setting_seeds(config, setting):
+                    yield {"dataset": dataset, "setting": setting, "method": method, "seed": seed}
+
+
+def study_partitions(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every partition the jobs train on (a step setting's are its base's)."""
+    from fedakd.config.study import setting_seeds, step_families
+
+    bases = dict.fromkeys(step_families(config).values())
+    for dataset in config["datasets"]:
+        for setting in bases:
+            for seed in setting_seeds(config, setting):
+                yield {"dataset": dataset, "setting": setting, "seed": seed}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pack(data: Any) -> bytes:
+    """Canonical JSON (sorted keys, no spaces), xz-compressed: the same content gives the same bytes."""
+    return lzma.compress(json.dumps(data, sort_keys=True, separators=(",", ":")).encode(), preset=9)
+
+
+def _unpack(path: Path) -> Any:
+    try:
+        return json.loads(lzma.decompress(path.read_bytes()))
+    except (lzma.LZMAError, ValueError) as exc:
+        raise BundleError(f"{path} cannot be read ({exc}); restore the bundle (git checkout) or republish it") from None
+
+
+def _git_commit(root: Path) -> str:
+    """The checkout's commit, with '-dirty' when tracked files differ from it; 'unknown' outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to the checkout when inside it (a bundle names no machine's folders)."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def write_manifest(bundle: Path) -> Path:
+    """SHA256SUMS over every other file of the bundle (what publish does last)."""
+    files = sorted(p for p in bundle.rglob("*") if p.is_file() and p.name != MANIFEST)
+    lines = [f"{_sha256(p)}  {p.relative_to(bundle).as_posix()}" for p in files]
+    return atomic_write_text(bundle / MANIFEST, "\n".join(lines) + "\n")
+
+
+def check_bundle(bundle: str | Path) -> dict[str, Any]:
+    """The bundle's study.json after every file has been checked against SHA256SUMS; BundleError names the first
+    file that differs, is missing, or is not in the manifest."""
+    bundle = Path(bundle)
+    manifest = bundle / MANIFEST
+    if not manifest.is_file():
+        raise BundleError(f"{bundle} is no published bundle (no {MANIFEST}); publish one with `fedakd publish "
+                          f"--config config/<study>.yaml`")
+    listed = {}
+    for number, line in enumerate(manifest.read_text().splitlines(), start=1):
+        digest, _, name = line.partition("  ")
+        if len(digest) != 64 or not name:
+            raise BundleError(f"{manifest} line {number} is not '<sha256>  <file>'; restore the bundle (git "
+                              f"checkout {bundle}) or republish it")
+        listed[name] = digest
+    present = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file() and p.name != MANIFEST}
+    fix = f"restore the bundle (git checkout {bundle}) or republish it from its results (fedakd publish)"
+    for name in sorted(set(listed) | present):
+        path = bundle / name
+        if name not in present:
+            raise BundleError(f"{path} is missing from the bundle its {MANIFEST} lists; {fix}")
+        if name not in listed:
+            raise BundleError(f"{path} is not in the bundle's {MANIFEST}: it was added after publishing; remove it "
+                              f"or {fix}")
+        if _sha256(path) != listed[name]:
+            raise BundleError(f"{path} does not match the bundle's {MANIFEST}: it was changed after publishing; {fix}")
+    study = read_json(bundle / STUDY_FILE, "bundle's study file")
+    if study.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{bundle / STUDY_FILE} is format_version {study.get('format_version')!r}, this code reads "
+                          f"{FORMAT_VERSION}; use the commit that published it ({study.get('commit')})")
+    return study
+
+
+def publish(config_path: str | Path, overrides=(), *, results_root: str | Path = ".", out: str | Path | None = None,
+            root: str | Path | None = None) -> Path:
+    """Write the bundle of the finished pipeline of ``config_path`` (its runs under ``results_root``) to
+    ``out`` (default published/<config's stem>); every job must be finished and whole. The bundle is built in a
+    temporary folder and moved into place, so a refused or interrupted publish leaves the old one as it was."""
+    from fedakd.config import config_digest, load_config
+    from fedakd.machine import machine_info
+    from fedakd.record import RunRecord
+
+    config = load_config(config_path, overrides)
+    results_root = Path(results_root)
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
+    out = Path(out) if out is not None else root / "published" / Path(config_path).stem
+    runs, missing, machines = [], [], {}
+    for job in study_jobs(config):
+        folder = results_root / layout.RUN_DIR.format(**job)
+        if not (folder / layout.METRICS_FILE).exists():
+            missing.append(layout.job_key(job))
+            continue
+        metrics = RunRecord.load(folder / layout.METRICS_FILE)
+        timings = read_json(folder / layout.TIMINGS_FILE, "timings file")
+        spec = read_json(folder / layout.ARTIFACTS_DIR / "job.json", "job spec")
+        machines.setdefault(json.dumps(timings.get("machine"), sort_keys=True), timings.get("machine"))
+        runs.append((job, {"metrics": metrics, "timings": timings, "job": spec}))
+    if missing:
+        raise BundleError(f"{len(missing)} job(s) of {config_path} have no finished run under {results_root}: "
+                          f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}; finish the pipeline "
+                          f"(snakemake --configfile {config_path}) before publishing")
+    tmp = out.with_name(f".{out.name}.publishing")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for job, run in runs:
+        entry = tmp / RUN_ENTRY.format(**job)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        entry.write_bytes(_pack(run))
+    for part in study_partitions(config):
+        source = results_root / layout.PARTITION_DIR.format(**part) / layout.MANIFEST_FILE
+        atomic_write_json(tmp / PARTITION_ENTRY.format(**part), read_json(source, "partition manifest"))
+    if "tune" in config:
+        for job in study_jobs(config):
+            choice = results_root / layout.TUNING_CHOICE.format(**job)
+            atomic_write_json(tmp / TUNING_ENTRY.format(**job), read_json(choice, "tuning choice"))
+    tables = results_root / layout.TABLES_DIR
+    for table in sorted(tables.glob("*.csv")):
+        (tmp / "tables").mkdir(exist_ok=True)
+        shutil.copyfile(table, tmp / "tables" / table.name)
+    import yaml
+
+    atomic_write_text(tmp / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+    atomic_write_json(tmp / STUDY_FILE, {
+        "format_version": FORMAT_VERSION, "study": out.name, "config": _relative(Path(config_path), root),
+        "config_digest": config_digest(config), "commit": _git_commit(root), "jobs": len(runs),
+        "published": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "publisher_machine": machine_info(),
+        "training_machines": [m for m in machines.values() if m] or "not recorded by these runs",
+    })
+    write_manifest(tmp)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(out)
+    return out
+
+
+def bundle_runs(bundle: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(job key, run) of every run of a checked bundle; a run that is not whole is refused, naming it."""
+    from fedakd.record import RunRecord
+
+    bundle = Path(bundle)
+    for path in sorted((bundle / "runs").rglob("*.json.xz")):
+        run = _unpack(path)
+        problems = RunRecord.problems(run.get("metrics") if isinstance(run, dict) else None)
+        if problems:
+            raise BundleError(f"{path}'s metrics lack {', '.join(problems)}; restore the bundle or republish it")
+        yield layout.job_key(run["metrics"]["job"]), run
+
+
+def unpack(bundle: str | Path, workdir: str | Path) -> Path:
+    """The results tree of a checked bundle under ``workdir`` (results/runs with each run's artifacts folder as
+    training writes it, partitions, tuning, and the config as workdir/config.yaml): what the pipeline's aggregate
+    step reads and MLflow imports. A run folder whose metrics.json already holds the same record is left as it
+    is (with its MLflow record, so that a second import adds nothing)."""
+    from fedakd.config.study import step_families
+    from fedakd.run_artifacts import write_job_files
+
+    check_bundle(bundle)
+    bundle, workdir = Path(bundle), Path(workdir)
+    manifests = {}
+    for path in sorted((bundle / "partitions").rglob("*.json")):
+        dataset, setting, seed = path.relative_to(bundle / "partitions").with_suffix("").parts
+        target = workdir / layout.PARTITION_DIR.format(dataset=dataset, setting=setting, seed=seed[len("seed"):])
+        manifests[dataset, setting, int(seed[len("seed"):])] = target / layout.MANIFEST_FILE
+        atomic_write_json(target / layout.MANIFEST_FILE, read_json(path, "partition manifest"))
+    import yaml
+
+    families = step_families(yaml.safe_load((bundle / CONFIG_FILE).read_text()))
+    for _, run in bundle_runs(bundle):
+        job = run["metrics"]["job"]
+        folder = workdir / layout.RUN_DIR.format(**job)
+        metrics_path = folder / layout.METRICS_FILE
+        if metrics_path.exists() and read_json(metrics_path, "metrics file") == run["metrics"]:
+            continue
+        (folder / layout.TRACKING_FILE).unlink(missing_ok=True)  # another record: another MLflow run
+        write_job_files(folder / layout.ARTIFACTS_DIR, job=run["job"], metrics=run["metrics"],
+                        manifest=manifests.get((job["dataset"], families.get(job["setting"]), job["seed"])))
+        atomic_write_json(folder / layout.TIMINGS_FILE, run["timings"])
+        atomic_write_json(metrics_path, run["metrics"])  # last: it marks the run finished
+    for path in sorted((bundle / "tuning").rglob("*.json")) if (bundle / "tuning").exists() else []:
+        dataset, setting, method = path.relative_to(bundle / "tuning").with_suffix("").parts
+        atomic_write_json(workdir / layout.TUNING_CHOICE.format(dataset=dataset, setting=setting, method=method),
+                          read_json(path, "tuning choice"))
+    shutil.copyfile(bundle / CONFIG_FILE, workdir / CONFIG_FILE)
+    return workdir

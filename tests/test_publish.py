@@ -1,0 +1,113 @@
+"""Published bundles (fedakd.publish, fedakd.verify): publish the smoke study, regenerate its paper from the bundle
+alone, refuse a changed bundle, verify a rerun, import into MLflow twice."""
+
+import json
+import lzma
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fedakd.cli import main
+from fedakd.publish import BundleError, RUN_ENTRY, check_bundle, write_manifest
+from tests.test_pipeline import REPO, SMOKE, output, snakemake
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bundle(smoke_run, tmp_path_factory):
+    workdir, first = smoke_run
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = tmp_path_factory.mktemp("published") / "smoke"
+    assert main(["publish", "--config", str(SMOKE), "--results", str(workdir), "--out", str(out)]) == 0
+    return out
+
+
+def _copy(bundle: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "smoke"
+    shutil.copytree(bundle, copy)
+    return copy
+
+
+def test_the_paper_regenerates_from_the_bundle_alone_with_identical_tables(smoke_run, bundle, tmp_path):
+    workdir, _ = smoke_run
+    study = check_bundle(bundle)
+    assert study["jobs"] == 80 and study["training_machines"][0]["torch_threads"] == 1
+    assert sum(p.stat().st_size for p in bundle.rglob("*")) < 10e6
+    paper = tmp_path / "paper"
+    assert main(["unpack", "--bundle", str(bundle), "--out", str(paper)]) == 0
+    made = snakemake(paper, "--config", f"published={bundle}", "--allowed-rules", "aggregate", "figures",
+                     "write_report", "--forcerun", "aggregate", "--", "reports/report.md",
+                     configfile=paper / "config.yaml")
+    assert made.returncode == 0, output(made)[-3000:]
+    assert "train" not in output(made).split("Job stats:")[1].split("\n\n")[0]  # nothing trained
+    tables = sorted((workdir / "results" / "tables").iterdir())
+    assert len(tables) == 18  # summary, comparison, ladder, cost, across, steps x csv, md, tex
+    for table in tables:
+        assert (paper / "results" / "tables" / table.name).read_bytes() == table.read_bytes(), table.name
+    report = (paper / "reports" / "report.md").read_text()
+    assert report.startswith("# fedakd-bench report: fedakd-bench-smoke") and "## Verdict" in report
+    assert sorted(p.name for p in (paper / "reports" / "figures").iterdir()) == \
+        sorted(p.name for p in (workdir / "reports" / "figures").iterdir())
+    html = snakemake(paper, "--config", f"published={bundle}", "--report", str(paper / "reports" / "report.html"),
+                     configfile=paper / "config.yaml")
+    assert html.returncode == 0 and "Report created" in output(html), output(html)[-3000:]
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda b: (b / "config.yaml").write_text((b / "config.yaml").read_text().replace("rounds: 3", "rounds: 4")),
+     "config.yaml does not match"),
+    (lambda b: (b / "tables" / "extra.csv").write_text("a\n1\n"), "extra.csv is not in the bundle's SHA256SUMS"),
+    (lambda b: (b / "partitions" / "digits" / "lt10-dir1" / "seed0.json").unlink(), "seed0.json is missing"),
+])
+def test_a_changed_bundle_is_refused_naming_the_file(bundle, tmp_path, capsys, change, named):
+    copy = _copy(bundle, tmp_path)
+    change(copy)
+    with pytest.raises(BundleError, match=named):
+        check_bundle(copy)
+    assert main(["unpack", "--bundle", str(copy), "--out", str(tmp_path / "out")]) == 2
+    assert named in capsys.readouterr().err and not (tmp_path / "out" / "results").exists()
+
+
+def test_verify_is_bit_for_bit_on_this_machine_and_fails_on_an_altered_resealed_value(bundle, tmp_path, capsys):
+    job = "digits/lt10-dir1/fedakd/seed1"
+    assert main(["verify", "--bundle", str(bundle), "--job", job]) == 0
+    assert f"| {job} |" in capsys.readouterr().out.replace("same kind | bit-for-bit", "OK")
+    assert main(["verify", "--bundle", str(bundle), "--job", job, "--rounds", "2"]) == 0
+    assert "balanced accuracy at round 2" in capsys.readouterr().out
+
+    copy = _copy(bundle, tmp_path)
+    entry = copy / RUN_ENTRY.format(dataset="digits", setting="lt10-dir1", method="fedakd", seed=1)
+    run = json.loads(lzma.decompress(entry.read_bytes()))
+    for record in (run["metrics"]["history"][-1], run["metrics"]["final"]):  # a whole record, one value edited
+        record["balanced_accuracy"] += 0.001
+    entry.write_bytes(lzma.compress(json.dumps(run).encode()))
+    with pytest.raises(BundleError, match="seed1.json.xz does not match"):
+        check_bundle(copy)
+    write_manifest(copy)  # resealed: the bundle checks, the rerun does not agree
+    assert main(["verify", "--bundle", str(copy), "--job", job]) == 1
+    assert "0 of 1 jobs agree" in capsys.readouterr().out
+
+
+def test_importing_a_bundle_into_mlflow_twice_gives_one_run_per_job(bundle, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for _ in range(2):
+        assert main(["ui-import", "--bundle", str(bundle), "--out", str(tmp_path / "paper"), "--tracking-uri",
+                     store]) == 0
+    client = MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("fedakd-bench-smoke")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    keys = [run.data.tags["job_key"] for run in runs]
+    assert len(keys) == len(set(keys)) == 80 and all(run.info.status == "FINISHED" for run in runs)
+    assert all("collapsed" in run.data.tags and "diverged" in run.data.tags for run in runs)  # the failure flags
+
+
+def test_publish_refuses_an_unfinished_study(tmp_path):
+    with pytest.raises(BundleError, match="have no finished run"):
+        from fedakd.publish import publish
+
+        publish(REPO / "config" / "smoke.yaml", results_root=tmp_path, out=tmp_path / "b")
+    assert not (tmp_path / "b").exists()
