@@ -148,13 +148,14 @@ def run(args: argparse.Namespace, callbacks=()) -> int | None:
 
     config = load_config(args.config, args.overrides)
     if args.command == "validate":
-        from fedakd.config.cost import cost_warnings
-
+        from fedakd.config.cost import cost_warnings, study_hours
         from fedakd.config.study import setting_seeds
 
         jobs = len(config["datasets"]) * len(config["methods"]) * sum(
             len(setting_seeds(config, setting)) for setting in config["settings"])
-        print(f"{args.config}: valid; {jobs} training jobs")
+        hours = study_hours(config)
+        print(f"{args.config}: valid; {jobs} training jobs, about {hours:,.1f} CPU-hours of training "
+              f"({hours / 2:,.1f} h on 2 cores, evaluation jobs only)")
         for warning in cost_warnings(config):
             print(warning, file=sys.stderr)
         return

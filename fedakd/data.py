@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedakd.io import file_sha256
+
 if TYPE_CHECKING:
     import torch
 
@@ -558,14 +560,6 @@ def load_train_labels(name: str, data_root: str | Path, download: bool = False) 
     return np.asarray(labels, dtype=np.int64)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def ensure_dataset(name: str, data_root: str | Path, download: bool = True) -> dict:
     """Make sure ``name`` is present and readable; describe where it was found and what it holds.
 
@@ -593,5 +587,5 @@ def ensure_dataset(name: str, data_root: str | Path, download: bool = True) -> d
         "source": str(source),
         "n_train": len(y_train),
         "n_test": len(y_test),
-        "files": {path.name: _sha256(path) for path in files},
+        "files": {path.name: file_sha256(path) for path in files},
     }

@@ -81,3 +81,14 @@ def read_json(path: str | os.PathLike, what: str = "file") -> dict[str, Any]:
         raise UnreadableFileError(f"{what} {path} holds a JSON {type(value).__name__}, not the object the suite "
                                   f"writes; it was damaged or hand-edited: delete it and rerun the step that wrote it")
     return value
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

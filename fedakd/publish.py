@@ -19,7 +19,6 @@ checked as every metrics.json is (fedakd.record.RunRecord) before it enters a re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import lzma
 import shutil
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from fedakd import layout
-from fedakd.io import atomic_write_json, atomic_write_text, read_json
+from fedakd.io import atomic_write_json, atomic_write_text, file_sha256, read_json
 
 MANIFEST = "SHA256SUMS"
 STUDY_FILE = "study.json"
@@ -64,14 +63,6 @@ def study_partitions(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
         for setting in bases:
             for seed in setting_seeds(config, setting):
                 yield {"dataset": dataset, "setting": setting, "seed": seed}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _pack(data: Any) -> bytes:
@@ -109,7 +100,7 @@ def _relative(path: Path, root: Path) -> str:
 def write_manifest(bundle: Path) -> Path:
     """SHA256SUMS over every other file of the bundle (what publish does last)."""
     files = sorted(p for p in bundle.rglob("*") if p.is_file() and p.name != MANIFEST)
-    lines = [f"{_sha256(p)}  {p.relative_to(bundle).as_posix()}" for p in files]
+    lines = [f"{file_sha256(p)}  {p.relative_to(bundle).as_posix()}" for p in files]
     return atomic_write_text(bundle / MANIFEST, "\n".join(lines) + "\n")
 
 
@@ -137,7 +128,7 @@ def check_bundle(bundle: str | Path) -> dict[str, Any]:
         if name not in listed:
             raise BundleError(f"{path} is not in the bundle's {MANIFEST}: it was added after publishing; remove it "
                               f"or {fix}")
-        if _sha256(path) != listed[name]:
+        if file_sha256(path) != listed[name]:
             raise BundleError(f"{path} does not match the bundle's {MANIFEST}: it was changed after publishing; {fix}")
     study = read_json(bundle / STUDY_FILE, "bundle's study file")
     if study.get("format_version") != FORMAT_VERSION:
@@ -151,49 +142,24 @@ def publish(config_path: str | Path, overrides=(), *, results_root: str | Path =
     """Write the bundle of the finished pipeline of ``config_path`` (its runs under ``results_root``) to
     ``out`` (default published/<config's stem>); every job must be finished and whole. The bundle is built in a
     temporary folder and moved into place, so a refused or interrupted publish leaves the old one as it was."""
-    from fedakd.config import config_digest, load_config
-    from fedakd.machine import machine_info
-    from fedakd.record import RunRecord
+    from fedakd.config import load_config
 
     config = load_config(config_path, overrides)
     results_root = Path(results_root)
     root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
     out = Path(out) if out is not None else root / "published" / Path(config_path).stem
-    runs, missing, machines = [], [], {}
-    for job in study_jobs(config):
-        folder = results_root / layout.RUN_DIR.format(**job)
-        if not (folder / layout.METRICS_FILE).exists():
-            missing.append(layout.job_key(job))
-            continue
-        metrics = RunRecord.load(folder / layout.METRICS_FILE)
-        timings = read_json(folder / layout.TIMINGS_FILE, "timings file")
-        spec = read_json(folder / layout.ARTIFACTS_DIR / "job.json", "job spec")
-        machines.setdefault(json.dumps(timings.get("machine"), sort_keys=True), timings.get("machine"))
-        runs.append((job, {"metrics": metrics, "timings": timings, "job": spec}))
-    if missing:
-        raise BundleError(f"{len(missing)} job(s) of {config_path} have no finished run under {results_root}: "
-                          f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}; finish the pipeline "
-                          f"(snakemake --configfile {config_path}) before publishing")
+    runs = _finished_runs(config, results_root, config_path)
     tmp = out.with_name(f".{out.name}.publishing")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for job, run in runs:
-        entry = tmp / RUN_ENTRY.format(**job)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        entry.write_bytes(_pack(run))
-    for part in study_partitions(config):
-        source = results_root / layout.PARTITION_DIR.format(**part) / layout.MANIFEST_FILE
-        atomic_write_json(tmp / PARTITION_ENTRY.format(**part), read_json(source, "partition manifest"))
-    if "tune" in config:
-        for job in study_jobs(config):
-            choice = results_root / layout.TUNING_CHOICE.format(**job)
-            atomic_write_json(tmp / TUNING_ENTRY.format(**job), read_json(choice, "tuning choice"))
-    tables = results_root / layout.TABLES_DIR
-    for table in sorted(tables.glob("*.csv")):
-        (tmp / "tables").mkdir(exist_ok=True)
-        shutil.copyfile(table, tmp / "tables" / table.name)
+    _write_contents(tmp, config, runs, results_root)
     import yaml
 
+    from fedakd.config import config_digest
+    from fedakd.machine import machine_info
+
+    machines = {json.dumps(run["timings"].get("machine"), sort_keys=True): run["timings"].get("machine")
+                for _, run in runs}
     atomic_write_text(tmp / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
     atomic_write_json(tmp / STUDY_FILE, {
         "format_version": FORMAT_VERSION, "study": out.name, "config": _relative(Path(config_path), root),
@@ -212,6 +178,45 @@ def publish(config_path: str | Path, overrides=(), *, results_root: str | Path =
     else:
         tmp.rename(out)
     return out
+
+
+def _finished_runs(config: dict[str, Any], results_root: Path, config_path) -> list[tuple[dict, dict]]:
+    """(job, {metrics, timings, job spec}) of every job of the study, each checked; BundleError lists the jobs
+    without a finished run."""
+    from fedakd.record import RunRecord
+
+    runs, missing = [], []
+    for job in study_jobs(config):
+        folder = results_root / layout.RUN_DIR.format(**job)
+        if not (folder / layout.METRICS_FILE).exists():
+            missing.append(layout.job_key(job))
+            continue
+        runs.append((job, {"metrics": RunRecord.load(folder / layout.METRICS_FILE),
+                           "timings": read_json(folder / layout.TIMINGS_FILE, "timings file"),
+                           "job": read_json(folder / layout.ARTIFACTS_DIR / "job.json", "job spec")}))
+    if missing:
+        raise BundleError(f"{len(missing)} job(s) of {config_path} have no finished run under {results_root}: "
+                          f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}; finish the pipeline "
+                          f"(snakemake --configfile {config_path}) before publishing")
+    return runs
+
+
+def _write_contents(tmp: Path, config: dict[str, Any], runs: list[tuple[dict, dict]], results_root: Path) -> None:
+    """The runs, partition manifests, tuning choices and the pipeline's tables, into the bundle being built."""
+    for job, run in runs:
+        entry = tmp / RUN_ENTRY.format(**job)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        entry.write_bytes(_pack(run))
+    for part in study_partitions(config):
+        source = results_root / layout.PARTITION_DIR.format(**part) / layout.MANIFEST_FILE
+        atomic_write_json(tmp / PARTITION_ENTRY.format(**part), read_json(source, "partition manifest"))
+    if "tune" in config:
+        for job in study_jobs(config):
+            choice = results_root / layout.TUNING_CHOICE.format(**job)
+            atomic_write_json(tmp / TUNING_ENTRY.format(**job), read_json(choice, "tuning choice"))
+    for table in sorted((results_root / layout.TABLES_DIR).glob("*.csv")):
+        (tmp / "tables").mkdir(exist_ok=True)
+        shutil.copyfile(table, tmp / "tables" / table.name)
 
 
 def bundle_runs(bundle: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:

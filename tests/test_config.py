@@ -448,3 +448,17 @@ def test_a_step_setting_trains_its_base_pool_at_its_own_step(base):
     config = validate_config(base)
     with pytest.raises(ConfigError, match="one of setting lt10-dir1-lr0.02's seeds: 1"):
         job_spec(config, dataset="digits", setting="lt10-dir1-lr0.02", method="fedavg", seed=0)
+
+
+def test_the_cost_estimate_counts_the_imbalanced_pool():
+    from fedakd.config.cost import EXAMPLES_PER_SECOND, job_hours, pool_size
+
+    config = load_config(ROOT / "config" / "converged.yaml", ["federation.rounds=10", "federation.local_epochs=1"])
+    # the method card's long tail at imbalance 100 on Fashion-MNIST (n_max 6000): 6000, 3596, 2156, 1292, 774,
+    # 464, 278, 166, 100, 60 = 14,886; with 50 a class set aside for the transfer set, n_max = 5950
+    assert pool_size({**config, "federation": {**config["federation"], "proxy_per_class": 0}}, "fashion-mnist",
+                     "lt100-dir0.5") == 14886
+    assert pool_size(config, "fashion-mnist", "lt100-dir0.5") == 14762  # 5950, 3566, 2138, ..., 99, 59
+    # 10 rounds x 1 epoch x 14,762 examples, and fedakd's 100 server steps of 64 a round
+    assert job_hours(config, "fashion-mnist", "fedakd", "lt100-dir0.5") == pytest.approx(
+        (10 * 14762 + 10 * 100 * 64) / EXAMPLES_PER_SECOND / 3600)

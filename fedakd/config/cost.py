@@ -1,23 +1,44 @@
-"""What a config costs before it runs, so that an absurd size is said before hours are spent: the examples one
-job's training passes over, in CPU-hours at a CPU core's pace with the cnn (the same estimate gives a cluster
-job its wall-time, workflow/rules/common.smk)."""
+"""What a config costs before it runs, so that an absurd size is said before hours are spent and a long study is
+sized by measured cost: the examples one job's training passes over (its imbalanced pool, not the whole
+training split), in CPU-hours at a CPU core's measured pace with the cnn (the same estimate gives a cluster job
+its wall-time, workflow/rules/common.smk).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-#: Training examples one CPU core passes through the cnn per second (measured: Fashion-MNIST, one thread).
-EXAMPLES_PER_SECOND = 3000
+#: Training examples one CPU core passes through the cnn per second, evaluation and diagnostics included:
+#: FedAvg on Fashion-MNIST lt10-dir0.5, 2 local epochs (48,800 examples a round) at 5.1 s a round with two
+#: single-threaded jobs side by side on a 2-core AMD EPYC (benchmarks/protocol.py's runs).
+EXAMPLES_PER_SECOND = 9500
 #: A job estimated above this many CPU-hours gets a warning.
 WARN_HOURS = 48.0
 
 
-def local_examples(config: dict[str, Any], dataset: str) -> float:
-    """The examples a job's clients pass over: rounds x local epochs x the sampled share of the training set."""
+def pool_size(config: dict[str, Any], dataset: str, setting: str) -> float:
+    """The examples the clients share: the imbalance profile of docs/method-card.md §1 applied to the training
+    split's class size, less the transfer and validation sets (a balanced split is assumed: Fashion-MNIST,
+    MNIST and CIFAR are)."""
     from fedakd.data import DATASETS
+    from fedakd.partition import longtail_counts, step_counts
 
+    spec, federation = DATASETS[dataset], config["federation"]
+    imbalance = config["settings"][setting]["imbalance"]
+    n_max = spec.n_train // spec.num_classes - federation["proxy_per_class"] - federation["validation_per_class"]
+    n_max = min(n_max, imbalance.get("n_max") or n_max)
+    if imbalance["kind"] == "longtail":
+        return float(sum(longtail_counts(n_max, spec.num_classes, imbalance["factor"])))
+    if imbalance["kind"] == "step":
+        return float(sum(step_counts(n_max, spec.num_classes, imbalance["factor"], imbalance["minority_fraction"])))
+    return float(n_max * spec.num_classes)
+
+
+def local_examples(config: dict[str, Any], dataset: str, setting: str) -> float:
+    """The examples a job's clients pass over: rounds x local epochs x the sampled share of the pool."""
     federation = config["federation"]
-    return federation["rounds"] * federation["local_epochs"] * federation["fraction"] * DATASETS[dataset].n_train
+    return federation["rounds"] * federation["local_epochs"] * federation["fraction"] * pool_size(config, dataset,
+                                                                                                   setting)
 
 
 def server_examples(config: dict[str, Any], method: str) -> float:
@@ -29,8 +50,19 @@ def server_examples(config: dict[str, Any], method: str) -> float:
     return config["federation"]["rounds"] * steps * batch
 
 
-def job_hours(config: dict[str, Any], dataset: str, method: str) -> float:
-    return (local_examples(config, dataset) + server_examples(config, method)) / EXAMPLES_PER_SECOND / 3600
+def job_hours(config: dict[str, Any], dataset: str, method: str, setting: str | None = None) -> float:
+    """One job's CPU-hours; without a setting, the largest of the config's settings."""
+    settings = [setting] if setting is not None else list(config["settings"])
+    examples = max(local_examples(config, dataset, s) for s in settings)
+    return (examples + server_examples(config, method)) / EXAMPLES_PER_SECOND / 3600
+
+
+def study_hours(config: dict[str, Any]) -> float:
+    """The CPU-hours of every evaluation job of a config (tuning jobs not counted)."""
+    from fedakd.config.study import setting_seeds
+
+    return sum(job_hours(config, dataset, method, setting) * len(setting_seeds(config, setting))
+               for dataset in config["datasets"] for setting in config["settings"] for method in config["methods"])
 
 
 def cost_warnings(config: dict[str, Any]) -> list[str]:
@@ -44,5 +76,5 @@ def cost_warnings(config: dict[str, Any]) -> list[str]:
                 f"{dataset} jobs of {', '.join(over)} need"
             warnings.append(f"warning: {which} up to {max(hours.values()):,.0f} CPU-hours at "
                             f"{EXAMPLES_PER_SECOND:,} examples a second (federation.rounds x local_epochs x the "
-                            f"training set, and a method's *_steps); check the config")
+                            f"imbalanced pool, and a method's *_steps); check the config")
     return warnings

@@ -183,7 +183,7 @@ def train_runtime(wildcards):
     """A generous cluster wall-time in minutes: start-up plus the job's examples at a CPU core's pace."""
     from fedakd.config.cost import job_hours
 
-    return 10 + math.ceil(job_hours(config, wildcards.dataset, wildcards.method) * 60)
+    return 10 + math.ceil(job_hours(config, wildcards.dataset, wildcards.method, wildcards.setting) * 60)
 
 
 @cache
