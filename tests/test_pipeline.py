@@ -251,11 +251,19 @@ def test_rebuilding_and_rerunning_touch_only_what_changed(smoke_run):
     assert client.get_run(pipeline_run).info.status == "FINISHED"
     summary_run(tmp_path)  # one summary run still: the rebuilt one supersedes the old
 
-    # A changed method option reruns that method's jobs only (the train rule's params are its job spec).
+    # A changed method option reruns that method's jobs only (the train rule's params are its job spec): 2 seeds
+    # in each of the 2 settings.
     changed = tmp_path / "changed.yaml"
     changed.write_text(SMOKE.read_text().replace("fedakd: {method: fedakd, distill_steps: 10}",
                                                  "fedakd: {method: fedakd, distill_steps: 11}"))
     assert changed.read_text() != SMOKE.read_text()
     plan = snakemake(tmp_path, "-n", configfile=changed)
-    assert job_counts(plan) == {"train": 2, "track": 1, "aggregate": 1, "figures": 1, "write_report": 1,
+    assert job_counts(plan) == {"train": 4, "track": 2, "aggregate": 1, "figures": 1, "write_report": 1,
                                 "mlflow_summary": 1, "all": 1}
+    # A step setting's own step reruns its jobs only, never its base's.
+    stepped = tmp_path / "stepped.yaml"
+    stepped.write_text(SMOKE.read_text().replace("federation: {lr: 0.02}", "federation: {lr: 0.03}"))
+    assert stepped.read_text() != SMOKE.read_text()
+    plan = snakemake(tmp_path, "-n", configfile=stepped)
+    assert job_counts(plan)["train"] == 2 * len(smoke_methods()) and job_counts(plan)["track"] == 1
+    assert "output: results/mlflow/runs/digits/lt10-dir1-lr0.02.json" in output(plan)  # the one setting retracked
