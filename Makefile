@@ -61,6 +61,7 @@ report-html: setup
 # reports/report.md and reports/report.html the pipeline's own aggregate, figures and report steps rebuild.
 STUDY ?=
 PAPER := build/paper/$(STUDY)
+PAPER_STORE = sqlite:///$(abspath $(PAPER))/mlflow.db
 PAPER_SNAKEMAKE = $(BIN)/snakemake -s Snakefile --directory $(PAPER) --configfile $(PAPER)/config.yaml \
 	--config published=published/$(STUDY) --cores $(CORES)
 
@@ -77,10 +78,9 @@ paper: setup
 # build/paper/$(STUDY)/mlflow.db once; loading again adds nothing).
 ui: setup
 ifdef STUDY
-	$(BIN)/fedakd ui-import --bundle published/$(STUDY) --out $(PAPER) --tracking-uri sqlite:///$(abspath $(PAPER))/mlflow.db
-	@$(BIN)/fedakd ui-link --config $(PAPER)/config.yaml --set tracking_uri=sqlite:///$(abspath $(PAPER))/mlflow.db \
-	    --url http://127.0.0.1:$(PORT)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(PAPER))/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1
+	$(BIN)/fedakd ui-import --bundle published/$(STUDY) --out $(PAPER) --tracking-uri $(PAPER_STORE)
+	@$(BIN)/fedakd ui-link --config $(PAPER)/config.yaml --set tracking_uri=$(PAPER_STORE) --url http://127.0.0.1:$(PORT)
+	$(BIN)/mlflow ui --backend-store-uri $(PAPER_STORE) --host 127.0.0.1 --port $(PORT) --workers 1
 else
 	@$(BIN)/fedakd ui-link --config $(CONFIG) --url http://127.0.0.1:$(PORT)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --host 127.0.0.1 --port $(PORT) --workers 1

@@ -2,8 +2,8 @@
 
 - summary: per dataset x setting x method, each run's final-window mean of every metric (the mean over the
   last ``final_window`` of the rounds, docs/method-card.md §4) as mean, std and 95 % bootstrap interval over
-  seeds, the final round's mean beside it; the late-round mean of balanced accuracy and the rounds to reach a fraction of its final
-  value; convergence judged per seed ("converged k of n"; a collapsed or diverged seed never is);
+  seeds, the final round's mean beside it; the late-round mean of balanced accuracy and the rounds to reach a
+  fraction of its final value; convergence judged per seed ("converged k of n"; a collapsed or diverged seed never is);
   failed seeds; best-round figures only as ``optimistic_best_round_*`` (chosen on the test set);
 - comparison: every declared comparison on the primary metric (the family that decides the verdict)
   and on each secondary metric (its own family), with Holm-adjusted p-values (fedakd.reporting.comparisons);
@@ -38,8 +38,8 @@ COST_COLUMNS = ("local_steps", "server_steps", "bytes_down", "bytes_up", "wall_s
 CAPTIONS = {
     "summary": "Test metrics, each run's mean over the final window of rounds: mean ± std [95 % bootstrap interval] "
                "over seeds (n seeds); final-round BA: the last round's balanced accuracy; late BA: mean "
-               "balanced accuracy over the convergence window; converged: seeds whose balanced accuracy had stopped rising "
-               "(a failed seed never has); failed seeds: runs whose deployed model collapsed to one class or "
+               "balanced accuracy over the convergence window; converged: seeds whose balanced accuracy had stopped "
+               "rising (a failed seed never has); failed seeds: runs whose deployed model collapsed to one class or "
                "diverged (kept in the statistics).",
     "comparison": "Declared comparisons (method − baseline, paired over seeds): mean difference [95 % paired "
                   "bootstrap interval], paired t-test (the declared test) and Wilcoxon p, Holm-adjusted within each "

@@ -183,7 +183,8 @@ def train_runtime(wildcards):
     """A generous cluster wall-time in minutes: start-up plus the job's examples at a CPU core's pace."""
     from fedakd.config.cost import job_hours
 
-    return 10 + math.ceil(job_hours(config, wildcards.dataset, wildcards.method, wildcards.setting) * 60)
+    hours = job_hours(config, wildcards.dataset, wildcards.method, wildcards.setting)
+    return 10 + math.ceil(hours * 60)
 
 
 @cache
