@@ -117,16 +117,20 @@ def test_the_makefiles_snakemake_commands_parse_to_their_targets():
 
     parser = get_argument_parser()
     parser = parser[0] if isinstance(parser, tuple) else parser
-    recipes = re.findall(r"^([\w-]+):.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), flags=re.M)
+    makefile = (ROOT / "Makefile").read_text()
+    paper = re.search(r"^PAPER_SNAKEMAKE = (.*\\\n.*)$", makefile, flags=re.M).group(1).replace("\\\n", " ")
+    recipes = re.findall(r"^([\w-]+):.*\n((?:\t.*\n)+)", makefile, flags=re.M)
     commands = {}
     for target, body in recipes:
-        body = body.replace("\\\n", " ").replace("$(BIN)/", "").replace("$(CONFIG)", "config/config.yaml")
-        body = body.replace("$(CORES)", "2")
+        body = body.replace("$(PAPER_SNAKEMAKE)", paper).replace("\\\n", " ").replace("$(BIN)/", "")
+        body = body.replace("$(CONFIG)", "config/config.yaml").replace("$(CORES)", "2")
         for line in body.splitlines():
             words = shlex.split(line.strip())
             if words and words[0] == "snakemake":
                 commands[target] = parser.parse_args(words[1:])
-    assert {"reproduce", "report"} <= set(commands)
+    assert {"reproduce", "report", "paper"} <= set(commands)
     assert commands["report"].targets == ["report"]
+    assert commands["paper"].config == ["published=published/$(STUDY)"]  # the last snakemake line of make paper
     for target, args in commands.items():
-        assert [str(path) for path in args.configfile or []] in ([], ["config/config.yaml"]), target
+        configs = ([], ["config/config.yaml"]) if target != "paper" else (["$(PAPER)/config.yaml"],)
+        assert [str(path) for path in args.configfile or []] in configs, target
