@@ -19,8 +19,6 @@ import numpy as np
 
 from fedakd.io import atomic_path
 
-#: Okabe & Ito (2008), "Color Universal Design": distinguishable with every common colour-vision deficiency.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 LINE_STYLES = ("-", "--", ":", "-.")
 #: Grey levels (tell apart in greyscale print) for the head/medium/tail background of per-class plots.
 GROUP_SHADES = {"head": "#D9D9D9", "medium": "#EDEDED", "tail": "#FFFFFF"}
@@ -64,10 +62,14 @@ def _by_method(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return grouped
 
 
-def _method_colours(runs: list[dict[str, Any]]) -> dict[str, str]:
-    """One colour per method, in order of first appearance, so a method looks the same in every figure."""
-    methods = list(_by_method(runs))
-    return {method: PALETTE[i % len(PALETTE)] for i, method in enumerate(methods)}
+def _looks(runs: list[dict[str, Any]], looks: dict | None) -> dict:
+    """Each method's look (fedakd.reporting.looks): the same in every figure of every study."""
+    from fedakd.reporting.looks import method_looks
+
+    if looks is not None:
+        return looks
+    references = {run["job"]["method"] for run in runs if run.get("reference")}
+    return method_looks(_by_method(runs), references=references or ("centralised",))
 
 
 def _over_seeds(runs: list[dict[str, Any]], value_of: Callable[[dict], float | None]) -> tuple[np.ndarray, ...]:
@@ -89,22 +91,22 @@ def _seed_note(runs: list[dict[str, Any]], spread: str = "band") -> str:
     return f"mean over {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, {spread} = min-max"
 
 
-def learning_curves(runs: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+def learning_curves(runs: list[dict[str, Any]], out_dir: str | Path, looks: dict | None = None) -> list[Path]:
     """Balanced accuracy and minority recall against the round, per dataset/setting: is a gain there all
     along, and had the curves flattened by the last round?"""
     from matplotlib.ticker import MaxNLocator
 
-    colours, written = _method_colours(runs), []
+    looks, written = _looks(runs, looks), []
     panels = (("balanced_accuracy", "balanced accuracy"), ("minority_recall", "minority-class recall"))
     for (dataset, setting), setting_runs in _by_setting(runs).items():
-        fig = _new_figure(10, 4)
+        fig = _new_figure(11, max(4, 0.22 * len(_by_method(setting_runs)) + 1))
         axes = fig.subplots(1, 2)
         for ax, (key, label) in zip(axes, panels):
             for method, method_runs in _by_method(setting_runs).items():
                 rounds, mean, low, high = _over_seeds(method_runs, lambda record: record.get(key))
                 if len(rounds):
-                    ax.plot(rounds, mean, color=colours[method], label=method, marker="o", markersize=3)
-                    ax.fill_between(rounds, low, high, color=colours[method], alpha=0.2, linewidth=0)
+                    ax.plot(rounds, mean, label=method, markersize=3, **looks[method].line())
+                    ax.fill_between(rounds, low, high, color=looks[method].color, alpha=0.2, linewidth=0)
             if not ax.lines:
                 ax.text(0.5, 0.5, "no minority classes\n(balanced pool)", ha="center", va="center",
                         transform=ax.transAxes)
@@ -113,29 +115,30 @@ def learning_curves(runs: list[dict[str, Any]], out_dir: str | Path) -> list[Pat
             ax.set_ylabel(f"{label} (fraction)")
             ax.set_title(label)
             ax.grid(alpha=0.3)
-        axes[0].legend(title="method")
+        fig.legend(*axes[0].get_legend_handles_labels(), title="method", loc="outside right upper",
+                   fontsize="small")  # beside the axes: it covers no curve
         fig.suptitle(f"{dataset}, {setting}: {_seed_note(setting_runs)}")
         written += _save(fig, Path(out_dir) / f"learning_curves_{_safe(dataset)}_{_safe(setting)}.png")
     return written
 
 
-def accuracy_vs_bytes(runs: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+def accuracy_vs_bytes(runs: list[dict[str, Any]], out_dir: str | Path, looks: dict | None = None) -> list[Path]:
     """Test accuracy against cumulative bytes communicated (down + up): what each point of accuracy costs."""
-    colours, written = _method_colours(runs), []
+    looks, written = _looks(runs, looks), []
     for (dataset, setting), setting_runs in _by_setting(runs).items():
-        fig = _new_figure(6.5, 4.5)
+        fig = _new_figure(8, max(4.5, 0.22 * len(_by_method(setting_runs)) + 1))
         ax = fig.subplots()
         for method, method_runs in _by_method(setting_runs).items():
             _, mean, low, high = _over_seeds(method_runs, lambda record: record.get("accuracy"))
             _, megabytes, _, _ = _over_seeds(method_runs,
                                              lambda record: (record["bytes_down"] + record["bytes_up"]) / 1e6)
-            ax.plot(megabytes, mean, color=colours[method], label=method, marker="o", markersize=3)
-            ax.fill_between(megabytes, low, high, color=colours[method], alpha=0.2, linewidth=0)
+            ax.plot(megabytes, mean, label=method, markersize=3, **looks[method].line())
+            ax.fill_between(megabytes, low, high, color=looks[method].color, alpha=0.2, linewidth=0)
         ax.set_xlabel("cumulative communication, down + up (MB, 10^6 bytes)")
         ax.set_ylabel("test accuracy (fraction)")
         ax.set_title(f"{dataset}, {setting}: {_seed_note(setting_runs)}")
         ax.grid(alpha=0.3)
-        ax.legend(title="method")
+        fig.legend(*ax.get_legend_handles_labels(), title="method", loc="outside right upper", fontsize="small")
         written += _save(fig, Path(out_dir) / f"accuracy_vs_bytes_{_safe(dataset)}_{_safe(setting)}.png")
     return written
 
@@ -156,11 +159,11 @@ def _class_layout(runs: list[dict[str, Any]]) -> tuple[str, list[np.ndarray], di
     return "class rank by training-pool size (largest first)", orders, groups
 
 
-def per_class_recall(runs: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+def per_class_recall(runs: list[dict[str, Any]], out_dir: str | Path, looks: dict | None = None) -> list[Path]:
     """Final per-class recall, grouped bars per class, head/medium/tail shaded: where does each method lose?"""
     from matplotlib.patches import Patch
 
-    colours, written = _method_colours(runs), []
+    looks, written = _looks(runs, looks), []
     for (dataset, setting), setting_runs in _by_setting(runs).items():
         x_label, orders, groups = _class_layout(setting_runs)
         order_of = {id(run): order for run, order in zip(setting_runs, orders)}
@@ -181,8 +184,9 @@ def per_class_recall(runs: list[dict[str, Any]], out_dir: str | Path) -> list[Pa
                                   for run in method_runs])
             mean = recalls.mean(axis=0)
             error = np.vstack([mean - recalls.min(axis=0), recalls.max(axis=0) - mean])
-            ax.bar(positions - 0.4 + width * (i + 0.5), mean, width, yerr=error, color=colours[method],
-                   label=method, capsize=2, error_kw={"linewidth": 0.8}, zorder=2)
+            ax.bar(positions - 0.4 + width * (i + 0.5), mean, width, yerr=error, color=looks[method].color,
+                   hatch=looks[method].hatch, edgecolor="white", linewidth=0, label=method, capsize=2,
+                   error_kw={"linewidth": 0.8}, zorder=2)
         ax.set_xticks(positions)
         ax.set_xlim(-0.5, num_classes - 0.5)
         ax.set_ylim(0, 1.05)
@@ -215,13 +219,14 @@ def _line_label(method: str, setting: dict[str, Any], kinds: set[str]) -> str:
     return ", ".join(parts)
 
 
-def minority_vs_imbalance(runs: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
+def minority_vs_imbalance(runs: list[dict[str, Any]], out_dir: str | Path,
+                          looks: dict | None = None) -> list[Path]:
     """Final minority recall against the imbalance factor, one line per method and split, per dataset.
 
     Settings without minority classes (balanced pools) have no point to plot; a
     dataset with none at all gets no figure.
     """
-    colours, written = _method_colours(runs), []
+    looks, written = _looks(runs, looks), []
     datasets: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         if run["final"].get("minority_recall") is not None:
@@ -244,8 +249,8 @@ def minority_vs_imbalance(runs: list[dict[str, Any]], out_dir: str | Path) -> li
             values = [np.asarray(points[f]) for f in factors]
             mean = np.asarray([v.mean() for v in values])
             error = np.vstack([mean - [v.min() for v in values], [v.max() for v in values] - mean])
-            ax.errorbar(factors, mean, yerr=error, color=colours[method], linestyle=split_styles[fixed_json],
-                        marker="o", markersize=4, capsize=3, label=_line_label(method, json.loads(fixed_json), kinds))
+            ax.errorbar(factors, mean, yerr=error, **{**looks[method].line(), "linestyle": split_styles[fixed_json]},
+                        markersize=4, capsize=3, label=_line_label(method, json.loads(fixed_json), kinds))
         ax.set_xscale("log")
         ax.set_xlabel("imbalance factor (largest / smallest class size, log scale)")
         ax.set_ylabel("final minority-class recall (fraction)")
@@ -406,6 +411,7 @@ def step_sensitivity(frame, study, out_dir: str | Path) -> list[Path]:
     """Per dataset and step family: each method's primary metric (final-window mean over seeds, 95 % bootstrap
     interval) against the effective client step lr / (1 - momentum), one line per method, every failed run
     (collapsed or diverged) marked with an x at its value."""
+    from fedakd.reporting.looks import method_looks
     from fedakd.reporting.steps import step_points
 
     points = step_points(frame, study, study.primary)
@@ -413,8 +419,7 @@ def step_sensitivity(frame, study, out_dir: str | Path) -> list[Path]:
     for (dataset, family) in dict.fromkeys((p["dataset"], p["family"]) for p in points):
         mine = [p for p in points if p["dataset"] == dataset and p["family"] == family]
         methods = list(dict.fromkeys(p["method"] for p in mine))
-        colours = dict(zip(methods, PALETTE * (len(methods) // len(PALETTE) + 1)))
-        styles = {m: ("-", "--", ":")[(i // len(PALETTE)) % 3] for i, m in enumerate(methods)}  # colours repeat
+        looks = method_looks(methods, focus=study.focus, references=study.references)
         fig = _new_figure(6.4, 4.0)
         ax = fig.subplots()
         offsets = dict(zip(methods, np.linspace(-0.04, 0.04, len(methods))))  # side by side, in log space
@@ -425,11 +430,10 @@ def step_sensitivity(frame, study, out_dir: str | Path) -> list[Path]:
             low = np.array([p["ci_low"] for p in line])
             high = np.array([p["ci_high"] for p in line])
             err = np.vstack([np.nan_to_num(means - low), np.nan_to_num(high - means)])
-            ax.errorbar(steps, means, yerr=err, color=colours[method], marker="o", markersize=4, capsize=3,
-                        linewidth=1.2, linestyle=styles[method], label=method)
+            ax.errorbar(steps, means, yerr=err, markersize=4, capsize=3, label=method, **looks[method].line())
             for step, p in zip(steps, line):
                 if p["failed_values"]:
-                    ax.plot([step] * len(p["failed_values"]), p["failed_values"], "x", color=colours[method],
+                    ax.plot([step] * len(p["failed_values"]), p["failed_values"], "x", color=looks[method].color,
                             markersize=6)
         ax.set_xscale("log")
         ticks = sorted({p["step"] for p in mine})
@@ -449,14 +453,17 @@ def make_figures(runs: list[dict[str, Any]], manifests: list[dict[str, Any]], ou
                  tuning: list[dict[str, Any]] = (), comparison=None, study=None) -> list[Path]:
     """Every figure of the report; partition heatmaps are named after the setting whose runs share their hash.
     With the comparison table and the study, also the forest plots and the critical-difference diagrams."""
+    from fedakd.reporting.looks import method_looks
+    from fedakd.reporting.steps import is_base
+
     out_dir = Path(out_dir)
-    written = [*learning_curves(runs, out_dir), *per_class_recall(runs, out_dir),
-               *minority_vs_imbalance(runs, out_dir), *accuracy_vs_bytes(runs, out_dir),
+    looks = None if study is None else method_looks(_by_method(runs), focus=study.focus, references=study.references)
+    base_runs = runs if study is None else [run for run in runs if is_base(study, run["job"]["setting"])]
+    written = [*learning_curves(runs, out_dir, looks), *per_class_recall(runs, out_dir, looks),
+               *minority_vs_imbalance(base_runs, out_dir, looks), *accuracy_vs_bytes(runs, out_dir, looks),
                *tuning_sensitivity(list(tuning), out_dir)]
     if study is not None:
         from fedakd.reporting.collect import runs_frame
-
-        from fedakd.reporting.steps import is_base
 
         competitors = [run for run in runs if run["job"]["method"] not in set(study.references)]
         pools = [run for run in competitors if is_base(study, run["job"]["setting"])]  # each pool once
@@ -465,7 +472,7 @@ def make_figures(runs: list[dict[str, Any]], manifests: list[dict[str, Any]], ou
                                          study.alpha),
                     *step_sensitivity(runs_frame(competitors, study.final_window), study, out_dir)]
     setting_of = {}  # a partition is named after the first setting trained on it (a step setting shares its base's)
-    for run in runs:
+    for run in [*base_runs, *runs]:
         setting_of.setdefault(run["partition_sha256"], run["job"]["setting"])
     for manifest in manifests:
         setting = setting_of.get(manifest["sha256"], manifest["sha256"][:12])
