@@ -269,9 +269,9 @@ def _write_outputs(out_dir: Path, job: JobSpec, record: RunRecord, result: "Fede
     with atomic_path(out_dir / WEIGHTS_FILE) as tmp:
         torch.save({"weights": result.final_weights, "backbone": job.model["backbone"],
                     "model_options": dict(result.model_options)}, tmp)
+    # cpu_seconds: this process's (a resumed job's last leg); machine: what bit-identity depends on
     atomic_write_json(out_dir / TIMINGS_FILE, {"history": result.timings, "wall_seconds": time.perf_counter() - started,
-                                               "cpu_seconds": time.process_time(),  # this process: a resumed job, its last leg
-                                               "machine": machine_info()})  # what bit-identity depends on
+                                               "cpu_seconds": time.process_time(), "machine": machine_info()})
     atomic_write_json(out_dir / METRICS_FILE, metrics)
     (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     return metrics
