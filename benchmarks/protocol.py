@@ -114,8 +114,8 @@ def table() -> int:
             "-" if math.isnan(v) else f"{v:.3f}" + (" (failed)" if f else "") for v, f in zip(values, fails))
             + f" | {mean:.3f} | {sum(fails)} of {sum(bool(run) for run in row)} |")
     choices = []
-    for epochs in GRID["local_epochs"]:
-        lrs = [lr for lr in GRID["lr"] if all(runs[lr, epochs, setting, seed] for setting, seed in cells)]
+    for epochs in GRID["local_epochs"]:  # a step with runs to come cannot be chosen (a NaN score) but can fail
+        lrs = [lr for lr in GRID["lr"] if any(runs[lr, epochs, setting, seed] for setting, seed in cells)]
         index = select_with_margin(lrs, [scores[lr, epochs] for lr in lrs], [failures[lr, epochs] for lr in lrs])
         if index is not None:
             choices.append((lrs[index], epochs))
@@ -137,6 +137,9 @@ def table() -> int:
             f"{math.fsum(_at(run, b) for run in row) / len(row):.3f}" for b in BUDGETS) + " |")
     if choice:
         chosen_runs = [runs[choice[0], choice[1], setting, seed] for setting, seed in cells]
+        lines += ["", "Not converged at R = " + str(ROUNDS) + ": " + (", ".join(
+            f"{setting} seed {seed}" for (setting, seed), run in zip(cells, chosen_runs)
+            if not converged_by(run, ROUNDS)) or "none") + "."]
         enough = next((b for b in BUDGETS if sum(converged_by(run, b) for run in chosen_runs) >= len(cells) - 1),
                       None)
         lines += ["", f"Rounds the choice needs (converged on all tuning runs but at most one): {enough}" if enough
