@@ -114,7 +114,7 @@ def test_saved_partition_is_used_and_checked(digits_config, tmp_path):
 def _spawn(config, out, rounds, method="fedakd"):
     return subprocess.Popen(
         [sys.executable, "-m", "fedakd.cli", *train_args(config, out, method, 0, "--set",
-                                                         f"federation.rounds={rounds}")],
+                                                         f"federation.rounds={rounds}", "--threads", "1")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -131,8 +131,11 @@ def _wait_for(path: Path, proc, timeout=120):
 @pytest.mark.parametrize("kill_when", ["first-checkpoint", "mid-run"])
 def test_sigkill_then_rerun_equals_uninterrupted(digits_config, tmp_path, kill_when):
     rounds = 40  # a digits round takes a few hundredths of a second: enough of them to be killed mid-way
+    # one torch thread in every leg: bit-identity holds for one thread count, and an earlier test in this
+    # process may have set another
     reference = tmp_path / "reference"
-    assert main(train_args(digits_config, reference, "fedakd", 0, "--set", f"federation.rounds={rounds}")) == 0
+    assert main(train_args(digits_config, reference, "fedakd", 0, "--set", f"federation.rounds={rounds}",
+                           "--threads", "1")) == 0
 
     out = tmp_path / "killed"
     proc = _spawn(digits_config, out, rounds)
@@ -144,7 +147,8 @@ def test_sigkill_then_rerun_equals_uninterrupted(digits_config, tmp_path, kill_w
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (out / "metrics.json").exists()
-    assert main(train_args(digits_config, out, "fedakd", 0, "--set", f"federation.rounds={rounds}")) == 0
+    assert main(train_args(digits_config, out, "fedakd", 0, "--set", f"federation.rounds={rounds}",
+                           "--threads", "1")) == 0
 
     expected = json.loads((reference / "metrics.json").read_text())
     resumed = json.loads((out / "metrics.json").read_text())
