@@ -32,10 +32,18 @@ def smoke_run(tmp_path_factory):
     return workdir, snakemake(workdir)
 
 
+@pytest.fixture
+def beside_the_smoke_pipeline():
+    """Runs a test in the smoke pipeline's xdist group, never at the same time as it: the wheel test's build
+    failed to package fedakd in every full run while the smoke group published and regenerated its bundle on the
+    other worker (never alone, never after it in one process); the cause is not found yet."""
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which turns the marks into the groups it schedules
 def pytest_collection_modifyitems(config, items):
     """xdist groups: a module's tests together; the smoke pipeline's readers (whatever their module) together."""
     for item in items:
-        group = "smoke-pipeline" if "smoke_run" in item.fixturenames else item.module.__name__
+        together = {"smoke_run", "beside_the_smoke_pipeline"} & set(item.fixturenames)
+        group = "smoke-pipeline" if together else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
 

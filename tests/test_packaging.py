@@ -46,7 +46,7 @@ def test_the_registry_is_exactly_pyprojects_entry_points_each_its_own_class():
 
 
 @pytest.mark.slow
-def test_a_wheel_installed_outside_the_checkout_validates_and_trains(tmp_path):
+def test_a_wheel_installed_outside_the_checkout_validates_and_trains(tmp_path, beside_the_smoke_pipeline):
     """pip builds a wheel, installs it (no dependencies: they come from this environment through a .pth
     file, not from the network) into a fresh venv, and the fedakd command of that venv, run from another
     folder, validates a config and trains a digits job from the package's own files."""
@@ -82,8 +82,13 @@ def test_a_wheel_installed_outside_the_checkout_validates_and_trains(tmp_path):
         return subprocess.run([str(venv / "bin" / "fedakd"), *args], cwd=elsewhere, env=env, capture_output=True,
                               text=True, timeout=300)
 
-    where = subprocess.run([str(python), "-c", "import fedakd, baselines; print(fedakd.__file__, baselines.__file__)"],
-                           cwd=elsewhere, env=env, check=True, capture_output=True, text=True).stdout
+    imported = subprocess.run([str(python), "-c", "import fedakd, baselines; print(fedakd.__file__, baselines.__file__)"],
+                              cwd=elsewhere, env=env, capture_output=True, text=True)
+    import zipfile
+
+    assert imported.returncode == 0, (imported.stderr, sorted({n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}),
+                                      sorted(p.name for p in Path(site).iterdir()), os.environ.get("VIRTUAL_ENV"))
+    where = imported.stdout
     assert str(ROOT) not in where and site in where  # the wheel's copy, not the checkout's
     validated = fedakd("validate", "--config", "smoke.yaml")
     jobs = len(config["datasets"]) * len(config["settings"]) * len(config["methods"]) * len(config["seeds"])
