@@ -126,10 +126,11 @@ def _finished_metrics(job: JobSpec, out_dir: Path) -> dict[str, Any] | None:
     metrics_path = out_dir / METRICS_FILE
     if not metrics_path.exists():
         return None
-    if read_json(metrics_path, "metrics file").get("job_digest") != job.digest:
+    existing = read_json(metrics_path, "metrics file")
+    if existing.get("job_digest") != job.digest:
         raise JobError(f"{metrics_path} holds the results of a different configuration; "
                        f"delete it or choose another output folder")
-    existing = RunRecord.load(metrics_path)  # checked: a damaged or hand-edited record is refused, never logged
+    RunRecord.checked(existing, metrics_path)  # a damaged or hand-edited record is refused, never logged
     log.info("%s is finished already (%s); nothing to do", job.key, metrics_path)
     (out_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     return existing

@@ -210,8 +210,8 @@ def _write_contents(tmp: Path, config: dict[str, Any], runs: list[tuple[dict, di
     for part in study_partitions(config):
         source = results_root / layout.PARTITION_DIR.format(**part) / layout.MANIFEST_FILE
         atomic_write_json(tmp / PARTITION_ENTRY.format(**part), read_json(source, "partition manifest"))
-    if "tune" in config:
-        for job in study_jobs(config):
+    if "tune" in config:  # one choice per dataset, setting and method, whatever the seeds
+        for job in {(j["dataset"], j["setting"], j["method"]): j for j in study_jobs(config)}.values():
             choice = results_root / layout.TUNING_CHOICE.format(**job)
             atomic_write_json(tmp / TUNING_ENTRY.format(**job), read_json(choice, "tuning choice"))
     for table in sorted((results_root / layout.TABLES_DIR).glob("*.csv")):

@@ -128,7 +128,11 @@ class RunRecord:
     @classmethod
     def load(cls, path: str | Path) -> dict[str, Any]:
         """A checked metrics.json, as its plain dict (what reporting reads); UnreadableFileError otherwise."""
-        data = read_json(path, "metrics file")
+        return cls.checked(read_json(path, "metrics file"), path)
+
+    @classmethod
+    def checked(cls, data: Any, path: str | Path) -> dict[str, Any]:
+        """``data`` (the content of ``path``) if it is a whole record; UnreadableFileError otherwise."""
         problems = cls.problems(data)
         if problems:
             raise UnreadableFileError(f"metrics file {path} lacks {', '.join(problems)}: it was written by another "
@@ -136,8 +140,16 @@ class RunRecord:
         return data
 
 
-def _same(a: Any, b: Any) -> bool:
-    return a == b or (isinstance(a, float) and isinstance(b, float) and a != a and b != b)  # NaN is NaN here
+def same(a: Any, b: Any) -> bool:
+    """Equal, NaN counting as equal to NaN, through nested dicts and lists (a record's values, fedakd verify's
+    comparison)."""
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def _history_problems(data: dict[str, Any]) -> list[str]:
@@ -160,6 +172,6 @@ def _history_problems(data: dict[str, Any]) -> list[str]:
     if extra:
         problems.append(f"history (rounds {extra} are not rounds the engine evaluates)")
     last = data["history"][-1]
-    if not problems and any(not _same(data["final"][key], last.get(key)) for key in FINAL_KEYS):
+    if not problems and any(not same(data["final"][key], last.get(key)) for key in FINAL_KEYS):
         problems.append("final (its metrics differ from its history's last round)")
     return problems

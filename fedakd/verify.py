@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fedakd.publish import BundleError, CONFIG_FILE, PARTITION_ENTRY, bundle_runs, check_bundle
+from fedakd.record import same
 
 #: Largest difference of the final-window balanced accuracy accepted from another kind of machine.
 TOLERANCE = 0.02
@@ -38,16 +39,6 @@ class Check:
     @property
     def passed(self) -> bool:
         return self.verdict in ("bit-for-bit", "within tolerance")
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
-        return True
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 def _flags(failure: dict[str, Any]) -> tuple[bool, bool]:
@@ -79,13 +70,13 @@ def _compare(published: dict[str, Any], rerun: dict[str, Any], *, same_machine: 
         last = theirs[-1]["round"]
         value, again = theirs[-1]["balanced_accuracy"], mine[last]["balanced_accuracy"]
         if same_machine:
-            differing = [r["round"] for r in theirs if not _same({**r}, {**mine[r["round"]]})]
+            differing = [r["round"] for r in theirs if not same(r, mine[r["round"]])]
             return value, again, "bit-for-bit" if not differing else f"rounds {differing[:3]} differ"
     else:
         value = final_window(published, fraction)["balanced_accuracy"]
         again = final_window(rerun, fraction)["balanced_accuracy"]
         if same_machine:
-            same = _same(published["history"], rerun["history"]) and _same(published["final"], rerun["final"])
+            same = same(published["history"], rerun["history"]) and same(published["final"], rerun["final"])
             return value, again, "bit-for-bit" if same else "differs (same machine kind: bit-for-bit expected)"
         if _flags(published["failure"]) != _flags(rerun["failure"]):
             return value, again, "failure flags differ"
@@ -97,8 +88,7 @@ def verify(bundle: str | Path, *, jobs: list[str] = (), sample: int | None = Non
            tolerance: float = TOLERANCE, workdir: str | Path | None = None, log=print) -> list[Check]:
     """Retrain the chosen jobs of ``bundle`` and compare each with its published run."""
     from fedakd import jobs as jobs_module
-    from fedakd.config import apply_overrides, job_spec, partition_spec, validate_config
-    from fedakd.config.loading import load_config
+    from fedakd.config import apply_overrides, job_spec, load_config, partition_spec, validate_config
     from fedakd.config.study import step_families
     from fedakd.io import read_json
     from fedakd.machine import machine_info, same_kind
