@@ -76,8 +76,8 @@ def _compare(published: dict[str, Any], rerun: dict[str, Any], *, same_machine: 
         value = final_window(published, fraction)["balanced_accuracy"]
         again = final_window(rerun, fraction)["balanced_accuracy"]
         if same_machine:
-            same = same(published["history"], rerun["history"]) and same(published["final"], rerun["final"])
-            return value, again, "bit-for-bit" if same else "differs (same machine kind: bit-for-bit expected)"
+            identical = same(published["history"], rerun["history"]) and same(published["final"], rerun["final"])
+            return value, again, "bit-for-bit" if identical else "differs (same machine kind: bit-for-bit expected)"
         if _flags(published["failure"]) != _flags(rerun["failure"]):
             return value, again, "failure flags differ"
     within = abs(again - value) <= tolerance or (math.isnan(value) and math.isnan(again))
