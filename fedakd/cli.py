@@ -1,4 +1,5 @@
-"""Command line: `fedakd validate | partition | train | ui-link | flower | publish | unpack | verify | ui-import`.
+"""Command line: `fedakd validate | partition | train | ui-link | flower | publish | unpack | verify | ui-import |
+options`.
 
 Predictable problems (a bad config value, missing data, a tampered partition, a
 read-only folder, a damaged store: fedakd.errors) end with one line naming the
@@ -87,6 +88,9 @@ def _add_bundle_commands(commands) -> None:
     verify.add_argument("--tolerance", type=float, default=None,
                         help="largest final-window balanced accuracy difference accepted from another kind of "
                              "machine (default fedakd.verify.TOLERANCE)")
+    options = commands.add_parser("options", help="every option of each method (or of those named), its default "
+                                                  "and what it does")
+    options.add_argument("methods", nargs="*", metavar="METHOD", help="registered method names (default: all)")
     ui_import = commands.add_parser("ui-import", help="load a bundle's runs into an MLflow store (twice adds nothing)")
     ui_import.add_argument("--bundle", required=True)
     ui_import.add_argument("--out", required=True, help="the working folder the runs are unpacked into")
@@ -138,6 +142,11 @@ def run(args: argparse.Namespace, callbacks=()) -> int | None:
 
     if args.command in ("publish", "unpack", "verify", "ui-import"):
         return run_bundle_command(args)
+    if args.command == "options":
+        from fedakd.config.methods import describe_options
+
+        print(describe_options(args.methods))
+        return 0
     if args.command == "flower":
         from fedakd.flower import require_flower
 

@@ -462,3 +462,16 @@ def test_the_cost_estimate_counts_the_imbalanced_pool():
     # 10 rounds x 1 epoch x 14,762 examples, and fedakd's 100 server steps of 64 a round
     assert job_hours(config, "fashion-mnist", "fedakd", "lt100-dir0.5") == pytest.approx(
         (10 * 14762 + 10 * 100 * 64) / EXAMPLES_PER_SECOND / 3600)
+
+
+def test_the_options_a_method_changes_and_the_options_listing():
+    from fedakd.config.methods import changed_options, describe_options, validate_method_options
+
+    filled = validate_method_options("fedakd", {"attention": False, "distill_steps": 10})
+    assert len(filled) > 2  # the schema's defaults filled in
+    assert changed_options("fedakd", filled) == {"attention": False, "distill_steps": 10}
+    assert changed_options("fedakd", validate_method_options("fedakd", {})) == {}
+    assert changed_options("not-registered", {"x": 1}) == {"x": 1}
+    listing = describe_options(["fedavg-smote", "fedavg"])
+    assert "| k_neighbors | `5` | SMOTE's neighbours" in listing and "## fedavg\n\nNo options." in listing
+    assert all(f"| {option} |" in describe_options(["fedakd"]) for option in registry.get_method("fedakd").options_schema)

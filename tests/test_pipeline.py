@@ -187,10 +187,17 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     linked = re.findall(r"\]\((figures/[^)]+)\)", text)
     assert linked and all((report.parent / link).exists() for link in linked)
     # the verdict opens with the forest plot; the critical-difference diagram is among the figures
-    verdict = text.split("## Verdict")[1].split("### How the verdict is drawn")[0]
+    verdict = text.split("## Verdict")[1].split("## How the verdict is drawn")[0]
     assert "](figures/forest_digits_lt10-dir1.png)" in verdict
     assert "figures/critical_difference_digits.png" in linked and "**Power:**" in text
     assert "](figures/steps_digits_lt10-dir1.png)" in verdict and "effective client steps 0.2, 0.5" in verdict
+    # it opens with the overview over every setting; each setting's part is at most 3 sentences and 1 table
+    assert verdict.split("###")[0].strip().startswith("![fedakd against each rival in every setting, digits]"
+                                                      "(figures/verdict_overview_digits.png)")
+    for part in verdict.split("\n### digits / ")[1:]:
+        sentences, table_count = verdict_size(part.split("### Across client step sizes")[0])
+        assert sentences <= 3 and table_count <= 1, part
+    assert verdict_size(verdict.split("###")[0]) <= (3, 0)
 
     assert finished_runs_per_job(tmp_path) == Counter(expected_jobs)
     run, artifacts = summary_run(tmp_path)
@@ -205,8 +212,18 @@ def test_smoke_pipeline_end_to_end(smoke_run):
     assert built.returncode == 0 and "Report created" in output(built), output(built)[-3000:]
     page = html.read_text()
     for name in ("Figures: digits", "lt10-dir1", "all settings", '"Tables"', '"Report"', "minority_vs_imbalance",
+                 "verdict_overview",
                  "per_class_recall", "seed 1", "forest", "critical_difference"):
         assert name in page, name
+
+
+def verdict_size(part: str) -> tuple[int, int]:
+    """(sentences, tables) of one part of the verdict: the sentences of its prose (not a figure, a table or the
+    table's italic note), and its Markdown tables."""
+    lines = [line for line in part.split("\n")[1:] if line.strip()]
+    prose = " ".join(line for line in lines if not line.startswith(("![", "|", "*")))
+    tables = sum(1 for a, b in zip(lines, lines[1:]) if b.startswith("|---"))
+    return len(re.findall(r"[.!?](?:\s|$)", prose)), tables
 
 
 @pytest.mark.slow

@@ -459,7 +459,8 @@ def test_report_setup_partitions_and_tables(written_report):
     for setting in SETTINGS:
         for seed in SEEDS:
             assert f"| digits | {setting} | {seed} | `{partition_hash(setting, seed)}` |" in text
-    assert "| fedakd-noattn | fedakd |" in text and '"attention": false' in text
+    assert "| fedakd-noattn | fedakd | distill_steps = 10, attention = false |" in text
+    assert "| fedavg | fedavg | none |" in text
     assert "final-round" in text and "optimistic" in text
     assert "0.670 ± 0.020" in text and "Wilcoxon p (Holm)" in text and "### Ablation ladder" in text
     assert "### Cost" in text
@@ -474,7 +475,7 @@ def test_report_links_figures_relative_to_its_folder(written_report):
 
 def test_report_verdict_follows_the_adjusted_tests(written_report):
     _, text, built = written_report
-    verdict = text.split("## Verdict")[1].split("### How the verdict is drawn")[0]
+    verdict = text.split("## Verdict")[1].split("## How the verdict is drawn")[0]
     comparison = built["comparison"]
 
     def row(setting, metric):
@@ -497,7 +498,7 @@ def test_report_verdict_follows_the_adjusted_tests(written_report):
         "fedavg has converged on 0 of 3 seeds here (3 still rising), so this compares how fast")
     paragraph = lt10.split("\n\n")[1]
     assert paragraph.count(". ") + 1 <= 3  # at most three sentences
-    note = text.split("### How the verdict is drawn")[1]
+    note = text.split("## How the verdict is drawn")[1]
     assert "cannot give a two-sided p below 0.25" in note and "Holm-adjusted" in note
     assert "**primary** metric, balanced accuracy" in note and "minimum difference" in note
 
@@ -530,7 +531,7 @@ def test_report_needs_every_table(tmp_path, runs, manifests, frame, study):
 
 def test_a_collapsed_run_stays_in_the_statistics_is_counted_and_named(tmp_path, runs, manifests, study):
     """fedakd seed 1 on lt10 collapses to chance from round 2: its score enters every mean and test, the summary
-    and the comparison count it, and the report names it with one sensitivity line without it."""
+    and the comparison count it, and the report's table of failed runs names it.""" 
     failed = []
     for run in runs:
         if (run["job"]["method"], run["job"]["setting"], run["job"]["seed"]) == ("fedakd", "lt10-dir1", 1):
@@ -563,10 +564,28 @@ def test_a_collapsed_run_stays_in_the_statistics_is_counted_and_named(tmp_path, 
     assert row["paired_std_without_failed"] == pytest.approx(0.01 / math.sqrt(2))
     text = report.write_report(failed, built, [], tmp_path / "report.md", CONFIG, manifests, study).read_text()
     lt10 = text.split("### digits / lt10-dir1")[1].split("### digits / lt100-dir1")[0]
-    assert "Failed runs (1; kept in every statistic above): fedakd seed 1: collapsed from round 2 (averaged)." in lt10
-    assert "Sensitivity, without the failed seeds: fedakd − fedavg +0.055 (n = 2, against -0.110 with them)" in lt10
+    assert ("| failed | how | seeds | from round | step |\n|---|---|---|---|---|\n"
+            "| fedakd | collapsed | 1 | 2 | averaged |\n") in lt10
+    # 2 pairs without the failed seed are fewer than MIN_HEALTHY_PAIRS: no hollow mark, one clause says why
+    assert "too few remain against fedavg, fedakd-noattn." in lt10
     lt100 = text.split("### digits / lt100-dir1")[1].split("### digits / bal-iid")[0]
-    assert "No run collapsed or diverged." in lt100
+    assert "| failed |" not in lt100 and "1 of 27 runs collapsed or diverged" in text.split("### digits")[0]
+
+
+def test_the_failed_run_table_groups_seeds_by_method_failure_and_step():
+    def run(method, seed, failure):
+        return {"job": {"dataset": "d", "setting": "s", "method": method, "seed": seed}, "failure": failure}
+
+    collapsed = {"collapsed": {"round": 4, "step": "averaged"}, "diverged": None}
+    runs = [run("fedakd", 3, collapsed), run("fedakd", 1, {"collapsed": {"round": 9, "step": "averaged"}}),
+            run("fedakd", 2, {"diverged": {"round": 7, "step": "local"}, "collapsed": {"round": 8, "step": "local"}}),
+            run("fedavg", 0, {"collapsed": None, "diverged": None}), {**run("fedavg", 5, collapsed),
+                                                                     "job": {"dataset": "d", "setting": "other",
+                                                                             "method": "fedavg", "seed": 5}}]
+    assert report.failed_run_table(runs, "d", "s") == [
+        "| failed | how | seeds | from round | step |", "|---|---|---|---|---|",
+        "| fedakd | collapsed | 1, 3 | 9, 4 | averaged |", "| fedakd | diverged | 2 | 7 | local |"]
+    assert report.failed_run_table(runs, "d", "nowhere") == []
 
 
 def test_across_settings_iqm_and_probability_of_improvement_by_hand(frame, study):

@@ -128,3 +128,36 @@ def test_a_run_page_charts_balanced_accuracy_and_shows_its_dataset(ui, browser):
     assert "digits/lt10-dir1/seed0" in body and "Training" in body  # the dataset input, used for training
     metrics = json.loads((workdir / "results/runs/digits/lt10-dir1/fedakd/seed0/metrics.json").read_text())
     assert "snakemake workflow" in body and metrics["git_commit"][:7] in body  # the source: what ran, which commit
+
+
+def test_the_html_report_and_the_summary_run_show_the_same_figures(ui, browser):
+    """Snakemake's HTML report and the MLflow summary run's artifacts list one set of figures, the verdict's
+    overview first among what a reader opens; both pages are screenshotted for a person to look at."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.test_pipeline import output, snakemake
+
+    base, workdir = ui
+    pngs = {png.name for png in (workdir / "reports" / "figures").glob("*.png")}
+    assert "verdict_overview_digits.png" in pngs
+    html = workdir / "reports" / "report.html"
+    built = snakemake(workdir, "--report", str(html))
+    assert built.returncode == 0, output(built)[-3000:]
+    browser.get(html.as_uri())
+    body = wait_for_text(browser, ["Figures: digits"])
+    shoot(browser, "snakemake-report")
+    page = html.read_text()
+    in_report = {name for name in pngs if name in page}
+    assert in_report == pngs, pngs - in_report
+
+    summary = json.loads((workdir / "results" / "mlflow" / "summary.json").read_text())
+    client = MlflowClient(pipeline_store(workdir))
+    logged = {Path(item.path).name for item in client.list_artifacts(summary["summary_run_id"], "figures")}
+    assert logged == pngs
+    experiment = summary["experiment_id"]
+    browser.get(f"{base}/#/experiments/{experiment}/runs/{summary['summary_run_id']}/artifacts/figures/"
+                "verdict_overview_digits.png?workflowType=machine_learning")
+    body = wait_for_text(browser, ["verdict_overview_digits.png"])
+    time.sleep(2)  # the image itself loads after the page's text
+    shoot(browser, "summary-run-verdict-overview")
+    assert "verdict_overview_digits.png" in body and "forest_digits_lt10-dir1.png" in body

@@ -39,3 +39,35 @@ def validate_method_options(method_class: str, options: dict) -> dict:
         raise ConfigError("\n".join(map(str, problems)))
     return method_options(filled)
 
+
+
+def changed_options(method_class: str, options: dict) -> dict:
+    """The options that differ from the registered class's defaults (all of them for an unknown class)."""
+    from fedakd import registry
+
+    try:
+        schema = registry.get_method(method_class).options_schema
+    except registry.UnknownMethodError:
+        return dict(options)
+    return {key: value for key, value in options.items()
+            if key not in schema or "default" not in schema[key] or schema[key]["default"] != value}
+
+
+def describe_options(methods: list[str] | tuple[str, ...] = ()) -> str:
+    """Each registered method's options as Markdown: name, default, description (``fedakd options``)."""
+    import json
+
+    from fedakd import registry
+
+    lines = []
+    for name in methods or registry.method_names():
+        schema = registry.get_method(name).options_schema
+        lines += [f"## {name}", ""]
+        if not schema:
+            lines += ["No options.", ""]
+            continue
+        lines += ["| option | default | what it does |", "|---|---|---|"]
+        lines += [f"| {option} | `{json.dumps(entry.get('default'))}` | {entry.get('description', '')} |"
+                  for option, entry in schema.items()]
+        lines.append("")
+    return "\n".join(lines).rstrip()

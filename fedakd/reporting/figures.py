@@ -2,15 +2,17 @@
 
 Figures are built on ``matplotlib.figure.Figure`` directly (rendered by Agg for
 PNG), never through pyplot, so no GUI backend or global figure state is involved.
-Colours are the Okabe-Ito colour-blind-safe palette, one colour per method in
-every figure; splits differ by line style. Bands and error bars span the
-minimum to the maximum over seeds (with 2-5 seeds a standard deviation says
-little), around the mean.
+Each method keeps one look in every figure of every study (fedakd.reporting.looks);
+a figure with many methods is split into panels (the ladder, the focus method's
+variants, the rivals). Curves and bars are the mean over the healthy runs with the
+95 % bootstrap interval of that mean; a failed run is drawn on its own (a thin line,
+an x). Legends sit beside the axes, never on the data.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -62,83 +64,166 @@ def _by_method(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return grouped
 
 
-def _looks(runs: list[dict[str, Any]], looks: dict | None) -> dict:
-    """Each method's look (fedakd.reporting.looks): the same in every figure of every study."""
-    from fedakd.reporting.looks import method_looks
+class Presentation:
+    """How a study's figures show its methods: each method's look (fedakd.reporting.looks), the same in every
+    figure of every study, and the panels a figure with many methods is split into."""
 
-    if looks is not None:
-        return looks
-    references = {run["job"]["method"] for run in runs if run.get("reference")}
-    return method_looks(_by_method(runs), references=references or ("centralised",))
+    def __init__(self, runs: list[dict[str, Any]], study=None):
+        from fedakd.reporting.looks import DEFAULT_LADDER, method_looks
+
+        methods = list(_by_method(runs))
+        references = ([m for m in methods if m in study.references] if study is not None else
+                      [m for m in methods if any(r.get("reference") for r in runs if r["job"]["method"] == m)]
+                      or ["centralised"])
+        self.focus = study.focus if study is not None else "fedakd"
+        self.baseline = study.baseline if study is not None else "fedavg"
+        self.ladder = study.ladder if study is not None else DEFAULT_LADDER
+        self.references = references
+        self.classes = {run["job"]["method"]: run["job"].get("method_class", run["job"]["method"]) for run in runs}
+        self.looks = method_looks(methods, focus=self.focus, references=references)
+
+    def panels(self, methods) -> list[tuple[str, list[str]]]:
+        from fedakd.reporting.looks import method_panels
+
+        return method_panels(methods, focus=self.focus, baseline=self.baseline, ladder=self.ladder,
+                             references=self.references, classes=self.classes)
 
 
-def _over_seeds(runs: list[dict[str, Any]], value_of: Callable[[dict], float | None]) -> tuple[np.ndarray, ...]:
-    """Rounds and the mean, min and max over seeds of value_of(history record) at each round (None skipped)."""
-    by_round: dict[int, list[float]] = {}
-    for run in runs:
-        for record in run["history"]:
-            value = value_of(record)
-            if value is not None:
-                by_round.setdefault(record["round"], []).append(float(value))
-    rounds = sorted(by_round)
-    values = [np.asarray(by_round[r]) for r in rounds]
-    return (np.asarray(rounds), np.asarray([v.mean() for v in values]), np.asarray([v.min() for v in values]),
-            np.asarray([v.max() for v in values]))
+def _presentation(runs: list[dict[str, Any]], presentation: "Presentation | None") -> "Presentation":
+    return presentation if presentation is not None else Presentation(runs)
 
 
-def _seed_note(runs: list[dict[str, Any]], spread: str = "band") -> str:
+def _healthy(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(runs that neither collapsed nor diverged, the failed ones): a failed run is drawn on its own, thin."""
+    from fedakd.diagnostics import failed
+
+    return ([run for run in runs if not failed(run.get("failure"))],
+            [run for run in runs if failed(run.get("failure"))])
+
+
+def _series(runs: list[dict[str, Any]], value_of: Callable[[dict], float | None]) -> tuple[np.ndarray, np.ndarray]:
+    """The rounds every run evaluated and a (runs x rounds) matrix of value_of(history record) there."""
+    by_run = [{record["round"]: value_of(record) for record in run["history"]} for run in runs]
+    rounds = sorted(set.intersection(*(set(r for r, v in values.items() if v is not None) for values in by_run))
+                    if by_run else set())
+    return np.asarray(rounds), np.asarray([[float(values[r]) for r in rounds] for values in by_run])
+
+
+def mean_band(matrix: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean over the rows (seeds) of ``matrix`` at each column (round), with the percentile bootstrap
+    interval of that mean (seeds resampled with replacement, fedakd.reporting.stats' resamples and seed); with
+    one row the band is the mean itself."""
+    from fedakd.reporting.stats import BOOTSTRAP_SEED, RESAMPLES
+
+    matrix = np.atleast_2d(np.asarray(matrix, dtype=float))
+    mean = matrix.mean(axis=0)
+    if matrix.shape[0] < 2:
+        return mean, mean, mean
+    picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, matrix.shape[0], (RESAMPLES // 10, matrix.shape[0]))
+    means = matrix[picks].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    return mean, np.percentile(means, tail, axis=0), np.percentile(means, 100 - tail, axis=0)
+
+
+def _failed_handle(failed_any: bool) -> list:
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], color="#555555", linewidth=0.7, label="a failed run (thin, one line each)")] \
+        if failed_any else []
+
+
+def _curve(ax, x_of, y_of, runs, look, label) -> bool:
+    """A method's mean curve over its healthy runs with the 95 % bootstrap band, and each failed run as a thin
+    line of its own; True when one of the runs failed."""
+    healthy, failed_runs = _healthy(runs)
+    if healthy:
+        rounds, ys = _series(healthy, y_of)
+        _, xs = _series(healthy, x_of)
+        if len(rounds):
+            mean, low, high = mean_band(ys)
+            x = xs.mean(axis=0)
+            ax.plot(x, mean, label=label, markersize=3.5, markevery=max(len(x) // 8, 1), **look.line())
+            ax.fill_between(x, low, high, color=look.color, alpha=0.15, linewidth=0)
+    else:  # every seed failed: the legend still names the method
+        ax.plot([], [], label=label, **look.line())
+    for run in failed_runs:
+        rounds, ys = _series([run], y_of)
+        _, xs = _series([run], x_of)
+        if len(rounds):
+            ax.plot(xs[0], ys[0], color=look.color, linestyle=look.linestyle, linewidth=0.7, alpha=0.8,
+                    zorder=1.5)
+    return bool(failed_runs)
+
+
+def _band_note(runs: list[dict[str, Any]]) -> str:
     seeds = {run["job"]["seed"] for run in runs}
-    return f"mean over {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, {spread} = min-max"
+    return (f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}: mean of the healthy runs, band = 95 % "
+            "bootstrap interval of that mean; thin lines: failed runs")
 
 
-def learning_curves(runs: list[dict[str, Any]], out_dir: str | Path, looks: dict | None = None) -> list[Path]:
-    """Balanced accuracy and minority recall against the round, per dataset/setting: is a gain there all
-    along, and had the curves flattened by the last round?"""
+def _legend_right(ax, handles=None, title: str | None = "method") -> None:
+    """The legend beside the axes, outside the data."""
+    handles = handles if handles is not None else ax.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, title=title, fontsize="small", title_fontsize="small", loc="upper left",
+              bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+
+
+def learning_curves(runs: list[dict[str, Any]], out_dir: str | Path,
+                    presentation: Presentation | None = None) -> list[Path]:
+    """Balanced accuracy and minority recall against the round, per dataset/setting, one row of panels per
+    group of methods: is a gain there all along, and had the curves flattened by the last round?"""
     from matplotlib.ticker import MaxNLocator
 
-    looks, written = _looks(runs, looks), []
-    panels = (("balanced_accuracy", "balanced accuracy"), ("minority_recall", "minority-class recall"))
+    shown, written = _presentation(runs, presentation), []
+    metrics = (("balanced_accuracy", "balanced accuracy"), ("minority_recall", "minority-class recall"))
     for (dataset, setting), setting_runs in _by_setting(runs).items():
-        fig = _new_figure(11, max(4, 0.22 * len(_by_method(setting_runs)) + 1))
-        axes = fig.subplots(1, 2)
-        for ax, (key, label) in zip(axes, panels):
-            for method, method_runs in _by_method(setting_runs).items():
-                rounds, mean, low, high = _over_seeds(method_runs, lambda record: record.get(key))
-                if len(rounds):
-                    ax.plot(rounds, mean, label=method, markersize=3, **looks[method].line())
-                    ax.fill_between(rounds, low, high, color=looks[method].color, alpha=0.2, linewidth=0)
-            if not ax.lines:
-                ax.text(0.5, 0.5, "no minority classes\n(balanced pool)", ha="center", va="center",
-                        transform=ax.transAxes)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_xlabel("communication round")
-            ax.set_ylabel(f"{label} (fraction)")
-            ax.set_title(label)
-            ax.grid(alpha=0.3)
-        fig.legend(*axes[0].get_legend_handles_labels(), title="method", loc="outside right upper",
-                   fontsize="small")  # beside the axes: it covers no curve
-        fig.suptitle(f"{dataset}, {setting}: {_seed_note(setting_runs)}")
+        by_method = _by_method(setting_runs)
+        panels = shown.panels(by_method)
+        fig = _new_figure(11, 3.4 * len(panels) + 0.6)
+        grid = np.atleast_2d(fig.subplots(len(panels), 2, squeeze=False))
+        for row, (title, methods) in zip(grid, panels):
+            failed_any = False
+            for ax, (key, label) in zip(row, metrics):
+                for method in methods:
+                    failed_any |= _curve(ax, lambda record: record["round"], lambda record, key=key: record.get(key),
+                                         by_method[method], shown.looks[method], method)
+                if not ax.lines:
+                    ax.text(0.5, 0.5, "no minority classes\n(balanced pool)", ha="center", va="center",
+                            transform=ax.transAxes)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.set_xlabel("communication round")
+                ax.set_ylabel(f"{label} (fraction)")
+                ax.set_title(f"{label}{': ' + title if title else ''}", fontsize="medium")
+                ax.grid(alpha=0.3)
+            _legend_right(row[-1], [*row[0].get_legend_handles_labels()[0], *_failed_handle(failed_any)])
+        fig.suptitle(f"{dataset}, {setting}\n{_band_note(setting_runs)}", fontsize="medium")
         written += _save(fig, Path(out_dir) / f"learning_curves_{_safe(dataset)}_{_safe(setting)}.png")
     return written
 
 
-def accuracy_vs_bytes(runs: list[dict[str, Any]], out_dir: str | Path, looks: dict | None = None) -> list[Path]:
+def accuracy_vs_bytes(runs: list[dict[str, Any]], out_dir: str | Path,
+                      presentation: Presentation | None = None) -> list[Path]:
     """Test accuracy against cumulative bytes communicated (down + up): what each point of accuracy costs."""
-    looks, written = _looks(runs, looks), []
+    shown, written = _presentation(runs, presentation), []
     for (dataset, setting), setting_runs in _by_setting(runs).items():
-        fig = _new_figure(8, max(4.5, 0.22 * len(_by_method(setting_runs)) + 1))
-        ax = fig.subplots()
-        for method, method_runs in _by_method(setting_runs).items():
-            _, mean, low, high = _over_seeds(method_runs, lambda record: record.get("accuracy"))
-            _, megabytes, _, _ = _over_seeds(method_runs,
-                                             lambda record: (record["bytes_down"] + record["bytes_up"]) / 1e6)
-            ax.plot(megabytes, mean, label=method, markersize=3, **looks[method].line())
-            ax.fill_between(megabytes, low, high, color=looks[method].color, alpha=0.2, linewidth=0)
-        ax.set_xlabel("cumulative communication, down + up (MB, 10^6 bytes)")
-        ax.set_ylabel("test accuracy (fraction)")
-        ax.set_title(f"{dataset}, {setting}: {_seed_note(setting_runs)}")
-        ax.grid(alpha=0.3)
-        fig.legend(*ax.get_legend_handles_labels(), title="method", loc="outside right upper", fontsize="small")
+        by_method = _by_method(setting_runs)
+        panels = shown.panels(by_method)
+        fig = _new_figure(8.5, 3.4 * len(panels) + 0.6)
+        axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+        for ax, (title, methods) in zip(axes, panels):
+            failed_any = False
+            for method in methods:
+                failed_any |= _curve(ax, lambda record: (record["bytes_down"] + record["bytes_up"]) / 1e6,
+                                     lambda record: record.get("accuracy"), by_method[method], shown.looks[method],
+                                     method)
+            ax.set_xlabel("cumulative communication, down + up (MB, 10^6 bytes)")
+            ax.set_ylabel("test accuracy (fraction)")
+            if title:
+                ax.set_title(title, fontsize="medium")
+            ax.grid(alpha=0.3)
+            _legend_right(ax, [*ax.get_legend_handles_labels()[0], *_failed_handle(failed_any)])
+        fig.suptitle(f"{dataset}, {setting}: accuracy against communication\n{_band_note(setting_runs)}",
+                     fontsize="medium")
         written += _save(fig, Path(out_dir) / f"accuracy_vs_bytes_{_safe(dataset)}_{_safe(setting)}.png")
     return written
 
@@ -159,44 +244,67 @@ def _class_layout(runs: list[dict[str, Any]]) -> tuple[str, list[np.ndarray], di
     return "class rank by training-pool size (largest first)", orders, groups
 
 
-def per_class_recall(runs: list[dict[str, Any]], out_dir: str | Path, looks: dict | None = None) -> list[Path]:
-    """Final per-class recall, grouped bars per class, head/medium/tail shaded: where does each method lose?"""
+def per_class_recall(runs: list[dict[str, Any]], out_dir: str | Path,
+                     presentation: Presentation | None = None) -> list[Path]:
+    """Final per-class recall, grouped bars per class (one row of panels per group of methods), head/medium/tail
+    shaded: where does each method lose? A bar is the mean over the healthy runs with its 95 % bootstrap
+    interval; a failed run's recalls are marked x."""
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    looks, written = _looks(runs, looks), []
+    shown, written = _presentation(runs, presentation), []
     for (dataset, setting), setting_runs in _by_setting(runs).items():
         x_label, orders, groups = _class_layout(setting_runs)
         order_of = {id(run): order for run, order in zip(setting_runs, orders)}
         num_classes = setting_runs[0]["num_classes"]
-        methods = _by_method(setting_runs)
-        width = 0.8 / len(methods)
-        fig = _new_figure(min(max(6.5, 0.18 * num_classes * len(methods) + 2), 30), 4.5)
-        ax = fig.subplots()
-        shade_handles = []
-        for name, shade in GROUP_SHADES.items():
-            for position in groups.get(name, []):
-                ax.axvspan(position - 0.5, position + 0.5, color=shade, zorder=0, linewidth=0)
-            if groups.get(name):
-                shade_handles.append(Patch(facecolor=shade, edgecolor="#999999", label=f"{name} classes"))
+        by_method = _by_method(setting_runs)
+        panels = shown.panels(by_method)
+        most = max(len(methods) for _, methods in panels)
+        fig = _new_figure(min(max(7.5, 0.16 * num_classes * most + 3), 30), 3.2 * len(panels) + 0.8)
+        axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
         positions = np.arange(num_classes)
-        for i, (method, method_runs) in enumerate(methods.items()):
-            recalls = np.asarray([np.asarray(run["final"]["per_class_recall"])[order_of[id(run)]]
-                                  for run in method_runs])
-            mean = recalls.mean(axis=0)
-            error = np.vstack([mean - recalls.min(axis=0), recalls.max(axis=0) - mean])
-            ax.bar(positions - 0.4 + width * (i + 0.5), mean, width, yerr=error, color=looks[method].color,
-                   hatch=looks[method].hatch, edgecolor="white", linewidth=0, label=method, capsize=2,
-                   error_kw={"linewidth": 0.8}, zorder=2)
-        ax.set_xticks(positions)
-        ax.set_xlim(-0.5, num_classes - 0.5)
-        ax.set_ylim(0, 1.05)
-        ax.set_xlabel(x_label)
-        ax.set_ylabel("final test recall (fraction)")
-        fig.suptitle(f"{dataset}, {setting}: final per-class recall\n{_seed_note(setting_runs, 'bars')}")
-        ax.legend(handles=[*ax.get_legend_handles_labels()[0], *shade_handles], fontsize="small",
-                  loc="upper left", bbox_to_anchor=(1.01, 1))
+        for ax, (title, methods) in zip(axes, panels):
+            shade_handles = []
+            for name, shade in GROUP_SHADES.items():
+                for position in groups.get(name, []):
+                    ax.axvspan(position - 0.5, position + 0.5, color=shade, zorder=0, linewidth=0)
+                if groups.get(name):
+                    shade_handles.append(Patch(facecolor=shade, edgecolor="#999999", label=f"{name} classes"))
+            width, failed_any = 0.8 / len(methods), False
+            for i, method in enumerate(methods):
+                look, x = shown.looks[method], positions - 0.4 + width * (i + 0.5)
+                healthy, failed_runs = _healthy(by_method[method])
+                recall = lambda run: np.asarray(run["final"]["per_class_recall"])[order_of[id(run)]]  # noqa: E731
+                if healthy:
+                    mean, low, high = mean_band([recall(run) for run in healthy])
+                    ax.bar(x, mean, width, yerr=np.vstack([mean - low, high - mean]), color=look.color,
+                           hatch=look.hatch, edgecolor="white", linewidth=0, label=method, capsize=1.5,
+                           error_kw={"linewidth": 0.7}, zorder=2)
+                else:
+                    ax.bar(x, np.zeros(num_classes), width, color=look.color, label=method)
+                for run in failed_runs:
+                    failed_any = True
+                    ax.plot(x, recall(run), "x", color=look.color, markersize=4, markeredgecolor="#333333",
+                            zorder=3)
+            ax.set_xticks(positions)
+            ax.set_xlim(-0.5, num_classes - 0.5)
+            ax.set_ylim(0, 1.05)
+            ax.set_xlabel(x_label)
+            ax.set_ylabel("final test recall")
+            if title:
+                ax.set_title(title, fontsize="medium")
+            failed_mark = [Line2D([], [], marker="x", linestyle="", color="#333333", label="a failed run")] \
+                if failed_any else []
+            _legend_right(ax, [*ax.get_legend_handles_labels()[0], *shade_handles, *failed_mark])
+        fig.suptitle(f"{dataset}, {setting}: final per-class recall\n{_bar_note(setting_runs)}", fontsize="medium")
         written += _save(fig, Path(out_dir) / f"per_class_recall_{_safe(dataset)}_{_safe(setting)}.png")
     return written
+
+
+def _bar_note(runs: list[dict[str, Any]]) -> str:
+    seeds = {run["job"]["seed"] for run in runs}
+    return (f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}: mean of the healthy runs, bars = 95 % bootstrap "
+            "interval of that mean; x: a failed run")
 
 
 def _split_label(split: dict[str, Any]) -> str:
@@ -220,43 +328,66 @@ def _line_label(method: str, setting: dict[str, Any], kinds: set[str]) -> str:
 
 
 def minority_vs_imbalance(runs: list[dict[str, Any]], out_dir: str | Path,
-                          looks: dict | None = None) -> list[Path]:
-    """Final minority recall against the imbalance factor, one line per method and split, per dataset.
+                          presentation: Presentation | None = None) -> list[Path]:
+    """Final minority recall against the imbalance factor, one line per method and split, per dataset (one
+    panel per group of methods): the mean over the healthy runs with its 95 % bootstrap interval, x a failed run.
 
     Settings without minority classes (balanced pools) have no point to plot; a
     dataset with none at all gets no figure.
     """
-    looks, written = _looks(runs, looks), []
+    from fedakd.diagnostics import failed
+    from fedakd.reporting.stats import bootstrap_interval
+
+    shown, written = _presentation(runs, presentation), []
     datasets: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         if run["final"].get("minority_recall") is not None:
             datasets.setdefault(run["job"]["dataset"], []).append(run)
     for dataset, dataset_runs in datasets.items():
         kinds = {run["setting"]["imbalance"]["kind"] for run in dataset_runs}
-        lines: dict[tuple[str, str], dict[float, list[float]]] = {}
+        lines: dict[tuple[str, str], dict[float, list[tuple[float, bool]]]] = {}
         split_styles: dict[str, str] = {}
         for run in dataset_runs:
             fixed = {"imbalance": {k: v for k, v in run["setting"]["imbalance"].items() if k != "factor"},
                      "split": run["setting"]["split"]}
             key = (run["job"]["method"], json.dumps(fixed, sort_keys=True))
             factor = float(run["setting"]["imbalance"]["factor"])
-            lines.setdefault(key, {}).setdefault(factor, []).append(float(run["final"]["minority_recall"]))
+            lines.setdefault(key, {}).setdefault(factor, []).append(
+                (float(run["final"]["minority_recall"]), failed(run.get("failure"))))
             split_styles.setdefault(key[1], LINE_STYLES[len(split_styles) % len(LINE_STYLES)])
-        fig = _new_figure(7.5, 4.5)
-        ax = fig.subplots()
-        for (method, fixed_json), points in lines.items():
-            factors = sorted(points)
-            values = [np.asarray(points[f]) for f in factors]
-            mean = np.asarray([v.mean() for v in values])
-            error = np.vstack([mean - [v.min() for v in values], [v.max() for v in values] - mean])
-            ax.errorbar(factors, mean, yerr=error, **{**looks[method].line(), "linestyle": split_styles[fixed_json]},
-                        markersize=4, capsize=3, label=_line_label(method, json.loads(fixed_json), kinds))
-        ax.set_xscale("log")
-        ax.set_xlabel("imbalance factor (largest / smallest class size, log scale)")
-        ax.set_ylabel("final minority-class recall (fraction)")
-        fig.suptitle(f"{dataset}: final minority recall vs imbalance\n{_seed_note(dataset_runs, 'bars')}")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+        panels = shown.panels(_by_method(dataset_runs))
+        fig = _new_figure(8.5, 3.2 * len(panels) + 0.8)
+        axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+        for ax, (title, methods) in zip(axes, panels):
+            for (method, fixed_json), points in lines.items():
+                if method not in methods:
+                    continue
+                look = shown.looks[method]
+                factors = sorted(points)
+                healthy = [[v for v, bad in points[f] if not bad] or [math.nan] for f in factors]
+                mean = np.asarray([np.mean(v) for v in healthy])
+                bounds = np.asarray([bootstrap_interval(v) if len(v) > 1 else (m, m) for v, m in zip(healthy, mean)])
+                error = np.nan_to_num(np.vstack([mean - bounds[:, 0], bounds[:, 1] - mean]))
+                if len(split_styles) > 1:  # the line style tells the splits apart; the colour and marker the method
+                    style, label = {**look.line(), "linestyle": split_styles[fixed_json]}, _line_label(
+                        method, json.loads(fixed_json), kinds)
+                else:
+                    style, label = look.line(), method
+                ax.errorbar(factors, mean, yerr=error, **style, markersize=4, capsize=3, label=label)
+                for f in factors:
+                    bad = [v for v, is_bad in points[f] if is_bad]
+                    ax.plot([f] * len(bad), bad, "x", color=look.color, markersize=5)
+            ax.set_xscale("log")
+            ax.set_xlabel("imbalance factor (largest / smallest class size, log scale)")
+            ax.set_ylabel("final minority-class recall")
+            if title:
+                ax.set_title(title, fontsize="medium")
+            ax.grid(alpha=0.3, which="both")
+            _legend_right(ax, title=None)
+        only = "" if len(split_styles) > 1 else ", " + _line_label("", json.loads(next(iter(split_styles))),
+                                                                   kinds).lstrip(", ")
+        fig.suptitle(f"{dataset}{only}: final minority recall vs imbalance\n{_bar_note(dataset_runs)}",
+                     fontsize="medium")
         written += _save(fig, Path(out_dir) / f"minority_vs_imbalance_{_safe(dataset)}.png")
     return written
 
@@ -348,45 +479,105 @@ def tuning_sensitivity(records: list[dict[str, Any]], out_dir: str | Path) -> li
 VERDICT_COLOURS = {"win": "#009E73", "tie": "#7F7F7F", "loss": "#D55E00", "untested": "#BBBBBB"}
 
 
+def _forest_axis(ax, block, healthy_marks: bool) -> bool:
+    """One forest: a row per rival, the paired mean difference with its 95 % bootstrap interval coloured by the
+    adjusted verdict and, where at least MIN_HEALTHY_PAIRS pairs had no failed run and some had, the mean over
+    those as a hollow mark; True when a hollow mark was drawn."""
+    from fedakd.reporting.stats import MIN_HEALTHY_PAIRS
+
+    ys, hollow = np.arange(len(block))[::-1], False
+    for y, (_, row) in zip(ys, block.iterrows()):
+        colour = VERDICT_COLOURS.get(row["verdict"], "#BBBBBB")
+        if not np.isnan(row["ci_low"]):
+            ax.plot([row["ci_low"], row["ci_high"]], [y, y], color=colour, linewidth=2.5, solid_capstyle="butt")
+        ax.plot([row["mean_diff"]], [y], "o", color=colour, markersize=6)
+        some_failed = row["method_failed"] > 0 or row["baseline_failed"] > 0
+        if healthy_marks and some_failed and row["n_pairs_without_failed"] >= MIN_HEALTHY_PAIRS:
+            ax.plot([row["mean_diff_without_failed"]], [y], "o", markerfacecolor="white", markeredgecolor=colour,
+                    markersize=6, markeredgewidth=1.5, zorder=3)
+            hollow = True
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_ylim(-0.7, len(block) - 0.3)
+    ax.grid(axis="x", alpha=0.3)
+    return hollow
+
+
+def _verdict_handles(verdicts, hollow: bool) -> list:
+    from matplotlib.lines import Line2D
+    from fedakd.reporting.stats import MIN_HEALTHY_PAIRS
+
+    handles = [Line2D([], [], color=VERDICT_COLOURS[v], linewidth=2.5, marker="o", label=v)
+               for v in ("win", "tie", "loss", "untested") if v in set(verdicts)]
+    if hollow:
+        handles.append(Line2D([], [], linestyle="", marker="o", markerfacecolor="white", markeredgecolor="#555555",
+                              label=f"without the failed seeds (≥ {MIN_HEALTHY_PAIRS} pairs left)"))
+    return handles
+
+
 def forest_plots(comparison, focus: str | None, out_dir: str | Path) -> list[Path]:
     """Per dataset and setting: the focus method's paired difference from each rival on the primary metric,
-    with its 95 % bootstrap interval, coloured by the adjusted verdict (win / tie / loss)."""
-    from matplotlib.patches import Patch
-
+    with its 95 % bootstrap interval, coloured by the adjusted verdict (win / tie / loss); where seeds failed,
+    the difference without them (hollow) when enough pairs remain."""
     if focus is None or comparison is None or not len(comparison):
         return []
     rows = comparison[(comparison["method"] == focus) & (comparison["family"] == "primary")]
     written = []
     for (dataset, setting), block in rows.groupby(["dataset", "setting"], sort=False):
         block = block.reset_index(drop=True)
-        fig = _new_figure(6.0, 0.45 * len(block) + 1.4)
+        fig = _new_figure(6.4, 0.3 * len(block) + 2.2)
         ax = fig.subplots()
-        ys = np.arange(len(block))[::-1]
-        for y, (_, row) in zip(ys, block.iterrows()):
-            colour = VERDICT_COLOURS.get(row["verdict"], "#BBBBBB")
-            if not np.isnan(row["ci_low"]):
-                ax.plot([row["ci_low"], row["ci_high"]], [y, y], color=colour, linewidth=2.5)
-            ax.plot([row["mean_diff"]], [y], "o", color=colour, markersize=6)
-        ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_yticks(ys, [f"vs {b}" for b in block["baseline"]])
+        hollow = _forest_axis(ax, block, healthy_marks=True)
+        ax.set_yticks(np.arange(len(block))[::-1], [f"vs {b}" for b in block["baseline"]])
         metric = block["metric"].iloc[0].replace("_", " ")
         ax.set_xlabel(f"{focus} − rival, {metric}\n(paired mean over seeds, 95 % bootstrap interval)")
-        ax.set_title(f"{dataset} / {setting}: {focus} against each rival ({int(block['n_pairs'].max())} seeds; "
-                     f"Holm-adjusted t-test)", fontsize=8)
-        present = [v for v in ("win", "tie", "loss", "untested") if v in set(block["verdict"])]
-        ax.legend(handles=[Patch(color=VERDICT_COLOURS[v], label=v) for v in present], fontsize="small",
-                  loc="best")
-        ax.grid(axis="x", alpha=0.3)
+        ax.set_title(f"{dataset} / {setting}\n{focus} against each rival, {int(block['n_pairs'].max())} seeds; "
+                     "verdict by Holm-adjusted t-test", fontsize="medium")
+        fig.legend(handles=_verdict_handles(block["verdict"], hollow), fontsize="small", loc="outside lower center",
+                   ncols=3)
         written += _save(fig, Path(out_dir) / f"forest_{_safe(dataset)}_{_safe(setting)}.png")
     return written
 
 
-def critical_difference(frame, metric: str, out_dir: str | Path, alpha: float = 0.05) -> list[Path]:
+def verdict_overview(comparison, study, out_dir: str | Path) -> list[Path]:
+    """The report's first figure, per dataset: the focus method against each rival on the primary metric, one
+    panel per setting side by side (rivals on a shared axis), coloured by the adjusted verdict."""
+    if study is None or study.focus is None or comparison is None or not len(comparison):
+        return []
+    rows = comparison[(comparison["method"] == study.focus) & (comparison["family"] == "primary")]
+    written = []
+    for dataset, dataset_rows in rows.groupby("dataset", sort=False):
+        rivals = list(dict.fromkeys(dataset_rows["baseline"]))
+        blocks = list(dataset_rows.groupby("setting", sort=False))
+        fig = _new_figure(min(2.6 * len(blocks) + 2.0, 30), 0.3 * len(rivals) + 2.3)
+        axes = fig.subplots(1, len(blocks), sharey=True, squeeze=False)[0]
+        hollow = False
+        for ax, (setting, block) in zip(axes, blocks):
+            block = block.set_index("baseline").reindex(rivals).reset_index()
+            block = block.fillna({"verdict": "untested", "method_failed": 0, "baseline_failed": 0,
+                                  "n_pairs_without_failed": 0, "n_pairs": 0})
+            hollow |= _forest_axis(ax, block, healthy_marks=True)
+            ax.set_title(f"{setting}\n({int(block['n_pairs'].max())} seeds)", fontsize="small")
+            ax.tick_params(axis="x", labelsize="small")
+        axes[0].set_yticks(np.arange(len(rivals))[::-1], [f"vs {r}" for r in rivals])
+        fig.supxlabel(f"{study.focus} − rival, {study.primary.replace('_', ' ')}\n(paired mean over seeds, 95 % "
+                      "bootstrap interval)", fontsize="small")
+        fig.suptitle(f"{dataset}: {study.focus} against each rival in every setting\nverdict by Holm-adjusted "
+                     "t-test", fontsize="medium")
+        fig.legend(handles=_verdict_handles(dataset_rows["verdict"], hollow), fontsize="small",
+                   loc="outside upper center", ncols=3)
+        written += _save(fig, Path(out_dir) / f"verdict_overview_{_safe(dataset)}.png")
+    return written
+
+
+def critical_difference(frame, metric: str, out_dir: str | Path, alpha: float = 0.05,
+                        presentation: Presentation | None = None) -> list[Path]:
     """Per dataset: every method's mean rank on ``metric`` over blocks = (setting, seed), the Friedman test and
     Nemenyi's post-hoc (scikit-posthocs) as a critical-difference diagram; methods joined by a bar are not
     distinguishable. Needs at least 3 methods and 2 complete blocks."""
     import scikit_posthocs as sp
     from scipy import stats
+
+    from fedakd.reporting.looks import method_looks
 
     written = []
     for dataset, block in frame.groupby("dataset", sort=False):
@@ -397,9 +588,12 @@ def critical_difference(frame, metric: str, out_dir: str | Path, alpha: float = 
         nemenyi = sp.posthoc_nemenyi_friedman(table.to_numpy())
         nemenyi.index = nemenyi.columns = list(table.columns)
         friedman = stats.friedmanchisquare(*(table[c].to_numpy() for c in table.columns)).pvalue
-        fig = _new_figure(7.0, 0.28 * table.shape[1] + 1.6)
+        looks = presentation.looks if presentation is not None else method_looks(table.columns)
+        fig = _new_figure(7.5, 0.28 * table.shape[1] + 1.8)
         ax = fig.subplots()
-        sp.critical_difference_diagram(ranks, nemenyi, alpha=alpha, ax=ax)
+        sp.critical_difference_diagram(ranks, nemenyi, alpha=alpha, ax=ax,
+                                       color_palette={m: looks[m].color for m in table.columns},
+                                       label_props={"fontsize": "small"})
         ax.set_title(f"{dataset}: mean rank on {metric.replace('_', ' ')} over N = {table.shape[0]} blocks "
                      f"(settings x seeds), Friedman p = {friedman:.3g};\nbars join methods that Nemenyi's test "
                      f"cannot tell apart at {alpha}", fontsize=7)
@@ -407,11 +601,11 @@ def critical_difference(frame, metric: str, out_dir: str | Path, alpha: float = 
     return written
 
 
-def step_sensitivity(frame, study, out_dir: str | Path) -> list[Path]:
+def step_sensitivity(frame, study, out_dir: str | Path, presentation: Presentation | None = None) -> list[Path]:
     """Per dataset and step family: each method's primary metric (final-window mean over seeds, 95 % bootstrap
-    interval) against the effective client step lr / (1 - momentum), one line per method, every failed run
-    (collapsed or diverged) marked with an x at its value."""
-    from fedakd.reporting.looks import method_looks
+    interval) against the effective client step lr / (1 - momentum), one line per method (one panel per group
+    of methods), every failed run (collapsed or diverged) marked with an x at its value."""
+    from fedakd.reporting.looks import method_looks, method_panels
     from fedakd.reporting.steps import step_points
 
     points = step_points(frame, study, study.primary)
@@ -419,32 +613,39 @@ def step_sensitivity(frame, study, out_dir: str | Path) -> list[Path]:
     for (dataset, family) in dict.fromkeys((p["dataset"], p["family"]) for p in points):
         mine = [p for p in points if p["dataset"] == dataset and p["family"] == family]
         methods = list(dict.fromkeys(p["method"] for p in mine))
-        looks = method_looks(methods, focus=study.focus, references=study.references)
-        fig = _new_figure(6.4, 4.0)
-        ax = fig.subplots()
-        offsets = dict(zip(methods, np.linspace(-0.04, 0.04, len(methods))))  # side by side, in log space
-        for method in methods:
-            line = sorted((p for p in mine if p["method"] == method), key=lambda p: p["step"])
-            steps = np.array([p["step"] for p in line]) * np.exp(offsets[method])
-            means = np.array([p["mean"] for p in line])
-            low = np.array([p["ci_low"] for p in line])
-            high = np.array([p["ci_high"] for p in line])
-            err = np.vstack([np.nan_to_num(means - low), np.nan_to_num(high - means)])
-            ax.errorbar(steps, means, yerr=err, markersize=4, capsize=3, label=method, **looks[method].line())
-            for step, p in zip(steps, line):
-                if p["failed_values"]:
-                    ax.plot([step] * len(p["failed_values"]), p["failed_values"], "x", color=looks[method].color,
-                            markersize=6)
-        ax.set_xscale("log")
-        ticks = sorted({p["step"] for p in mine})
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.minorticks_off()
-        ax.set_xlabel("effective client step lr / (1 − momentum)")
-        ax.set_ylabel(f"{study.primary.replace('_', ' ')} (final-window mean)")
-        ax.set_title(f"{dataset} / {family}: the verdict across step sizes\n(mean over seeds, 95 % bootstrap "
-                     "interval; x: a failed run)", fontsize=8)
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-        ax.grid(alpha=0.3)
+        if presentation is not None:
+            looks, panels = presentation.looks, presentation.panels(methods)
+        else:
+            looks = method_looks(methods, focus=study.focus, references=study.references)
+            panels = method_panels(methods, focus=study.focus, baseline=study.baseline, ladder=study.ladder,
+                                   references=study.references)
+        fig = _new_figure(7.4, 3.2 * len(panels) + 0.8)
+        axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+        for ax, (title, group) in zip(axes, panels):
+            offsets = dict(zip(group, np.linspace(-0.04, 0.04, len(group))))  # side by side, in log space
+            for method in group:
+                line = sorted((p for p in mine if p["method"] == method), key=lambda p: p["step"])
+                steps = np.array([p["step"] for p in line]) * np.exp(offsets[method])
+                means = np.array([p["mean"] for p in line])
+                err = np.vstack([np.nan_to_num(means - [p["ci_low"] for p in line]),
+                                 np.nan_to_num(np.array([p["ci_high"] for p in line]) - means)])
+                ax.errorbar(steps, means, yerr=err, markersize=4, capsize=3, label=method, **looks[method].line())
+                for step, p in zip(steps, line):
+                    if p["failed_values"]:
+                        ax.plot([step] * len(p["failed_values"]), p["failed_values"], "x",
+                                color=looks[method].color, markersize=6)
+            ax.set_xscale("log")
+            ticks = sorted({p["step"] for p in mine})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
+            ax.set_xlabel("effective client step lr / (1 − momentum)")
+            ax.set_ylabel(f"{study.primary.replace('_', ' ')}")
+            if title:
+                ax.set_title(title, fontsize="medium")
+            ax.grid(alpha=0.3)
+            _legend_right(ax)
+        fig.suptitle(f"{dataset} / {family}: the verdict across step sizes\n(final-window mean over seeds, 95 % "
+                     "bootstrap interval; x: a failed run)", fontsize="medium")
         written += _save(fig, Path(out_dir) / f"steps_{_safe(dataset)}_{_safe(family)}.png")
     return written
 
@@ -452,25 +653,25 @@ def step_sensitivity(frame, study, out_dir: str | Path) -> list[Path]:
 def make_figures(runs: list[dict[str, Any]], manifests: list[dict[str, Any]], out_dir: str | Path,
                  tuning: list[dict[str, Any]] = (), comparison=None, study=None) -> list[Path]:
     """Every figure of the report; partition heatmaps are named after the setting whose runs share their hash.
-    With the comparison table and the study, also the forest plots and the critical-difference diagrams."""
-    from fedakd.reporting.looks import method_looks
+    With the comparison table and the study, also the verdict overview, the forest plots and the
+    critical-difference diagrams."""
     from fedakd.reporting.steps import is_base
 
     out_dir = Path(out_dir)
-    looks = None if study is None else method_looks(_by_method(runs), focus=study.focus, references=study.references)
+    shown = Presentation(runs, study)
     base_runs = runs if study is None else [run for run in runs if is_base(study, run["job"]["setting"])]
-    written = [*learning_curves(runs, out_dir, looks), *per_class_recall(runs, out_dir, looks),
-               *minority_vs_imbalance(base_runs, out_dir, looks), *accuracy_vs_bytes(runs, out_dir, looks),
+    written = [*learning_curves(runs, out_dir, shown), *per_class_recall(runs, out_dir, shown),
+               *minority_vs_imbalance(base_runs, out_dir, shown), *accuracy_vs_bytes(runs, out_dir, shown),
                *tuning_sensitivity(list(tuning), out_dir)]
     if study is not None:
         from fedakd.reporting.collect import runs_frame
 
         competitors = [run for run in runs if run["job"]["method"] not in set(study.references)]
         pools = [run for run in competitors if is_base(study, run["job"]["setting"])]  # each pool once
-        written += [*forest_plots(comparison, study.focus, out_dir),
+        written += [*verdict_overview(comparison, study, out_dir), *forest_plots(comparison, study.focus, out_dir),
                     *critical_difference(runs_frame(pools, study.final_window), study.primary, out_dir,
-                                         study.alpha),
-                    *step_sensitivity(runs_frame(competitors, study.final_window), study, out_dir)]
+                                         study.alpha, shown),
+                    *step_sensitivity(runs_frame(competitors, study.final_window), study, out_dir, shown)]
     setting_of = {}  # a partition is named after the first setting trained on it (a step setting shares its base's)
     for run in [*base_runs, *runs]:
         setting_of.setdefault(run["partition_sha256"], run["job"]["setting"])

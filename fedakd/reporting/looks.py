@@ -79,3 +79,35 @@ def method_looks(methods: Iterable[str], *, focus: str | None = "fedakd",
         used.add(slot)
         looks[name] = _slot_look(slot)
     return looks
+
+
+#: The most methods one axis shows; a study with more is split into panels (method_panels).
+PANEL_LINES = 8
+#: The ladder a figure called without a study assumes (the schema's default comparisons.ladder).
+DEFAULT_LADDER = ("fedavg", "fedavg-ft", "fedakd-noattn", "fedakd")
+
+
+def method_panels(methods: Iterable[str], *, focus: str | None = "fedakd", baseline: str | None = "fedavg",
+                  ladder: Iterable[str] = DEFAULT_LADDER, references: Iterable[str] = ("centralised",),
+                  classes: dict[str, str] | None = None) -> list[tuple[str, list[str]]]:
+    """The panels a figure splits ``methods`` into, as (title, methods), so that no axis holds more than
+    PANEL_LINES of them: one panel when they fit; else the ablation ladder, the focus method's other variants
+    (the methods of its class, from ``classes``: name -> method class), then the other rivals in config order,
+    in as few even panels as fit. Every panel after the first repeats the focus method, the baseline and the
+    references, so that each reads on its own against the same yardsticks."""
+    methods, references = list(dict.fromkeys(methods)), [m for m in references if m in methods]
+    if len(methods) <= PANEL_LINES:
+        return [("", methods)]
+    anchors = [m for m in (focus, baseline) if m in methods] + references
+    ladder = [m for m in ladder if m in methods]
+    rest = [m for m in methods if m not in ladder and m not in anchors]
+    focus_class = (classes or {}).get(focus) if focus else None
+    variants = [m for m in rest if focus_class is not None and (classes or {}).get(m) == focus_class]
+    rivals = [m for m in rest if m not in variants]
+    groups = [("the ablation ladder", ladder), (f"variants of {focus}", variants)]
+    room = max(PANEL_LINES - len(anchors), 1)
+    chunks = -(-len(rivals) // room)
+    for i in range(chunks):
+        part = rivals[i * len(rivals) // chunks:(i + 1) * len(rivals) // chunks]
+        groups.append(("rivals" + (f" ({i + 1} of {chunks})" if chunks > 1 else ""), part))
+    return [(title, [m for m in methods if m in group or m in anchors]) for title, group in groups if group]

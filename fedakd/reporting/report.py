@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 from fedakd.config import config_digest
 from fedakd.io import atomic_write_text
 from fedakd.reporting.collect import ResultsError
-from fedakd.reporting.stats import smallest_attainable_p
+from fedakd.reporting.stats import MIN_HEALTHY_PAIRS, smallest_attainable_p
 
 if TYPE_CHECKING:
     from fedakd.config.study import Study
 FIGURE_SECTIONS = {
+    "verdict_overview": "The verdict over every setting (the focus method against each rival)",
     "critical_difference": "Critical-difference diagrams (Friedman + Nemenyi across settings and seeds)",
     "forest": "Forest plots (the focus method against each rival)",
     "learning_curves": "Learning curves",
@@ -48,15 +49,45 @@ def _setup(config: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
         f"- Federation: {', '.join(f'{k} = {v}' for k, v in federation.items()) or '-'}",
         f"- Model: {_inline(config.get('model', {}))}",
         f"- Runs collected: {len(runs)}",
-        "", "### Settings", "", "| setting | imbalance | split |", "|---|---|---|",
+        "", "### Settings", "", "| setting | imbalance | split | client step |", "|---|---|---|---|",
     ]
-    lines += [f"| {name} | {_inline(params.get('imbalance'))} | {_inline(params.get('split'))} |"
-              for name, params in config.get("settings", {}).items()]
-    lines += ["", "### Methods", "", "| name | method | options |", "|---|---|---|"]
+    lines += [f"| {name} | {_imbalance_words(params.get('imbalance', {}))} | {_split_words(params.get('split', {}))} "
+              f"| {_step_words(params)} |" for name, params in config.get("settings", {}).items()]
+    lines += ["", "### Methods", "",
+              "Each method's options that differ from its defaults; `fedakd options <method>` lists every option "
+              "with its default and meaning, and each run folder's metrics.json and MLflow run hold the full "
+              "resolved options.", "", "| name | method | options changed from the defaults |", "|---|---|---|"]
+    from fedakd.config.methods import changed_options, method_options
+
     for name, spec in config.get("methods", {}).items():
-        options = {k: v for k, v in spec.items() if k != "method"}
-        lines.append(f"| {name} | {spec.get('method', name)} | {_inline(options) if options else 'defaults'} |")
+        changed = changed_options(spec.get("method", name), method_options(spec))
+        lines.append(f"| {name} | {spec.get('method', name)} | "
+                     f"{', '.join(f'{k} = {json.dumps(v)}' for k, v in changed.items()) or 'none'} |")
     return lines + [""]
+
+
+def _imbalance_words(imbalance: dict[str, Any]) -> str:
+    """'longtail, factor 100' (the options left at their defaults unsaid)."""
+    kind = imbalance.get("kind", "?")
+    words = kind if kind == "none" else f"{kind}, factor {imbalance.get('factor', '?'):g}"
+    if kind == "step":
+        words += f", minority fraction {imbalance.get('minority_fraction', 0.5)}"
+    return words + (", classes shuffled" if imbalance.get("shuffle_classes") else "")
+
+
+def _split_words(split: dict[str, Any]) -> str:
+    kind = split.get("kind", "?")
+    if kind in ("dirichlet", "quantity"):
+        return f"{kind}, alpha {split.get('alpha')}"
+    return f"{kind}, k {split.get('k')}" if kind == "classes" else kind
+
+
+def _step_words(params: dict[str, Any]) -> str:
+    """A step setting's client step, 'lr 0.01 on the pool of lt100-dir0.5'; the federation's for a base."""
+    if not params.get("step_of"):
+        return "the federation's"
+    changed = ", ".join(f"{k} {v}" for k, v in params.get("federation", {}).items())
+    return f"{changed} on the pool of {params['step_of']}"
 
 
 def _partitions(runs: list[dict[str, Any]], manifests: list[dict[str, Any]]) -> list[str]:
@@ -111,33 +142,41 @@ def _ladder_sentence(ladder, metric: str) -> str:
             f"{step['to_method']}), which {direction} {_difference(step)}.")
 
 
-def _failed_runs(runs: list[dict[str, Any]], dataset: str, setting: str) -> list[str]:
-    """'fedakd seed 1: collapsed from round 3 (averaged)' for every failed run of one dataset and setting."""
-    from fedakd.diagnostics import describe, failed
+def failed_run_table(runs: list[dict[str, Any]], dataset: str, setting: str) -> list[str]:
+    """The failed runs of one dataset and setting as one Markdown table, a row per method, failure and step
+    (the seeds and the rounds in the same order); empty when none failed."""
+    from fedakd.diagnostics import failed
 
-    found = [(run["job"]["method"], int(run["job"]["seed"]), describe(run.get("failure")))
-             for run in runs if run["job"]["dataset"] == dataset and run["job"]["setting"] == setting
-             and failed(run.get("failure"))]
-    return [f"{method} seed {seed}: {what}" for method, seed, what in sorted(found)]
+    rows: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
+    for run in runs:
+        failure = run.get("failure")
+        if run["job"]["dataset"] != dataset or run["job"]["setting"] != setting or not failed(failure):
+            continue
+        kind = "diverged" if failure.get("diverged") else "collapsed"
+        entry = failure[kind]
+        rows.setdefault((run["job"]["method"], kind, entry["step"]), []).append((int(run["job"]["seed"]),
+                                                                                 int(entry["round"])))
+    if not rows:
+        return []
+    lines = ["| failed | how | seeds | from round | step |", "|---|---|---|---|---|"]
+    for (method, kind, step), found in sorted(rows.items()):
+        found.sort()
+        lines.append(f"| {method} | {kind} | {', '.join(str(seed) for seed, _ in found)} | "
+                     f"{', '.join(str(r) for _, r in found)} | {step} |")
+    return lines
 
 
-def _failure_sentences(runs, comparison_rows, focus: str, dataset: str, setting: str) -> list[str]:
-    """Every failed run named (method, seed, round, step), and the focus method's primary-metric differences
-    without the failed seeds, as one sensitivity line."""
-    failed_runs = _failed_runs(runs, dataset, setting)
-    if not failed_runs:
-        return ["No run collapsed or diverged."]
-    sentences = [f"Failed runs ({len(failed_runs)}; kept in every statistic above): " + "; ".join(failed_runs) + "."]
+def _sensitivity_note(comparison_rows, focus: str) -> str:
+    """What the forest plot's hollow marks cover: the comparisons touched by a failed run, and the ones with too
+    few healthy pairs (fewer than MIN_HEALTHY_PAIRS) to show without them."""
     rows = comparison_rows[(comparison_rows["family"] == "primary")
                            & ((comparison_rows["method_failed"] > 0) | (comparison_rows["baseline_failed"] > 0))]
-    if len(rows):
-        sentences.append("Sensitivity, without the failed seeds: " + "; ".join(
-            f"{focus} − {row['baseline']} " + (
-                f"{row['mean_diff_without_failed']:+.3f} (n = {row['n_pairs_without_failed']}, against "
-                f"{row['mean_diff']:+.3f} with them)" if row["n_pairs_without_failed"] else
-                f"no seed without a failed run (against {row['mean_diff']:+.3f} with them)")
-            for _, row in rows.iterrows()) + ".")
-    return sentences
+    few = rows[rows["n_pairs_without_failed"] < MIN_HEALTHY_PAIRS]["baseline"].tolist()
+    note = ("Failed runs stay in every statistic; the forest plot's hollow marks give the difference without them "
+            f"where at least {MIN_HEALTHY_PAIRS} healthy pairs remain")
+    if few:
+        note += f", too few remain against {', '.join(few)}"
+    return note + "."
 
 
 def _convergence_clause(block, baseline: str | None) -> str:
@@ -181,28 +220,67 @@ def _setting_sentences(block, rows, steps, study) -> list[str]:
 
 def _verdict_paragraphs(tables: dict, study, runs: list[dict[str, Any]] = (), figures: list[Path] = (),
                         report_dir: Path | None = None) -> list[str]:
-    """The report's opening: per dataset and setting, the forest plot, at most three sentences drawn from the
-    primary family and the ladder, then every failed run named."""
+    """The report's opening: the overview figure over every setting with at most three sentences under it;
+    then per dataset and setting, the forest plot, at most three sentences drawn from the primary family and
+    the ladder, and one table of the failed runs."""
     summary, comparison, ladder = tables["summary"], tables["comparison"], tables["ladder"]
     focus = study.focus
     lines = ["## Verdict", ""]
     if focus is None:
         return lines + ["The config declares no focus method (comparisons.focus), so no verdict is drawn; the "
                         "declared comparisons are in the table below.", ""]
-    forests = {Path(f).stem: Path(f) for f in figures if Path(f).suffix == ".png" and Path(f).stem.startswith("forest_")}
+    pngs = {Path(f).stem: Path(f) for f in figures if Path(f).suffix == ".png"}
+
+    def image(stem: str, text: str) -> list[str]:
+        if stem not in pngs or report_dir is None:
+            return []
+        return [f"![{text}]({Path(os.path.relpath(pngs[stem], report_dir)).as_posix()})", ""]
+
+    for dataset in dict.fromkeys(summary["dataset"]):
+        lines += image(f"verdict_overview_{dataset}", f"{focus} against each rival in every setting, {dataset}")
+    lines += [" ".join(overview_sentences(tables, study, runs)), ""]
     for (dataset, setting), block in summary.groupby(["dataset", "setting"], sort=False):
         n = int(block["n_seeds"].max())
         rows = comparison[(comparison["dataset"] == dataset) & (comparison["setting"] == setting)
                           & (comparison["method"] == focus)]
         steps = ladder[(ladder["dataset"] == dataset) & (ladder["setting"] == setting)]
         lines += [f"### {dataset} / {setting} ({n} seeds, {_window_words(study)})", ""]
-        forest = forests.get(f"forest_{dataset}_{setting}")
-        if forest is not None and report_dir is not None:
-            lines += [f"![{focus} against each rival, {dataset} / {setting}]"
-                      f"({Path(os.path.relpath(forest, report_dir)).as_posix()})", ""]
+        lines += image(f"forest_{dataset}_{setting}", f"{focus} against each rival, {dataset} / {setting}")
         lines += [" ".join(_setting_sentences(block, rows, steps, study)), ""]
-        lines += [" ".join(_failure_sentences(runs, rows, focus, dataset, setting)), ""]
+        failed_table = failed_run_table(runs, dataset, setting)
+        if failed_table:
+            lines += failed_table + ["", f"*{_sensitivity_note(rows, focus)}*", ""]
     return lines + _step_paragraphs(tables, study, figures, report_dir)
+
+
+def overview_sentences(tables: dict, study, runs: list[dict[str, Any]] = ()) -> list[str]:
+    """At most three sentences over every setting: the focus method's wins, ties and losses per setting, whether
+    its verdict holds across the client steps, and how many runs failed."""
+    from fedakd.diagnostics import failed
+
+    comparison = tables["comparison"]
+    primary = comparison[(comparison["method"] == study.focus) & (comparison["family"] == "primary")]
+    counts = []
+    for (dataset, setting), block in primary.groupby(["dataset", "setting"], sort=False):
+        verdicts = block["verdict"].value_counts()
+        counts.append(f"{setting} {int(verdicts.get('win', 0))}-{int(verdicts.get('tie', 0))}-"
+                      f"{int(verdicts.get('loss', 0))}")
+    rivals = primary["baseline"].nunique()
+    sentences = [f"On {study.primary.replace('_', ' ')} ({_window_words(study)}), {study.focus} against its "
+                 f"{rivals} declared rivals wins-ties-losses: " + "; ".join(counts) + "." if counts else
+                 f"{study.focus} has no declared comparison on {study.primary.replace('_', ' ')}."]
+    table = tables.get("steps")
+    if table is not None and len(table):
+        from fedakd.reporting.steps import step_sentences
+
+        holds = step_sentences(table, study)
+        flips = [s for s in holds if "depends on the step" in s]
+        sentences.append(f"Across the client steps its verdict holds in {len(holds) - len(flips)} of {len(holds)} "
+                         "step families" + (" and changes in the others (see below)." if flips else "."))
+    failed_runs = [run for run in runs if failed(run.get("failure"))]
+    sentences.append(f"{len(failed_runs)} of {len(runs)} runs collapsed or diverged" +
+                     (" (each setting's table names them)." if failed_runs else "."))
+    return sentences[:3]
 
 
 def _window_words(study) -> str:
@@ -226,8 +304,6 @@ def _step_paragraphs(tables: dict, study, figures: list[Path], report_dir: Path 
     return lines + [" ".join(step_sentences(table, study)), ""]
 
 
-#: The fewest pairs without a failed run whose spread the power note uses (the std of two differences is noise).
-MIN_HEALTHY_PAIRS = 3
 
 
 def _statistics_note(tables: dict, study) -> list[str]:
@@ -242,7 +318,7 @@ def _statistics_note(tables: dict, study) -> list[str]:
     family = int(primary["family_size"].max()) if len(primary) else 0
     spreads = primary["paired_std"].dropna().to_numpy(dtype=float) if len(primary) else np.array([])
     lines = [
-        "### How the verdict is drawn", "",
+        "## How the verdict is drawn", "",
         f"The comparisons and the metrics were declared by the config before any result existed: "
         f"{len(study.pairs)} comparisons (each method against {study.baseline}, and {study.focus} against every "
         f"other; references excluded). The **primary** metric, {study.primary.replace('_', ' ')}, makes each "
@@ -327,7 +403,10 @@ def write_report(runs: list[dict[str, Any]], tables: dict, figures: list[Path], 
              f"Headline figures are test metrics, each run's **{_window_words(study)}**, then mean ± std [95 % "
              "bootstrap interval] over seeds; the final round's balanced accuracy is beside them.", "",
              "### Summary", "", readable["summary"].to_markdown(index=False), "",
-             "### Declared comparisons", "", readable["comparison"].to_markdown(index=False), "",
+             "### Declared comparisons (the primary family)", "",
+             "The comparisons on the primary metric, whose Holm-adjusted tests decide the verdict; every secondary "
+             "metric's family is in comparison.csv and comparison.md beside the other tables.", "",
+             readable["comparison"][readable["comparison"]["family"] == "primary"].to_markdown(index=False), "",
              "### Ablation ladder", "", readable["ladder"].to_markdown(index=False) if len(readable["ladder"])
              else "The study lacks the ladder's methods.", "",
              "### Across settings", "", readable["across"].to_markdown(index=False), "",

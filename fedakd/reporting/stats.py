@@ -24,6 +24,8 @@ POWER = 0.8
 MOST_SEEDS = 1000
 #: Bootstrap resamples and their seed: the same runs always give the same interval.
 RESAMPLES, BOOTSTRAP_SEED = 10_000, 20201
+#: The fewest pairs without a failed run whose difference or spread the report shows (two say nothing).
+MIN_HEALTHY_PAIRS = 3
 
 
 @dataclass(frozen=True)

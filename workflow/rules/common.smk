@@ -88,7 +88,7 @@ def figure_patterns():
     methods = one_of(config["methods"])
     return [
         f"{{kind,{one_of(FIGURE_KINDS)}}}_{{dataset,{datasets}}}_{{setting,{settings}}}.png",
-        f"{{kind,minority_vs_imbalance|critical_difference}}_{{dataset,{datasets}}}{{setting,()}}.png",
+        f"{{kind,verdict_overview|minority_vs_imbalance|critical_difference}}_{{dataset,{datasets}}}{{setting,()}}.png",
         f"{{kind,partition}}_{{dataset,{datasets}}}_{{setting,{settings}}}_seed{{seed,\\d+}}.png",
         f"{{kind,tuning_sensitivity}}_{{method,{methods}}}_{{dataset,{datasets}}}_{{setting,{settings}}}.png",
     ]
