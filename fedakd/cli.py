@@ -97,11 +97,16 @@ def _add_bundle_commands(commands) -> None:
     ui_import.add_argument("--tracking-uri", required=True, help="e.g. sqlite:///build/paper/X/mlflow.db")
 
 
-def run_bundle_command(args: argparse.Namespace) -> int:
-    """The bundle commands; verify's exit status is 1 when a job disagrees."""
+def run_configless_command(args: argparse.Namespace) -> int:
+    """The commands that read no config of their own: the bundle commands (verify's exit status is 1 when a
+    job disagrees) and the options listing."""
     from fedakd import publish
 
-    if args.command == "publish":
+    if args.command == "options":
+        from fedakd.config.methods import describe_options
+
+        print(describe_options(args.methods))
+    elif args.command == "publish":
         out = publish.publish(args.config, args.overrides, results_root=args.results, out=args.out)
         print(f"wrote {out} ({sum(p.stat().st_size for p in out.rglob('*') if p.is_file()) / 1e6:.2f} MB)")
     elif args.command == "unpack":
@@ -140,13 +145,8 @@ def import_bundle(bundle: str, workdir: str, tracking_uri: str) -> int:
 def run(args: argparse.Namespace, callbacks=()) -> int | None:
     from fedakd.config import job_spec, load_config, partition_spec
 
-    if args.command in ("publish", "unpack", "verify", "ui-import"):
-        return run_bundle_command(args)
-    if args.command == "options":
-        from fedakd.config.methods import describe_options
-
-        print(describe_options(args.methods))
-        return 0
+    if args.command in ("publish", "unpack", "verify", "ui-import", "options"):
+        return run_configless_command(args)
     if args.command == "flower":
         from fedakd.flower import require_flower
 

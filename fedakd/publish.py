@@ -12,6 +12,7 @@ published/<study>/
     partitions/<dataset>/<setting>/seed<S>.json    each partition's manifest (its indices' SHA-256 inside)
     tuning/<dataset>/<setting>/<method>.json       the tuning choices, for a tuned study
     tables/<name>.csv                 the pipeline's own tables, which a regenerated paper must equal
+    figures/verdict_overview_<dataset>.png   the verdict's overview figure, for the README
 
 A bundle is refused whole when a file differs from its manifest, is missing, or is not in it; a run inside is
 checked as every metrics.json is (fedakd.record.RunRecord) before it enters a results tree.
@@ -217,6 +218,10 @@ def _write_contents(tmp: Path, config: dict[str, Any], runs: list[tuple[dict, di
     for table in sorted((results_root / layout.TABLES_DIR).glob("*.csv")):
         (tmp / "tables").mkdir(exist_ok=True)
         shutil.copyfile(table, tmp / "tables" / table.name)
+    # the verdict's overview figure, for a page (the README) that shows the answer without regenerating it
+    for figure in sorted((results_root / layout.FIGURES_DIR).glob("verdict_overview_*.png")):
+        (tmp / "figures").mkdir(exist_ok=True)
+        shutil.copyfile(figure, tmp / "figures" / figure.name)
 
 
 def bundle_runs(bundle: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:

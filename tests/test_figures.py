@@ -107,14 +107,21 @@ def test_no_text_leaves_the_canvas(drawn):
         assert tight.x1 <= width + 0.01 and tight.y1 <= height + 0.01, (stem, tight, (width, height))
 
 
-def test_no_legend_lies_on_data(drawn):
+def _overlap(a, b) -> float:
+    return min(min(a.x1, b.x1) - max(a.x0, b.x0), min(a.y1, b.y1) - max(a.y0, b.y0))
+
+
+def test_no_legend_lies_on_data_or_on_a_title(drawn):
     for stem, fig in drawn.items():
+        titles = [text for text in (fig._suptitle, fig._supxlabel, *(ax.title for ax in fig.axes),
+                                    *(ax.xaxis.label for ax in fig.axes)) if text is not None and text.get_text()]
         for legend in _legends(fig):
             box = legend.get_window_extent()
             for ax in fig.axes:
-                area = ax.get_window_extent()
-                overlap = min(box.x1, area.x1) - max(box.x0, area.x0), min(box.y1, area.y1) - max(box.y0, area.y0)
-                assert min(overlap) <= 1, f"{stem}: a legend lies on the data of {ax.get_title()!r}"
+                assert _overlap(box, ax.get_window_extent()) <= 1, \
+                    f"{stem}: a legend lies on the data of {ax.get_title()!r}"
+            for text in titles:
+                assert _overlap(box, text.get_window_extent()) <= 1, f"{stem}: a legend covers {text.get_text()!r}"
 
 
 def test_many_methods_are_split_into_panels_of_at_most_eight(drawn):

@@ -50,6 +50,9 @@ def test_the_paper_regenerates_from_the_bundle_alone_with_identical_tables(smoke
     assert report.startswith("# fedakd-bench report: fedakd-bench-smoke") and "## Verdict" in report
     assert sorted(p.name for p in (paper / "reports" / "figures").iterdir()) == \
         sorted(p.name for p in (workdir / "reports" / "figures").iterdir())
+    # the bundle's overview figure (the README's) is the one the paper draws again, byte for byte
+    overview = "verdict_overview_digits.png"
+    assert (bundle / "figures" / overview).read_bytes() == (paper / "reports" / "figures" / overview).read_bytes()
     html = snakemake(paper, "--config", f"published={bundle}", "--report", str(paper / "reports" / "report.html"),
                      configfile=paper / "config.yaml")
     assert html.returncode == 0 and "Report created" in output(html), output(html)[-3000:]

@@ -144,8 +144,15 @@ def test_the_html_report_and_the_summary_run_show_the_same_figures(ui, browser):
     built = snakemake(workdir, "--report", str(html))
     assert built.returncode == 0, output(built)[-3000:]
     browser.get(html.as_uri())
-    body = wait_for_text(browser, ["Figures: digits"])
-    shoot(browser, "snakemake-report")
+    wait_for_text(browser, ["Figures: digits"])
+    for step in ("Figures: digits", "all settings"):  # the report's own menu, as a reader clicks through it
+        wait_for_element(browser, f"//*[normalize-space(text())='{step}']").click()
+    row = wait_for_element(browser, "//td[normalize-space(text())='verdict_overview']/ancestor::tr[1]")
+    row.find_element("xpath", ".//a[@iconname='eye']").click()  # show the figure
+    image = wait_for_element(browser, "//img[contains(@src, 'filename=verdict_overview_digits')]")
+    time.sleep(1)
+    shoot(browser, "snakemake-report-verdict-overview")
+    assert image.size["width"] > 300, image.size
     page = html.read_text()
     in_report = {name for name in pngs if name in page}
     assert in_report == pngs, pngs - in_report
@@ -157,7 +164,9 @@ def test_the_html_report_and_the_summary_run_show_the_same_figures(ui, browser):
     experiment = summary["experiment_id"]
     browser.get(f"{base}/#/experiments/{experiment}/runs/{summary['summary_run_id']}/artifacts/figures/"
                 "verdict_overview_digits.png?workflowType=machine_learning")
-    body = wait_for_text(browser, ["verdict_overview_digits.png"])
-    time.sleep(2)  # the image itself loads after the page's text
+    body = wait_for_text(browser, ["verdict_overview_digits.png", "forest_digits_lt10-dir1.png"])
+    image = wait_for_element(browser, "//img[contains(@src, 'verdict_overview_digits.png')]")
+    time.sleep(1)  # the image itself loads after the page's text
     shoot(browser, "summary-run-verdict-overview")
     assert "verdict_overview_digits.png" in body and "forest_digits_lt10-dir1.png" in body
+    assert image.size["width"] > 300, image.size

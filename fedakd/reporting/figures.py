@@ -336,7 +336,6 @@ def minority_vs_imbalance(runs: list[dict[str, Any]], out_dir: str | Path,
     dataset with none at all gets no figure.
     """
     from fedakd.diagnostics import failed
-    from fedakd.reporting.stats import bootstrap_interval
 
     shown, written = _presentation(runs, presentation), []
     datasets: dict[str, list[dict[str, Any]]] = {}
@@ -362,21 +361,12 @@ def minority_vs_imbalance(runs: list[dict[str, Any]], out_dir: str | Path,
             for (method, fixed_json), points in lines.items():
                 if method not in methods:
                     continue
-                look = shown.looks[method]
-                factors = sorted(points)
-                healthy = [[v for v, bad in points[f] if not bad] or [math.nan] for f in factors]
-                mean = np.asarray([np.mean(v) for v in healthy])
-                bounds = np.asarray([bootstrap_interval(v) if len(v) > 1 else (m, m) for v, m in zip(healthy, mean)])
-                error = np.nan_to_num(np.vstack([mean - bounds[:, 0], bounds[:, 1] - mean]))
                 if len(split_styles) > 1:  # the line style tells the splits apart; the colour and marker the method
-                    style, label = {**look.line(), "linestyle": split_styles[fixed_json]}, _line_label(
-                        method, json.loads(fixed_json), kinds)
+                    style, label = {**shown.looks[method].line(), "linestyle": split_styles[fixed_json]}, \
+                        _line_label(method, json.loads(fixed_json), kinds)
                 else:
-                    style, label = look.line(), method
-                ax.errorbar(factors, mean, yerr=error, **style, markersize=4, capsize=3, label=label)
-                for f in factors:
-                    bad = [v for v, is_bad in points[f] if is_bad]
-                    ax.plot([f] * len(bad), bad, "x", color=look.color, markersize=5)
+                    style, label = shown.looks[method].line(), method
+                _factor_line(ax, points, style, label)
             ax.set_xscale("log")
             ax.set_xlabel("imbalance factor (largest / smallest class size, log scale)")
             ax.set_ylabel("final minority-class recall")
@@ -390,6 +380,22 @@ def minority_vs_imbalance(runs: list[dict[str, Any]], out_dir: str | Path,
                      fontsize="medium")
         written += _save(fig, Path(out_dir) / f"minority_vs_imbalance_{_safe(dataset)}.png")
     return written
+
+
+def _factor_line(ax, points: dict[float, list[tuple[float, bool]]], style: dict, label: str) -> None:
+    """One line of minority recall against the imbalance factor: at each factor the mean over the healthy runs
+    with its 95 % bootstrap interval, and each failed run's value as an x."""
+    from fedakd.reporting.stats import bootstrap_interval
+
+    factors = sorted(points)
+    healthy = [[v for v, bad in points[f] if not bad] or [math.nan] for f in factors]
+    mean = np.asarray([np.mean(v) for v in healthy])
+    bounds = np.asarray([bootstrap_interval(v) if len(v) > 1 else (m, m) for v, m in zip(healthy, mean)])
+    error = np.nan_to_num(np.vstack([mean - bounds[:, 0], bounds[:, 1] - mean]))
+    ax.errorbar(factors, mean, yerr=error, **style, markersize=4, capsize=3, label=label)
+    for f in factors:
+        bad = [v for v, is_bad in points[f] if is_bad]
+        ax.plot([f] * len(bad), bad, "x", color=style["color"], markersize=5)
 
 
 def _describe_setting(params: dict[str, Any]) -> str:
@@ -557,14 +563,14 @@ def verdict_overview(comparison, study, out_dir: str | Path) -> list[Path]:
                                   "n_pairs_without_failed": 0, "n_pairs": 0})
             hollow |= _forest_axis(ax, block, healthy_marks=True)
             ax.set_title(f"{setting}\n({int(block['n_pairs'].max())} seeds)", fontsize="small")
+            ax.set_xlabel(f"{study.focus} − rival", fontsize="small")
             ax.tick_params(axis="x", labelsize="small")
         axes[0].set_yticks(np.arange(len(rivals))[::-1], [f"vs {r}" for r in rivals])
-        fig.supxlabel(f"{study.focus} − rival, {study.primary.replace('_', ' ')}\n(paired mean over seeds, 95 % "
-                      "bootstrap interval)", fontsize="small")
-        fig.suptitle(f"{dataset}: {study.focus} against each rival in every setting\nverdict by Holm-adjusted "
-                     "t-test", fontsize="medium")
+        fig.suptitle(f"{dataset}: {study.focus} against each rival in every setting, "
+                     f"{study.primary.replace('_', ' ')}\n(paired mean difference over seeds, 95 % bootstrap "
+                     "interval; verdict by Holm-adjusted t-test)", fontsize="medium")
         fig.legend(handles=_verdict_handles(dataset_rows["verdict"], hollow), fontsize="small",
-                   loc="outside upper center", ncols=3)
+                   loc="outside lower center", ncols=3)
         written += _save(fig, Path(out_dir) / f"verdict_overview_{_safe(dataset)}.png")
     return written
 
