@@ -1,5 +1,5 @@
 """Command line: `fedakd validate | partition | train | ui-link | flower | publish | unpack | verify | ui-import |
-options`.
+options | verdict`.
 
 Predictable problems (a bad config value, missing data, a tampered partition, a
 read-only folder, a damaged store: fedakd.errors) end with one line naming the
@@ -91,6 +91,8 @@ def _add_bundle_commands(commands) -> None:
     options = commands.add_parser("options", help="every option of each method (or of those named), its default "
                                                   "and what it does")
     options.add_argument("methods", nargs="*", metavar="METHOD", help="registered method names (default: all)")
+    verdict = commands.add_parser("verdict", help="a bundle's verdict sentences, drawn again from its tables")
+    verdict.add_argument("--bundle", required=True)
     ui_import = commands.add_parser("ui-import", help="load a bundle's runs into an MLflow store (twice adds nothing)")
     ui_import.add_argument("--bundle", required=True)
     ui_import.add_argument("--out", required=True, help="the working folder the runs are unpacked into")
@@ -106,6 +108,8 @@ def run_configless_command(args: argparse.Namespace) -> int:
         from fedakd.config.methods import describe_options
 
         print(describe_options(args.methods))
+    elif args.command == "verdict":
+        print(publish.bundle_verdict(args.bundle))
     elif args.command == "publish":
         out = publish.publish(args.config, args.overrides, results_root=args.results, out=args.out)
         print(f"wrote {out} ({sum(p.stat().st_size for p in out.rglob('*') if p.is_file()) / 1e6:.2f} MB)")
@@ -145,7 +149,7 @@ def import_bundle(bundle: str, workdir: str, tracking_uri: str) -> int:
 def run(args: argparse.Namespace, callbacks=()) -> int | None:
     from fedakd.config import job_spec, load_config, partition_spec
 
-    if args.command in ("publish", "unpack", "verify", "ui-import", "options"):
+    if args.command in ("publish", "unpack", "verify", "ui-import", "options", "verdict"):
         return run_configless_command(args)
     if args.command == "flower":
         from fedakd.flower import require_flower

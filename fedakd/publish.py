@@ -273,3 +273,21 @@ def unpack(bundle: str | Path, workdir: str | Path) -> Path:
                           read_json(path, "tuning choice"))
     shutil.copyfile(bundle / CONFIG_FILE, workdir / CONFIG_FILE)
     return workdir
+
+
+def bundle_verdict(bundle: str | Path) -> str:
+    """The verdict's opening sentences (fedakd.reporting.report.overview_sentences) drawn again from a checked
+    bundle's tables and runs, training nothing: what the README quotes, checked by the tests."""
+    import pandas as pd
+    import yaml
+
+    from fedakd.config.study import Study
+    from fedakd.reporting.report import overview_sentences
+
+    check_bundle(bundle)
+    bundle = Path(bundle)
+    study = Study.from_config(yaml.safe_load((bundle / CONFIG_FILE).read_text()))
+    tables = {name: pd.read_csv(bundle / "tables" / f"{name}.csv") for name in ("comparison", "steps")
+              if (bundle / "tables" / f"{name}.csv").exists()}
+    runs = [run["metrics"] for _, run in bundle_runs(bundle)]
+    return " ".join(overview_sentences(tables, study, runs))

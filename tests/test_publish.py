@@ -50,6 +50,11 @@ def test_the_paper_regenerates_from_the_bundle_alone_with_identical_tables(smoke
     assert report.startswith("# fedakd-bench report: fedakd-bench-smoke") and "## Verdict" in report
     assert sorted(p.name for p in (paper / "reports" / "figures").iterdir()) == \
         sorted(p.name for p in (workdir / "reports" / "figures").iterdir())
+    # the verdict's opening sentences drawn again from the bundle alone are the report's (the README quotes them)
+    from fedakd.publish import bundle_verdict
+
+    sentences = bundle_verdict(bundle)
+    assert sentences.startswith("On balanced accuracy") and f"\n\n{sentences}\n\n" in report
     # the bundle's overview figure (the README's) is the one the paper draws again, byte for byte
     overview = "verdict_overview_digits.png"
     assert (bundle / "figures" / overview).read_bytes() == (paper / "reports" / "figures" / overview).read_bytes()
@@ -114,3 +119,16 @@ def test_publish_refuses_an_unfinished_study(tmp_path):
 
         publish(REPO / "config" / "smoke.yaml", results_root=tmp_path, out=tmp_path / "b")
     assert not (tmp_path / "b").exists()
+
+
+def test_the_readme_quotes_each_published_verdict_as_its_bundle_gives_it():
+    import re
+
+    from fedakd.publish import bundle_verdict
+
+    readme = (REPO / "README.md").read_text()
+    quoted = re.findall(r"<!-- verdict: published/(\S+) -->\n(.*?)\n<!-- /verdict -->", readme, flags=re.S)
+    published = sorted(p.parent.name for p in (REPO / "published").glob("*/SHA256SUMS"))
+    assert sorted(study for study, _ in quoted) == published  # every bundle quoted, nothing else
+    for study, text in quoted:
+        assert " ".join(text.split()) == bundle_verdict(REPO / "published" / study), study
