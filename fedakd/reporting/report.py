@@ -166,17 +166,14 @@ def failed_run_table(runs: list[dict[str, Any]], dataset: str, setting: str) -> 
     return lines
 
 
-def _sensitivity_note(comparison_rows, focus: str) -> str:
-    """What the forest plot's hollow marks cover: the comparisons touched by a failed run, and the ones with too
-    few healthy pairs (fewer than MIN_HEALTHY_PAIRS) to show without them."""
+def _sensitivity_note(comparison_rows) -> str:
+    """The comparisons touched by a failed run that have too few healthy pairs (fewer than MIN_HEALTHY_PAIRS) for
+    the forest plot's hollow mark; empty when there are none."""
     rows = comparison_rows[(comparison_rows["family"] == "primary")
                            & ((comparison_rows["method_failed"] > 0) | (comparison_rows["baseline_failed"] > 0))]
     few = rows[rows["n_pairs_without_failed"] < MIN_HEALTHY_PAIRS]["baseline"].tolist()
-    note = ("Failed runs stay in every statistic; the forest plot's hollow marks give the difference without them "
-            f"where at least {MIN_HEALTHY_PAIRS} healthy pairs remain")
-    if few:
-        note += f", too few remain against {', '.join(few)}"
-    return note + "."
+    return f"*No hollow mark against {', '.join(few)}: fewer than {MIN_HEALTHY_PAIRS} pairs without a failed run.*" \
+        if few else ""
 
 
 def _convergence_clause(block, baseline: str | None) -> str:
@@ -249,7 +246,8 @@ def _verdict_paragraphs(tables: dict, study, runs: list[dict[str, Any]] = (), fi
         lines += [" ".join(_setting_sentences(block, rows, steps, study)), ""]
         failed_table = failed_run_table(runs, dataset, setting)
         if failed_table:
-            lines += failed_table + ["", f"*{_sensitivity_note(rows, focus)}*", ""]
+            note = _sensitivity_note(rows)
+            lines += failed_table + ([""] + [note] if note else []) + [""]
     return lines + _step_paragraphs(tables, study, figures, report_dir)
 
 
@@ -328,7 +326,10 @@ def _statistics_note(tables: dict, study) -> list[str]:
         f"table and never deciding the verdict. Intervals are 95 % paired bootstrap intervals (percentile, seeds "
         f"resampled), inside the metric's range by construction; the t-test is the declared test. With {n} seed "
         f"pairs the exact Wilcoxon signed-rank test cannot give a two-sided p below {floor['wilcoxon']:.4g}. "
-        f"Best-round figures are chosen on the test set and appear only in summary.csv, labelled optimistic."]
+        f"Best-round figures are chosen on the test set and appear only in summary.csv, labelled optimistic. "
+        f"A failed run (collapsed or diverged) stays in every statistic; the forest plots' hollow marks give the "
+        f"difference without the failed seeds where at least {MIN_HEALTHY_PAIRS} pairs remain, and each setting's "
+        f"table names its failed runs."]
     if len(spreads) and family:
         sd = float(np.median(spreads))
         lines[-1] += (f" **Power:** with the median paired standard deviation of the primary comparisons, "
