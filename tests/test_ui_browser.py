@@ -165,8 +165,9 @@ def test_the_html_report_and_the_summary_run_show_the_same_figures(ui, browser):
     browser.get(f"{base}/#/experiments/{experiment}/runs/{summary['summary_run_id']}/artifacts/figures/"
                 "verdict_overview_digits.png?workflowType=machine_learning")
     body = wait_for_text(browser, ["verdict_overview_digits.png", "forest_digits_lt10-dir1.png"])
-    image = wait_for_element(browser, "//img[contains(@src, 'verdict_overview_digits.png')]")
+    wait_for_element(browser, "//img[starts-with(@src, 'blob:')]")  # the artifact viewer draws the file as a blob
     time.sleep(1)  # the image itself loads after the page's text
     shoot(browser, "summary-run-verdict-overview")
     assert "verdict_overview_digits.png" in body and "forest_digits_lt10-dir1.png" in body
-    assert image.size["width"] > 300, image.size
+    widths = [image.size["width"] for image in browser.find_elements("xpath", "//img[starts-with(@src, 'blob:')]")]
+    assert max(widths) > 300, widths
