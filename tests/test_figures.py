@@ -155,3 +155,16 @@ def test_a_methods_look_is_the_same_in_a_study_with_other_methods(drawn, monkeyp
     assert dict(entry for entries in _method_entries(small["learning_curves_fashion-mnist_lt10-dir0.5"], methods)
                 for entry in entries) == big
     assert len(big) == 3
+
+
+def test_the_band_is_the_bootstrap_interval_of_the_mean_over_seeds():
+    # two seeds: a quarter of the resamples pick the first twice (mean = its value), a quarter the second twice,
+    # so the 2.5th and 97.5th percentiles are the two seeds' own values; one seed: no band
+    mean, low, high = figures.mean_band([[0.0, 1.0], [2.0, 3.0]])
+    assert list(mean) == [1.0, 2.0] and list(low) == [0.0, 1.0] and list(high) == [2.0, 3.0]
+    mean, low, high = figures.mean_band([[0.5, 0.7]])
+    assert list(mean) == list(low) == list(high) == [0.5, 0.7]
+    # five seeds: inside the seeds' range and around the mean
+    values = [[0.70], [0.72], [0.75], [0.78], [0.80]]
+    mean, low, high = figures.mean_band(values)
+    assert mean[0] == pytest.approx(0.75) and 0.70 <= low[0] < mean[0] < high[0] <= 0.80

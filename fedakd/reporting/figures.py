@@ -138,21 +138,25 @@ def _curve(ax, x_of, y_of, runs, look, label) -> bool:
     healthy, failed_runs = _healthy(runs)
     if healthy:
         rounds, ys = _series(healthy, y_of)
-        _, xs = _series(healthy, x_of)
         if len(rounds):
             mean, low, high = mean_band(ys)
-            x = xs.mean(axis=0)
+            x = _at(healthy, rounds, x_of).mean(axis=0)
             ax.plot(x, mean, label=label, markersize=3.5, markevery=max(len(x) // 8, 1), **look.line())
             ax.fill_between(x, low, high, color=look.color, alpha=0.15, linewidth=0)
     else:  # every seed failed: the legend still names the method
         ax.plot([], [], label=label, **look.line())
     for run in failed_runs:
         rounds, ys = _series([run], y_of)
-        _, xs = _series([run], x_of)
         if len(rounds):
-            ax.plot(xs[0], ys[0], color=look.color, linestyle=look.linestyle, linewidth=0.7, alpha=0.8,
-                    zorder=1.5)
+            ax.plot(_at([run], rounds, x_of)[0], ys[0], color=look.color, linestyle=look.linestyle, linewidth=0.7,
+                    alpha=0.8, zorder=1.5)
     return bool(failed_runs)
+
+
+def _at(runs: list[dict[str, Any]], rounds, x_of: Callable[[dict], float]) -> np.ndarray:
+    """A (runs x rounds) matrix of x_of(history record) at ``rounds``: the x of the points _series gave."""
+    by_run = [{record["round"]: record for record in run["history"]} for run in runs]
+    return np.asarray([[float(x_of(records[r])) for r in rounds] for records in by_run])
 
 
 def _band_note(runs: list[dict[str, Any]]) -> str:
