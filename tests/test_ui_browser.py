@@ -141,8 +141,9 @@ def test_the_html_report_and_the_summary_run_show_the_same_figures(ui, browser):
     pngs = {png.name for png in (workdir / "reports" / "figures").glob("*.png")}
     assert "verdict_overview_digits.png" in pngs
     html = workdir / "reports" / "report.html"
-    built = snakemake(workdir, "--report", str(html))
-    assert built.returncode == 0, output(built)[-3000:]
+    if not html.exists():  # the pipeline test builds it when it runs first in this group
+        built = snakemake(workdir, "--report", str(html))
+        assert built.returncode == 0, output(built)[-3000:]
     browser.get(html.as_uri())
     wait_for_text(browser, ["Figures: digits"])
     for step in ("Figures: digits", "all settings"):  # the report's own menu, as a reader clicks through it
