@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2, 3, 4)
 ROUNDS = 30
 CLASSES = 10
+CLASS_COUNTS = [int(6000 * 0.1 ** (c / 9)) for c in range(CLASSES)]  # a long tail of factor 10
 LONGTAIL = {"head": [0, 1, 2], "medium": [3, 4, 5, 6], "tail": [7, 8, 9], "minority": [5, 6, 7, 8, 9]}
 
 
@@ -37,17 +38,15 @@ def _settings() -> dict:
 
 def config() -> dict:
     """config/full.yaml's 21 methods on the settings above, with its comparisons block filled from the schema."""
-    from fedakd.config import load_schema, schema_problems
+    from tests.test_reporting import with_comparisons
 
     methods = yaml.safe_load((ROOT / "config" / "full.yaml").read_text())["methods"]
-    block: dict = {}
-    assert not schema_problems(block, {**load_schema()["properties"]["comparisons"], "$defs": {}})
-    return {"experiment": "synthetic-21", "tracking_uri": "sqlite:///results/mlflow.db", "data_root": "data",
-            "device": "cpu", "seeds": list(SEEDS), "datasets": ["fashion-mnist"], "settings": _settings(),
-            "federation": {"clients": 10, "fraction": 1.0, "rounds": ROUNDS, "local_epochs": 2, "batch_size": 64,
-                           "lr": 0.02, "momentum": 0.9, "weight_decay": 0.0, "eval_every": 1,
-                           "proxy_per_class": 50},
-            "model": {"backbone": "cnn"}, "methods": methods, "comparisons": block}
+    return with_comparisons({
+        "experiment": "synthetic-21", "tracking_uri": "sqlite:///results/mlflow.db", "data_root": "data",
+        "device": "cpu", "seeds": list(SEEDS), "datasets": ["fashion-mnist"], "settings": _settings(),
+        "federation": {"clients": 10, "fraction": 1.0, "rounds": ROUNDS, "local_epochs": 2, "batch_size": 64,
+                       "lr": 0.02, "momentum": 0.9, "weight_decay": 0.0, "eval_every": 1, "proxy_per_class": 50},
+        "model": {"backbone": "cnn"}, "methods": methods})
 
 
 def study() -> Study:
@@ -108,7 +107,7 @@ def make_run(setting: str, method: str, seed: int, settings: dict, methods: dict
         "setting": {k: settings[setting][k] for k in ("imbalance", "split")},
         "method_options": {k: v for k, v in spec.items() if k != "method"},
         "federation": {**federation, "lr": lr}, "model": {"backbone": "cnn", "num_params": 44_426},
-        "num_classes": CLASSES, "class_counts": [int(6000 * 0.1 ** (c / 9)) for c in range(CLASSES)],
+        "num_classes": CLASSES, "class_counts": CLASS_COUNTS,
         "groups": LONGTAIL, "partition_sha256": hashlib.sha256(f"{setting[:12]}/{seed}".encode()).hexdigest(),
         "final": final, "best": {**final, "round": ROUNDS},
         "failure": kind or {"collapsed": None, "diverged": None}, "history": history,
@@ -130,16 +129,15 @@ def runs() -> list[dict]:
 
 
 def manifests() -> list[dict]:
-    counts = [int(6000 * 0.1 ** (c / 9)) for c in range(CLASSES)]
     found = []
     for setting in ("lt10-dir0.5", "lt100-dir0.5"):
         for seed in SEEDS[:1]:
-            rows = [[c // 10 + (k < c % 10) for c in counts] for k in range(10)]
+            rows = [[c // 10 + (k < c % 10) for c in CLASS_COUNTS] for k in range(10)]
             found.append({"format_version": 1, "dataset": "fashion-mnist", "seed": seed,
                           "sha256": hashlib.sha256(f"{setting[:12]}/{seed}".encode()).hexdigest(),
                           "params": {"dataset": "fashion-mnist", "seed": seed, "clients": 10,
                                      **{k: _settings()[setting][k] for k in ("imbalance", "split")}},
-                          "num_classes": CLASSES, "class_counts": counts, "client_class_counts": rows,
+                          "num_classes": CLASSES, "class_counts": CLASS_COUNTS, "client_class_counts": rows,
                           "client_sizes": [sum(r) for r in rows], "transfer_counts": [50] * CLASSES,
                           "groups": LONGTAIL})
     return found

@@ -9,7 +9,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from matplotlib.collections import LineCollection
 from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -48,16 +47,14 @@ def drawn():
 
 
 def _style(handle) -> tuple:
-    """What tells a legend entry apart: a line's colour, style and marker; a bar's colour and hatch."""
+    """What tells an axes' labelled artist apart: a line's (or an errorbar's line's) colour, style and marker; a
+    bar's colour and hatch."""
     if isinstance(handle, ErrorbarContainer):
         handle = handle.lines[0]
     if isinstance(handle, BarContainer):
         handle = handle.patches[0]
     if isinstance(handle, Line2D):
         return to_hex(handle.get_color()), handle.get_linestyle(), handle.get_marker()
-    if isinstance(handle, LineCollection):  # an errorbar's legend entry: its colour and dash pattern
-        offset, dashes = handle.get_linestyle()[0]
-        return to_hex(handle.get_color()[0]), tuple(dashes or ())
     assert isinstance(handle, Patch), handle
     return to_hex(handle.get_facecolor()), handle.get_hatch() or ""
 
@@ -168,3 +165,13 @@ def test_the_band_is_the_bootstrap_interval_of_the_mean_over_seeds():
     values = [[0.70], [0.72], [0.75], [0.78], [0.80]]
     mean, low, high = figures.mean_band(values)
     assert mean[0] == pytest.approx(0.75) and 0.70 <= low[0] < mean[0] < high[0] <= 0.80
+
+
+def test_the_forest_marks_the_difference_without_failed_seeds_only_where_enough_pairs_remain(drawn):
+    # lt100-dir0.5: fedakd seed 1 failed, so every one of its 19 comparisons lost a pair and keeps 4 (against
+    # fedavg-ft, whose seed 2 failed too, 3): MIN_HEALTHY_PAIRS = 3, a hollow mark on each; lt10-dir0.5 lost none
+    def hollow(stem):
+        return [line for line in drawn[stem].axes[0].get_lines() if line.get_markerfacecolor() == "white"]
+
+    assert len(hollow("forest_fashion-mnist_lt100-dir0.5")) == 19
+    assert hollow("forest_fashion-mnist_lt10-dir0.5") == []

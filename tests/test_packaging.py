@@ -7,6 +7,7 @@ import subprocess
 import sys
 import sysconfig
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -84,8 +85,6 @@ def test_a_wheel_installed_outside_the_checkout_validates_and_trains(tmp_path, b
 
     imported = subprocess.run([str(python), "-c", "import fedakd, baselines; print(fedakd.__file__, baselines.__file__)"],
                               cwd=elsewhere, env=env, capture_output=True, text=True)
-    import zipfile
-
     assert imported.returncode == 0, (imported.stderr, sorted({n.split("/")[0] for n in zipfile.ZipFile(wheel).namelist()}),
                                       sorted(p.name for p in Path(site).iterdir()), os.environ.get("VIRTUAL_ENV"))
     where = imported.stdout

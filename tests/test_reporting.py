@@ -531,7 +531,7 @@ def test_report_needs_every_table(tmp_path, runs, manifests, frame, study):
 
 def test_a_collapsed_run_stays_in_the_statistics_is_counted_and_named(tmp_path, runs, manifests, study):
     """fedakd seed 1 on lt10 collapses to chance from round 2: its score enters every mean and test, the summary
-    and the comparison count it, and the report's table of failed runs names it.""" 
+    and the comparison count it, and the report's table of failed runs names it."""
     failed = []
     for run in runs:
         if (run["job"]["method"], run["job"]["setting"], run["job"]["seed"]) == ("fedakd", "lt10-dir1", 1):

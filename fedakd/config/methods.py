@@ -40,7 +40,6 @@ def validate_method_options(method_class: str, options: dict) -> dict:
     return method_options(filled)
 
 
-
 def changed_options(method_class: str, options: dict) -> dict:
     """The options that differ from the registered class's defaults (all of them for an unknown class)."""
     from fedakd import registry

@@ -72,9 +72,9 @@ class Presentation:
         from fedakd.reporting.looks import DEFAULT_LADDER, method_looks
 
         methods = list(_by_method(runs))
-        references = ([m for m in methods if m in study.references] if study is not None else
-                      [m for m in methods if any(r.get("reference") for r in runs if r["job"]["method"] == m)]
-                      or ["centralised"])
+        flagged = set(study.references) if study is not None else {
+            run["job"]["method"] for run in runs if run.get("reference")}
+        references = [m for m in methods if m in flagged] or ([] if study is not None else ["centralised"])
         self.focus = study.focus if study is not None else "fedakd"
         self.baseline = study.baseline if study is not None else "fedavg"
         self.ladder = study.ladder if study is not None else DEFAULT_LADDER
@@ -97,32 +97,34 @@ def _healthy(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dic
     """(runs that neither collapsed nor diverged, the failed ones): a failed run is drawn on its own, thin."""
     from fedakd.diagnostics import failed
 
-    return ([run for run in runs if not failed(run.get("failure"))],
-            [run for run in runs if failed(run.get("failure"))])
+    split: tuple[list, list] = ([], [])
+    for run in runs:
+        split[failed(run.get("failure"))].append(run)
+    return split
 
 
-def _series(runs: list[dict[str, Any]], value_of: Callable[[dict], float | None]) -> tuple[np.ndarray, np.ndarray]:
-    """The rounds every run evaluated and a (runs x rounds) matrix of value_of(history record) there."""
-    by_run = [{record["round"]: value_of(record) for record in run["history"]} for run in runs]
-    rounds = sorted(set.intersection(*(set(r for r, v in values.items() if v is not None) for values in by_run))
-                    if by_run else set())
-    return np.asarray(rounds), np.asarray([[float(values[r]) for r in rounds] for values in by_run])
+def _series(runs: list[dict[str, Any]], x_of: Callable[[dict], float],
+            y_of: Callable[[dict], float | None]) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y): (runs x rounds) matrices of x_of and y_of(history record) at the rounds where every run has a y."""
+    by_run = [{record["round"]: record for record in run["history"]} for run in runs]
+    rounds = sorted(set.intersection(*({r for r, record in records.items() if y_of(record) is not None}
+                                       for records in by_run)) if by_run else set())
+    return tuple(np.asarray([[float(value_of(records[r])) for r in rounds] for records in by_run])
+                 for value_of in (x_of, y_of))
 
 
-def mean_band(matrix: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The mean over the rows (seeds) of ``matrix`` at each column (round), with the percentile bootstrap
-    interval of that mean (seeds resampled with replacement, fedakd.reporting.stats' resamples and seed); with
-    one row the band is the mean itself."""
-    from fedakd.reporting.stats import BOOTSTRAP_SEED, RESAMPLES
+def mean_band(matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mean over the rows (seeds) of ``matrix`` at each column (round or class), with the 95 % percentile
+    bootstrap interval of that mean (fedakd.reporting.stats.bootstrap_interval); with one row the band is the
+    mean itself."""
+    from fedakd.reporting.stats import bootstrap_interval
 
     matrix = np.atleast_2d(np.asarray(matrix, dtype=float))
     mean = matrix.mean(axis=0)
     if matrix.shape[0] < 2:
         return mean, mean, mean
-    picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, matrix.shape[0], (RESAMPLES // 10, matrix.shape[0]))
-    means = matrix[picks].mean(axis=1)
-    tail = 100 * (1 - confidence) / 2
-    return mean, np.percentile(means, tail, axis=0), np.percentile(means, 100 - tail, axis=0)
+    low, high = bootstrap_interval(matrix)
+    return mean, low, high
 
 
 def _failed_handle(failed_any: bool) -> list:
@@ -137,32 +139,27 @@ def _curve(ax, x_of, y_of, runs, look, label) -> bool:
     line of its own; True when one of the runs failed."""
     healthy, failed_runs = _healthy(runs)
     if healthy:
-        rounds, ys = _series(healthy, y_of)
-        if len(rounds):
+        xs, ys = _series(healthy, x_of, y_of)
+        if ys.size:
             mean, low, high = mean_band(ys)
-            x = _at(healthy, rounds, x_of).mean(axis=0)
+            x = xs.mean(axis=0)
             ax.plot(x, mean, label=label, markersize=3.5, markevery=max(len(x) // 8, 1), **look.line())
             ax.fill_between(x, low, high, color=look.color, alpha=0.15, linewidth=0)
     else:  # every seed failed: the legend still names the method
         ax.plot([], [], label=label, **look.line())
     for run in failed_runs:
-        rounds, ys = _series([run], y_of)
-        if len(rounds):
-            ax.plot(_at([run], rounds, x_of)[0], ys[0], color=look.color, linestyle=look.linestyle, linewidth=0.7,
-                    alpha=0.8, zorder=1.5)
+        xs, ys = _series([run], x_of, y_of)
+        if ys.size:
+            ax.plot(xs[0], ys[0], color=look.color, linestyle=look.linestyle, linewidth=0.7, alpha=0.8, zorder=1.5)
     return bool(failed_runs)
 
 
-def _at(runs: list[dict[str, Any]], rounds, x_of: Callable[[dict], float]) -> np.ndarray:
-    """A (runs x rounds) matrix of x_of(history record) at ``rounds``: the x of the points _series gave."""
-    by_run = [{record["round"]: record for record in run["history"]} for run in runs]
-    return np.asarray([[float(x_of(records[r])) for r in rounds] for records in by_run])
-
-
-def _band_note(runs: list[dict[str, Any]]) -> str:
+def _spread_note(runs: list[dict[str, Any]], bars: bool = False) -> str:
+    """What a curve's band (or a bar's whisker) and a failed run's mark mean, with the number of seeds."""
     seeds = {run["job"]["seed"] for run in runs}
-    return (f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}: mean of the healthy runs, band = 95 % "
-            "bootstrap interval of that mean; thin lines: failed runs")
+    return (f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}: mean of the healthy runs, "
+            f"{'bars' if bars else 'band'} = 95 % bootstrap interval of that mean; "
+            f"{'x: a failed run' if bars else 'thin lines: failed runs'}")
 
 
 def _legend_right(ax, handles=None, title: str | None = "method") -> None:
@@ -200,7 +197,7 @@ def learning_curves(runs: list[dict[str, Any]], out_dir: str | Path,
                 ax.set_title(f"{label}{': ' + title if title else ''}", fontsize="medium")
                 ax.grid(alpha=0.3)
             _legend_right(row[-1], [*row[0].get_legend_handles_labels()[0], *_failed_handle(failed_any)])
-        fig.suptitle(f"{dataset}, {setting}\n{_band_note(setting_runs)}", fontsize="medium")
+        fig.suptitle(f"{dataset}, {setting}\n{_spread_note(setting_runs)}", fontsize="medium")
         written += _save(fig, Path(out_dir) / f"learning_curves_{_safe(dataset)}_{_safe(setting)}.png")
     return written
 
@@ -226,7 +223,7 @@ def accuracy_vs_bytes(runs: list[dict[str, Any]], out_dir: str | Path,
                 ax.set_title(title, fontsize="medium")
             ax.grid(alpha=0.3)
             _legend_right(ax, [*ax.get_legend_handles_labels()[0], *_failed_handle(failed_any)])
-        fig.suptitle(f"{dataset}, {setting}: accuracy against communication\n{_band_note(setting_runs)}",
+        fig.suptitle(f"{dataset}, {setting}: accuracy against communication\n{_spread_note(setting_runs)}",
                      fontsize="medium")
         written += _save(fig, Path(out_dir) / f"accuracy_vs_bytes_{_safe(dataset)}_{_safe(setting)}.png")
     return written
@@ -300,15 +297,10 @@ def per_class_recall(runs: list[dict[str, Any]], out_dir: str | Path,
             failed_mark = [Line2D([], [], marker="x", linestyle="", color="#333333", label="a failed run")] \
                 if failed_any else []
             _legend_right(ax, [*ax.get_legend_handles_labels()[0], *shade_handles, *failed_mark])
-        fig.suptitle(f"{dataset}, {setting}: final per-class recall\n{_bar_note(setting_runs)}", fontsize="medium")
+        fig.suptitle(f"{dataset}, {setting}: final per-class recall\n{_spread_note(setting_runs, bars=True)}",
+                     fontsize="medium")
         written += _save(fig, Path(out_dir) / f"per_class_recall_{_safe(dataset)}_{_safe(setting)}.png")
     return written
-
-
-def _bar_note(runs: list[dict[str, Any]]) -> str:
-    seeds = {run["job"]["seed"] for run in runs}
-    return (f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}: mean of the healthy runs, bars = 95 % bootstrap "
-            "interval of that mean; x: a failed run")
 
 
 def _split_label(split: dict[str, Any]) -> str:
@@ -380,7 +372,7 @@ def minority_vs_imbalance(runs: list[dict[str, Any]], out_dir: str | Path,
             _legend_right(ax, title=None)
         only = "" if len(split_styles) > 1 else ", " + _line_label("", json.loads(next(iter(split_styles))),
                                                                    kinds).lstrip(", ")
-        fig.suptitle(f"{dataset}{only}: final minority recall vs imbalance\n{_bar_note(dataset_runs)}",
+        fig.suptitle(f"{dataset}{only}: final minority recall vs imbalance\n{_spread_note(dataset_runs, bars=True)}",
                      fontsize="medium")
         written += _save(fig, Path(out_dir) / f"minority_vs_imbalance_{_safe(dataset)}.png")
     return written
@@ -394,7 +386,7 @@ def _factor_line(ax, points: dict[float, list[tuple[float, bool]]], style: dict,
     factors = sorted(points)
     healthy = [[v for v, bad in points[f] if not bad] or [math.nan] for f in factors]
     mean = np.asarray([np.mean(v) for v in healthy])
-    bounds = np.asarray([bootstrap_interval(v) if len(v) > 1 else (m, m) for v, m in zip(healthy, mean)])
+    bounds = np.asarray([bootstrap_interval(v) for v in healthy])  # NaN (no bar) below 2 healthy runs
     error = np.nan_to_num(np.vstack([mean - bounds[:, 0], bounds[:, 1] - mean]))
     ax.errorbar(factors, mean, yerr=error, **style, markersize=4, capsize=3, label=label)
     for f in factors:
@@ -579,15 +571,13 @@ def verdict_overview(comparison, study, out_dir: str | Path) -> list[Path]:
     return written
 
 
-def critical_difference(frame, metric: str, out_dir: str | Path, alpha: float = 0.05,
-                        presentation: Presentation | None = None) -> list[Path]:
+def critical_difference(frame, metric: str, out_dir: str | Path, alpha: float,
+                        presentation: Presentation) -> list[Path]:
     """Per dataset: every method's mean rank on ``metric`` over blocks = (setting, seed), the Friedman test and
     Nemenyi's post-hoc (scikit-posthocs) as a critical-difference diagram; methods joined by a bar are not
     distinguishable. Needs at least 3 methods and 2 complete blocks."""
     import scikit_posthocs as sp
     from scipy import stats
-
-    from fedakd.reporting.looks import method_looks
 
     written = []
     for dataset, block in frame.groupby("dataset", sort=False):
@@ -598,7 +588,7 @@ def critical_difference(frame, metric: str, out_dir: str | Path, alpha: float = 
         nemenyi = sp.posthoc_nemenyi_friedman(table.to_numpy())
         nemenyi.index = nemenyi.columns = list(table.columns)
         friedman = stats.friedmanchisquare(*(table[c].to_numpy() for c in table.columns)).pvalue
-        looks = presentation.looks if presentation is not None else method_looks(table.columns)
+        looks = presentation.looks
         fig = _new_figure(7.5, 0.28 * table.shape[1] + 1.8)
         ax = fig.subplots()
         sp.critical_difference_diagram(ranks, nemenyi, alpha=alpha, ax=ax,
@@ -611,11 +601,10 @@ def critical_difference(frame, metric: str, out_dir: str | Path, alpha: float = 
     return written
 
 
-def step_sensitivity(frame, study, out_dir: str | Path, presentation: Presentation | None = None) -> list[Path]:
+def step_sensitivity(frame, study, out_dir: str | Path, presentation: Presentation) -> list[Path]:
     """Per dataset and step family: each method's primary metric (final-window mean over seeds, 95 % bootstrap
     interval) against the effective client step lr / (1 - momentum), one line per method (one panel per group
     of methods), every failed run (collapsed or diverged) marked with an x at its value."""
-    from fedakd.reporting.looks import method_looks, method_panels
     from fedakd.reporting.steps import step_points
 
     points = step_points(frame, study, study.primary)
@@ -623,12 +612,7 @@ def step_sensitivity(frame, study, out_dir: str | Path, presentation: Presentati
     for (dataset, family) in dict.fromkeys((p["dataset"], p["family"]) for p in points):
         mine = [p for p in points if p["dataset"] == dataset and p["family"] == family]
         methods = list(dict.fromkeys(p["method"] for p in mine))
-        if presentation is not None:
-            looks, panels = presentation.looks, presentation.panels(methods)
-        else:
-            looks = method_looks(methods, focus=study.focus, references=study.references)
-            panels = method_panels(methods, focus=study.focus, baseline=study.baseline, ladder=study.ladder,
-                                   references=study.references)
+        looks, panels = presentation.looks, presentation.panels(methods)
         fig = _new_figure(7.4, 3.2 * len(panels) + 0.8)
         axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
         for ax, (title, group) in zip(axes, panels):

@@ -101,8 +101,8 @@ def method_panels(methods: Iterable[str], *, focus: str | None = "fedakd", basel
     anchors = [m for m in (focus, baseline) if m in methods] + references
     ladder = [m for m in ladder if m in methods]
     rest = [m for m in methods if m not in ladder and m not in anchors]
-    focus_class = (classes or {}).get(focus) if focus else None
-    variants = [m for m in rest if focus_class is not None and (classes or {}).get(m) == focus_class]
+    classes = classes or {}
+    variants = [m for m in rest if focus in classes and classes.get(m) == classes[focus]]
     rivals = [m for m in rest if m not in variants]
     groups = [("the ablation ladder", ladder), (f"variants of {focus}", variants)]
     room = max(PANEL_LINES - len(anchors), 1)

@@ -269,11 +269,11 @@ def overview_sentences(tables: dict, study, runs: list[dict[str, Any]] = ()) -> 
                  f"{study.focus} has no declared comparison on {study.primary.replace('_', ' ')}."]
     table = tables.get("steps")
     if table is not None and len(table):
-        from fedakd.reporting.steps import step_sentences
+        from fedakd.reporting.steps import changed_verdicts
 
-        holds = step_sentences(table, study)
-        flips = [s for s in holds if "depends on the step" in s]
-        sentences.append(f"Across the client steps its verdict holds in {len(holds) - len(flips)} of {len(holds)} "
+        blocks = [block for _, block in table.groupby(["dataset", "family"], sort=False)]
+        flips = sum(bool(changed_verdicts(block)) for block in blocks)
+        sentences.append(f"Across the client steps its verdict holds in {len(blocks) - flips} of {len(blocks)} "
                          "step families" + (" and changes in the others (see below)." if flips else "."))
     failed_runs = [run for run in runs if failed(run.get("failure"))]
     sentences.append(f"{len(failed_runs)} of {len(runs)} runs collapsed or diverged" +
@@ -300,8 +300,6 @@ def _step_paragraphs(tables: dict, study, figures: list[Path], report_dir: Path 
         if figure.suffix == ".png" and figure.stem.startswith("steps_") and report_dir is not None:
             lines += [f"![the verdict across step sizes]({Path(os.path.relpath(figure, report_dir)).as_posix()})", ""]
     return lines + [" ".join(step_sentences(table, study)), ""]
-
-
 
 
 def _statistics_note(tables: dict, study) -> list[str]:

@@ -55,20 +55,22 @@ def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
     return float(mean - half), float(mean + half)
 
 
-def bootstrap_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float]:
+def bootstrap_interval(values, confidence: float = CONFIDENCE):
     """The percentile bootstrap interval of the mean (scipy.stats.bootstrap, values resampled with
-    replacement): inside [min, max] of the values, so inside the metric's range; NaN below 2 values."""
+    replacement): inside [min, max] of the values, so inside the metric's range; NaN below 2 values. For a
+    (seeds x points) matrix, one interval per column (a learning curve's band), as two arrays."""
     from scipy import stats
 
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
-        return math.nan, math.nan
-    if np.all(values == values[0]):
+        nan = np.full(values.shape[1:], math.nan)
+        return (math.nan, math.nan) if values.ndim == 1 else (nan, nan.copy())
+    if values.ndim == 1 and np.all(values == values[0]):
         return float(values[0]), float(values[0])
     result = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=RESAMPLES,
                              method="percentile", rng=np.random.default_rng(BOOTSTRAP_SEED))
     low, high = result.confidence_interval
-    return float(low), float(high)
+    return (float(low), float(high)) if values.ndim == 1 else (np.asarray(low), np.asarray(high))
 
 
 def paired_power(n: int, sd: float, delta: float, alpha: float) -> float:

@@ -75,19 +75,24 @@ def format_steps(table):
     return pd.DataFrame(rows)
 
 
+def changed_verdicts(block) -> dict[str, list[tuple[float, str]]]:
+    """One step family's rivals against whom the focus method's verdict changes with the step: rival -> (step,
+    verdict) in step order; empty when the verdict holds across the range."""
+    changed = {}
+    for baseline, group in block.groupby("baseline", sort=False):
+        ordered = group.sort_values("step")
+        if ordered["verdict"].nunique() > 1:
+            changed[baseline] = list(zip(ordered["step"], ordered["verdict"]))
+    return changed
+
+
 def step_sentences(table, study: Study) -> list[str]:
     """Per dataset and family: whether the focus method's verdict against every rival holds across the steps,
     or, rival by rival, at which step it changes."""
     sentences = []
     for (dataset, family), block in table.groupby(["dataset", "family"], sort=False):
-        steps = sorted(block["step"].unique())
-        span = ", ".join(f"{s:g}" for s in steps)
-        changed = []
-        for baseline, group in block.groupby("baseline", sort=False):
-            verdicts = group.sort_values("step")["verdict"].tolist()
-            if len(set(verdicts)) > 1:
-                changed.append(f"against {baseline} it is " + ", ".join(
-                    f"{v} at {s:g}" for s, v in zip(group.sort_values('step')["step"], verdicts)))
+        span = ", ".join(f"{s:g}" for s in sorted(block["step"].unique()))
+        changed = changed_verdicts(block)
         head = f"*{dataset} {family}, effective client steps {span}:* "
         if not changed:
             verdicts = block.groupby("baseline", sort=False)["verdict"].first()
@@ -95,7 +100,9 @@ def step_sentences(table, study: Study) -> list[str]:
             summary = "; ".join(f"{VERBS.get(v, v)} {', '.join(rivals)}" for v, rivals in by_verdict.items())
             sentences.append(head + f"{study.focus}'s verdict holds across the range: at every step it {summary}.")
         else:
-            sentences.append(head + f"{study.focus}'s verdict depends on the step: " + "; ".join(changed) + ".")
+            sentences.append(head + f"{study.focus}'s verdict depends on the step: " + "; ".join(
+                f"against {baseline} it is " + ", ".join(f"{v} at {s:g}" for s, v in steps)
+                for baseline, steps in changed.items()) + ".")
     return sentences
 
 
