@@ -11,7 +11,7 @@ CORES  ?= 2
 CONFIG ?= config/config.yaml
 PORT   ?= 5000
 
-.PHONY: setup test test-fast reproduce report report-html data ui paper bench bench-overhead gpu-check lint browser cluster-check clean-results
+.PHONY: setup test test-fast reproduce resume report report-html data ui paper bench bench-overhead gpu-check lint browser cluster-check clean-results
 
 setup: $(VENV)/.installed
 
@@ -46,6 +46,20 @@ data:
 
 reproduce: setup data
 	$(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES) --configfile $(CONFIG)
+
+# An unfinished study published with --partial (published/$(STUDY)/) goes on here, on another machine: the
+# pipeline makes the partitions, `fedakd restore` puts the finished runs back (each checked against the live
+# config's job spec and its partition), and the pipeline trains only what is missing. ARGS go to that last
+# Snakemake (e.g. ARGS="--until tune_select" for a tuning stage). Publish again when it stops:
+#   .venv/bin/fedakd publish --config <the study's config> --partial
+STUDY_CONFIG = $(shell test -f published/$(STUDY)/study.json && $(PYTHON) -c \
+	"import json; print(json.load(open('published/$(STUDY)/study.json'))['config'])")
+ARGS ?=
+resume: setup data
+	@test -n "$(STUDY_CONFIG)" || { echo "say which published study: make resume STUDY=<a folder of published/>"; exit 2; }
+	$(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES) --configfile $(STUDY_CONFIG) --until partition
+	$(BIN)/fedakd restore --bundle published/$(STUDY) --config $(STUDY_CONFIG)
+	$(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES) --configfile $(STUDY_CONFIG) $(ARGS)
 
 # Rebuild tables, figures and report from the runs that exist, training nothing.
 report: setup

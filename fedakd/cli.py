@@ -76,6 +76,15 @@ def _add_bundle_commands(commands) -> None:
     publish.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
     publish.add_argument("--results", default=".", help="the folder holding the pipeline's results/ (default .)")
     publish.add_argument("--out", help="the bundle's folder (default published/<config's stem>)")
+    publish.add_argument("--partial", action="store_true",
+                         help="publish the finished runs of an unfinished study (no tables), to go on elsewhere "
+                              "with fedakd restore")
+    restore = commands.add_parser("restore", help="put a bundle's finished runs back into results/, so that the "
+                                                  "pipeline trains only what is missing")
+    restore.add_argument("--bundle", required=True)
+    restore.add_argument("--config", required=True, help="the study's config, as the pipeline runs it")
+    restore.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    restore.add_argument("--results", default=".", help="the folder holding the pipeline's results/ (default .)")
     unpack = commands.add_parser("unpack", help="a bundle's results tree and config, for the pipeline's report steps")
     unpack.add_argument("--bundle", required=True)
     unpack.add_argument("--out", required=True, help="the working folder (results/ and config.yaml go there)")
@@ -111,8 +120,21 @@ def run_configless_command(args: argparse.Namespace) -> int:
     elif args.command == "verdict":
         print(publish.bundle_verdict(args.bundle))
     elif args.command == "publish":
-        out = publish.publish(args.config, args.overrides, results_root=args.results, out=args.out)
-        print(f"wrote {out} ({sum(p.stat().st_size for p in out.rglob('*') if p.is_file()) / 1e6:.2f} MB)")
+        out = publish.publish(args.config, args.overrides, results_root=args.results, out=args.out,
+                              partial=args.partial)
+        study = publish.check_bundle(out)
+        left = f", {len(study['missing'])} jobs left" if study["missing"] else ""
+        print(f"wrote {out} ({sum(p.stat().st_size for p in out.rglob('*') if p.is_file()) / 1e6:.2f} MB, "
+              f"{study['jobs']} runs, {study['tuning_jobs']} tuning runs{left})")
+    elif args.command == "restore":
+        outcome = publish.restore(args.bundle, args.config, args.overrides, results_root=args.results)
+        print(f"restored {len(outcome['restored'])} runs into {Path(args.results) / 'results'}; "
+              f"{len(outcome['here'])} were here already")
+        for name, why in (("kept", "another finished run is here, kept (the next publish takes it)"),
+                          ("stale", "the config no longer runs this job spec; the pipeline trains it again")):
+            if outcome[name]:
+                print(f"{len(outcome[name])} not restored, {why}: {', '.join(outcome[name][:5])}"
+                      f"{', ...' if len(outcome[name]) > 5 else ''}")
     elif args.command == "unpack":
         print(f"unpacked into {publish.unpack(args.bundle, args.out)}")
     elif args.command == "ui-import":
@@ -149,7 +171,7 @@ def import_bundle(bundle: str, workdir: str, tracking_uri: str) -> int:
 def run(args: argparse.Namespace, callbacks=()) -> int | None:
     from fedakd.config import job_spec, load_config, partition_spec
 
-    if args.command in ("publish", "unpack", "verify", "ui-import", "options", "verdict"):
+    if args.command in ("publish", "restore", "unpack", "verify", "ui-import", "options", "verdict"):
         return run_configless_command(args)
     if args.command == "flower":
         from fedakd.flower import require_flower

@@ -11,11 +11,19 @@ published/<study>/
                                       one run: its metrics.json, timings.json and job spec (artifacts/job.json)
     partitions/<dataset>/<setting>/seed<S>.json    each partition's manifest (its indices' SHA-256 inside)
     tuning/<dataset>/<setting>/<method>.json       the tuning choices, for a tuned study
+    tuning/runs/<dataset>/<setting>/<method>/c<K>/seed<S>.json.xz
+                                      the tuning runs the choices were made from, as a run is packed
     tables/<name>.csv                 the pipeline's own tables, which a regenerated paper must equal
     figures/verdict_overview_<dataset>.png   the verdict's overview figure, for the README
 
 A bundle is refused whole when a file differs from its manifest, is missing, or is not in it; a run inside is
 checked as every metrics.json is (fedakd.record.RunRecord) before it enters a results tree.
+
+An unfinished study (``publish --partial``) is published the same way, with no tables or figures and its missing
+jobs listed in study.json: a study of many CPU-hours is carried from one machine to the next in git, since a
+results folder does not travel. ``restore`` puts its runs back into a results tree, each only where the live
+config still resolves the same job spec, so that Snakemake trains only what is missing; the paper, the verdict and
+the MLflow import refuse such a bundle until it is whole.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from fedakd import layout
+from fedakd.config.study import step_families
 from fedakd.io import atomic_write_json, atomic_write_text, file_sha256, read_json
 
 MANIFEST = "SHA256SUMS"
@@ -38,6 +47,7 @@ FORMAT_VERSION = 1
 RUN_ENTRY = "runs/{dataset}/{setting}/{method}/seed{seed}.json.xz"
 PARTITION_ENTRY = "partitions/{dataset}/{setting}/seed{seed}.json"
 TUNING_ENTRY = "tuning/{dataset}/{setting}/{method}.json"
+TUNING_RUN_ENTRY = "tuning/runs/{dataset}/{setting}/{method}/c{candidate}/seed{seed}.json.xz"
 
 
 class BundleError(ValueError):
@@ -55,9 +65,25 @@ def study_jobs(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
                     yield {"dataset": dataset, "setting": setting, "method": method, "seed": seed}
 
 
+def tuning_jobs(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every tuning job of a validated config with a tune block (none without): every candidate of every method
+    on every tuning seed, in every setting, as the tune_train rule runs them."""
+    from fedakd.config.tuning import grid
+
+    if "tune" not in config:
+        return
+    for dataset in config["datasets"]:
+        for setting in config["settings"]:
+            for method in config["methods"]:
+                for candidate in range(len(grid(config, method))):
+                    for seed in config["tune"]["seeds"]:
+                        yield {"dataset": dataset, "setting": setting, "method": method, "candidate": candidate,
+                               "seed": seed}
+
+
 def study_partitions(config: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Every partition the jobs train on (a step setting's are its base's)."""
-    from fedakd.config.study import setting_seeds, step_families
+    from fedakd.config.study import setting_seeds
 
     bases = dict.fromkeys(step_families(config).values())
     for dataset in config["datasets"]:
@@ -139,32 +165,45 @@ def check_bundle(bundle: str | Path) -> dict[str, Any]:
 
 
 def publish(config_path: str | Path, overrides=(), *, results_root: str | Path = ".", out: str | Path | None = None,
-            root: str | Path | None = None) -> Path:
+            root: str | Path | None = None, partial: bool = False) -> Path:
     """Write the bundle of the finished pipeline of ``config_path`` (its runs under ``results_root``) to
-    ``out`` (default published/<config's stem>); every job must be finished and whole. The bundle is built in a
-    temporary folder and moved into place, so a refused or interrupted publish leaves the old one as it was."""
+    ``out`` (default published/<config's stem>); every job must be finished and whole, unless ``partial``: then
+    the finished runs are published, the missing jobs listed, and no tables or figures written. A partial publish
+    over an earlier bundle refuses to drop a run that bundle holds and the results lack (restore it first). The
+    bundle is built in a temporary folder and moved into place, so a refused or interrupted publish leaves the
+    old one as it was."""
     from fedakd.config import load_config
 
     config = load_config(config_path, overrides)
     results_root = Path(results_root)
     root = Path(root) if root is not None else Path(__file__).resolve().parents[1]
     out = Path(out) if out is not None else root / "published" / Path(config_path).stem
-    runs = _finished_runs(config, results_root, config_path)
+    runs, missing = _finished_runs(study_jobs(config), layout.RUN_DIR, results_root)
+    if missing and not partial:
+        raise BundleError(f"{len(missing)} job(s) of {config_path} have no finished run under {results_root}: "
+                          f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}; finish the pipeline "
+                          f"(snakemake --configfile {config_path}) before publishing, or publish what is finished "
+                          f"with --partial")
+    tuning_runs, tuning_missing = _finished_runs(tuning_jobs(config), layout.TUNING_RUN_DIR, results_root)
+    if partial and (out / MANIFEST).exists():
+        _refuse_to_drop(out, {layout.job_key(job) for job, _ in runs + tuning_runs}, results_root)
     tmp = out.with_name(f".{out.name}.publishing")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    _write_contents(tmp, config, runs, results_root)
+    _write_contents(tmp, config, runs, tuning_runs, results_root, whole=not missing)
     import yaml
 
     from fedakd.config import config_digest
     from fedakd.machine import machine_info
 
     machines = {json.dumps(run["timings"].get("machine"), sort_keys=True): run["timings"].get("machine")
-                for _, run in runs}
+                for _, run in runs + tuning_runs}
     atomic_write_text(tmp / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
     atomic_write_json(tmp / STUDY_FILE, {
         "format_version": FORMAT_VERSION, "study": out.name, "config": _relative(Path(config_path), root),
         "config_digest": config_digest(config), "commit": _git_commit(root), "jobs": len(runs),
+        "complete": not missing, "missing": missing, "tuning_jobs": len(tuning_runs),
+        "tuning_missing": tuning_missing,
         "published": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "publisher_machine": machine_info(),
         "training_machines": [m for m in machines.values() if m] or "not recorded by these runs",
@@ -181,40 +220,65 @@ def publish(config_path: str | Path, overrides=(), *, results_root: str | Path =
     return out
 
 
-def _finished_runs(config: dict[str, Any], results_root: Path, config_path) -> list[tuple[dict, dict]]:
-    """(job, {metrics, timings, job spec}) of every job of the study, each checked; BundleError lists the jobs
-    without a finished run."""
+def _read_run(folder: Path) -> dict[str, Any]:
+    """A finished run folder as a bundle packs it: its checked metrics, timings and job spec."""
     from fedakd.record import RunRecord
 
+    return {"metrics": RunRecord.load(folder / layout.METRICS_FILE),
+            "timings": read_json(folder / layout.TIMINGS_FILE, "timings file"),
+            "job": read_json(folder / layout.ARTIFACTS_DIR / "job.json", "job spec")}
+
+
+def _finished_runs(jobs, pattern: str, results_root: Path) -> tuple[list[tuple[dict, dict]], list[str]]:
+    """(job, run) of every finished job (``pattern``: the run folder's layout), each checked, and the keys of
+    the jobs without a finished run."""
     runs, missing = [], []
-    for job in study_jobs(config):
-        folder = results_root / layout.RUN_DIR.format(**job)
-        if not (folder / layout.METRICS_FILE).exists():
+    for job in jobs:
+        folder = results_root / pattern.format(**job)
+        if (folder / layout.METRICS_FILE).exists():
+            runs.append((job, _read_run(folder)))
+        else:
             missing.append(layout.job_key(job))
-            continue
-        runs.append((job, {"metrics": RunRecord.load(folder / layout.METRICS_FILE),
-                           "timings": read_json(folder / layout.TIMINGS_FILE, "timings file"),
-                           "job": read_json(folder / layout.ARTIFACTS_DIR / "job.json", "job spec")}))
-    if missing:
-        raise BundleError(f"{len(missing)} job(s) of {config_path} have no finished run under {results_root}: "
-                          f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}; finish the pipeline "
-                          f"(snakemake --configfile {config_path}) before publishing")
-    return runs
+    return runs, missing
 
 
-def _write_contents(tmp: Path, config: dict[str, Any], runs: list[tuple[dict, dict]], results_root: Path) -> None:
-    """The runs, partition manifests, tuning choices and the pipeline's tables, into the bundle being built."""
-    for job, run in runs:
-        entry = tmp / RUN_ENTRY.format(**job)
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        entry.write_bytes(_pack(run))
-    for part in study_partitions(config):
+def _refuse_to_drop(bundle: Path, finished: set[str], results_root: Path) -> None:
+    """BundleError when the bundle already at ``bundle`` holds runs that the results under ``results_root``
+    lack: publishing over it would lose them."""
+    check_bundle(bundle)
+    lost = [key for key, _ in bundle_runs(bundle, tuning=True) if key not in finished]
+    if lost:
+        raise BundleError(f"{bundle} holds {len(lost)} finished run(s) that {results_root / 'results'} lacks "
+                          f"({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''}); publishing over it would "
+                          f"lose them: restore them first (fedakd restore --bundle {bundle} --config <study>)")
+
+
+def _write_contents(tmp: Path, config: dict[str, Any], runs: list[tuple[dict, dict]],
+                    tuning_runs: list[tuple[dict, dict]], results_root: Path, *, whole: bool) -> None:
+    """The runs, tuning runs, partition manifests and tuning choices into the bundle being built; the
+    pipeline's tables and the overview figure only for a ``whole`` study (an unfinished one has none of its
+    own)."""
+    for pattern, finished in ((RUN_ENTRY, runs), (TUNING_RUN_ENTRY, tuning_runs)):
+        for job, run in finished:
+            entry = tmp / pattern.format(**job)
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            entry.write_bytes(_pack(run))
+    families = step_families(config)  # an evaluation run trains on its family's partition, a tuning run on its own
+    used = {(job["dataset"], families[job["setting"]], job["seed"]) for job, _ in runs}
+    used |= {(job["dataset"], job["setting"], job["seed"]) for job, _ in tuning_runs}
+    if whole:
+        used |= {(part["dataset"], part["setting"], part["seed"]) for part in study_partitions(config)}
+    for dataset, setting, seed in sorted(used):
+        part = {"dataset": dataset, "setting": setting, "seed": seed}
         source = results_root / layout.PARTITION_DIR.format(**part) / layout.MANIFEST_FILE
         atomic_write_json(tmp / PARTITION_ENTRY.format(**part), read_json(source, "partition manifest"))
     if "tune" in config:  # one choice per dataset, setting and method, whatever the seeds
         for job in {(j["dataset"], j["setting"], j["method"]): j for j in study_jobs(config)}.values():
             choice = results_root / layout.TUNING_CHOICE.format(**job)
-            atomic_write_json(tmp / TUNING_ENTRY.format(**job), read_json(choice, "tuning choice"))
+            if whole or choice.exists():
+                atomic_write_json(tmp / TUNING_ENTRY.format(**job), read_json(choice, "tuning choice"))
+    if not whole:
+        return
     for table in sorted((results_root / layout.TABLES_DIR).glob("*.csv")):
         (tmp / "tables").mkdir(exist_ok=True)
         shutil.copyfile(table, tmp / "tables" / table.name)
@@ -224,12 +288,16 @@ def _write_contents(tmp: Path, config: dict[str, Any], runs: list[tuple[dict, di
         shutil.copyfile(figure, tmp / "figures" / figure.name)
 
 
-def bundle_runs(bundle: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(job key, run) of every run of a checked bundle; a run that is not whole is refused, naming it."""
+def bundle_runs(bundle: str | Path, *, tuning: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(job key, run) of every evaluation run of a checked bundle, and with ``tuning`` of every tuning run too; a
+    run that is not whole is refused, naming it."""
     from fedakd.record import RunRecord
 
     bundle = Path(bundle)
-    for path in sorted((bundle / "runs").rglob("*.json.xz")):
+    paths = sorted((bundle / "runs").rglob("*.json.xz"))
+    if tuning:
+        paths += sorted((bundle / "tuning" / "runs").rglob("*.json.xz"))
+    for path in paths:
         run = _unpack(path)
         problems = RunRecord.problems(run.get("metrics") if isinstance(run, dict) else None)
         if problems:
@@ -237,15 +305,37 @@ def bundle_runs(bundle: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
         yield layout.job_key(run["metrics"]["job"]), run
 
 
+def require_whole(bundle: str | Path) -> dict[str, Any]:
+    """The checked study.json of a bundle whose every job is published; an unfinished one (publish --partial) is
+    refused, saying how to finish it."""
+    study = check_bundle(bundle)
+    if study.get("complete", True) is False:
+        missing = len(study["missing"])
+        raise BundleError(f"{bundle} is an unfinished study ({study['jobs']} of {study['jobs'] + missing} jobs "
+                          f"published): it has no tables or verdict yet. Finish it: fedakd restore --bundle {bundle} "
+                          f"--config {study['config']}, run the pipeline, then fedakd publish --config "
+                          f"{study['config']}")
+    return study
+
+
+def _write_run(folder: Path, run: dict[str, Any], manifest: Path | None) -> None:
+    """A run folder as training leaves it (artifacts, timings.json, then metrics.json, which marks it finished);
+    the model weights stay out of a bundle."""
+    from fedakd.run_artifacts import write_job_files
+
+    (folder / layout.TRACKING_FILE).unlink(missing_ok=True)  # another record: another MLflow run
+    write_job_files(folder / layout.ARTIFACTS_DIR, job=run["job"], metrics=run["metrics"], manifest=manifest)
+    atomic_write_json(folder / layout.TIMINGS_FILE, run["timings"])
+    atomic_write_json(folder / layout.METRICS_FILE, run["metrics"])  # last: it marks the run finished
+    (folder / layout.CHECKPOINT_FILE).unlink(missing_ok=True)  # a half-trained attempt's, now superseded
+
+
 def unpack(bundle: str | Path, workdir: str | Path) -> Path:
     """The results tree of a checked bundle under ``workdir`` (results/runs with each run's artifacts folder as
     training writes it, partitions, tuning, and the config as workdir/config.yaml): what the pipeline's aggregate
     step reads and MLflow imports. A run folder whose metrics.json already holds the same record is left as it
     is (with its MLflow record, so that a second import adds nothing)."""
-    from fedakd.config.study import step_families
-    from fedakd.run_artifacts import write_job_files
-
-    check_bundle(bundle)
+    require_whole(bundle)
     bundle, workdir = Path(bundle), Path(workdir)
     manifests = {}
     for path in sorted((bundle / "partitions").rglob("*.json")):
@@ -262,12 +352,8 @@ def unpack(bundle: str | Path, workdir: str | Path) -> Path:
         metrics_path = folder / layout.METRICS_FILE
         if metrics_path.exists() and read_json(metrics_path, "metrics file") == run["metrics"]:
             continue
-        (folder / layout.TRACKING_FILE).unlink(missing_ok=True)  # another record: another MLflow run
-        write_job_files(folder / layout.ARTIFACTS_DIR, job=run["job"], metrics=run["metrics"],
-                        manifest=manifests.get((job["dataset"], families.get(job["setting"]), job["seed"])))
-        atomic_write_json(folder / layout.TIMINGS_FILE, run["timings"])
-        atomic_write_json(metrics_path, run["metrics"])  # last: it marks the run finished
-    for path in sorted((bundle / "tuning").rglob("*.json")) if (bundle / "tuning").exists() else []:
+        _write_run(folder, run, manifests.get((job["dataset"], families.get(job["setting"]), job["seed"])))
+    for path in sorted((bundle / "tuning").glob("*/*/*.json")):
         dataset, setting, method = path.relative_to(bundle / "tuning").with_suffix("").parts
         atomic_write_json(workdir / layout.TUNING_CHOICE.format(dataset=dataset, setting=setting, method=method),
                           read_json(path, "tuning choice"))
@@ -284,10 +370,97 @@ def bundle_verdict(bundle: str | Path) -> str:
     from fedakd.config.study import Study
     from fedakd.reporting.report import overview_sentences
 
-    check_bundle(bundle)
+    require_whole(bundle)
     bundle = Path(bundle)
     study = Study.from_config(yaml.safe_load((bundle / CONFIG_FILE).read_text()))
     tables = {name: pd.read_csv(bundle / "tables" / f"{name}.csv") for name in ("comparison", "steps")
               if (bundle / "tables" / f"{name}.csv").exists()}
     runs = [run["metrics"] for _, run in bundle_runs(bundle)]
     return " ".join(overview_sentences(tables, study, runs))
+
+
+def restore(bundle: str | Path, config_path: str | Path, overrides=(), *,
+            results_root: str | Path = ".") -> dict[str, list[str]]:
+    """Put a bundle's finished runs (evaluation and tuning) back into the results tree under ``results_root``, so
+    that the pipeline of ``config_path`` trains only what is missing: how an unfinished study goes on from one
+    machine to the next. A run is restored only where the live config resolves the same job spec it ran (else
+    'stale': Snakemake retrains it) and its partition, made here by the pipeline first, is the bundle's (else
+    BundleError). A finished run already here is kept ('here': the same record; 'kept': another one, which the
+    next publish takes). Returns those four lists of job keys."""
+    from fedakd.config import job_spec, load_config
+    from fedakd.config.tuning import tuning_spec, with_options
+
+    check_bundle(bundle)
+    bundle, results_root = Path(bundle), Path(results_root)
+    config = load_config(config_path, overrides)
+    families = step_families(config)
+    wanted = {layout.job_key(job): (layout.RUN_DIR, job) for job in study_jobs(config)}
+    wanted |= {layout.job_key(job): (layout.TUNING_RUN_DIR, job) for job in tuning_jobs(config)}
+    choices = {}  # what each evaluation job of a tuned study will run: the choice here, else the bundle's
+    for path in sorted((bundle / "tuning").glob("*/*/*.json")) if "tune" in config else ():
+        dataset, setting, method = path.relative_to(bundle / "tuning").with_suffix("").parts
+        if setting in config["settings"] and method in config["methods"]:
+            target = results_root / layout.TUNING_CHOICE.format(dataset=dataset, setting=setting, method=method)
+            choices[dataset, setting, method] = (target, path)
+    outcome: dict[str, list[str]] = {"restored": [], "here": [], "kept": [], "stale": []}
+    plan = []
+    runs = dict(bundle_runs(bundle, tuning=True))
+    for key, (pattern, job) in wanted.items():
+        if key not in runs:
+            continue
+        if pattern == layout.TUNING_RUN_DIR:
+            spec = tuning_spec(config, **job)
+            part = (job["dataset"], job["setting"], job["seed"])
+        else:
+            spec = job_spec(config, **job)
+            choice = choices.get((job["dataset"], job["setting"], job["method"]))
+            if choice:
+                spec = with_options(spec, read_json(next(p for p in choice if p.exists()), "tuning choice")
+                                    ["chosen"]["options"])
+            part = (job["dataset"], families[job["setting"]], job["seed"])
+        if spec.to_dict() != runs[key]["job"]:
+            continue
+        plan.append((pattern, key, results_root / pattern.format(**job), runs[key], part))
+    outcome["stale"] = sorted(set(runs) - {key for _, key, *_ in plan})
+    manifests = _restorable_partitions(bundle, results_root, {part for *_, part in plan}, config_path)
+
+    def put(entries):
+        for key, folder, run, part in entries:
+            metrics_path = folder / layout.METRICS_FILE
+            if metrics_path.exists():
+                here = read_json(metrics_path, "metrics file") == run["metrics"]
+                outcome["here" if here else "kept"].append(key)
+            else:
+                _write_run(folder, run, manifests[part])
+                outcome["restored"].append(key)
+
+    put([entry for pattern, *entry in plan if pattern == layout.TUNING_RUN_DIR])
+    for target, path in choices.values():  # after the tuning runs, before the runs that read them (mtimes)
+        if not target.exists():
+            atomic_write_json(target, read_json(path, "tuning choice"))
+    put([entry for pattern, *entry in plan if pattern == layout.RUN_DIR])
+    return outcome
+
+
+def _restorable_partitions(bundle: Path, results_root: Path, parts, config_path) -> dict[tuple, Path]:
+    """The local manifest of each partition the restored runs trained on, each checked equal to the bundle's;
+    BundleError when one is not made here yet (the pipeline makes them: restoring first would leave the runs
+    older than their inputs, and Snakemake would retrain them) or differs."""
+    manifests, unmade = {}, []
+    for dataset, setting, seed in sorted(parts):
+        part = {"dataset": dataset, "setting": setting, "seed": seed}
+        local = results_root / layout.PARTITION_DIR.format(**part) / layout.MANIFEST_FILE
+        published = bundle / PARTITION_ENTRY.format(**part)
+        if not local.exists():
+            unmade.append(f"{dataset}/{setting}/seed{seed}")
+            continue
+        if read_json(local, "partition manifest") != read_json(published, "bundle's partition manifest"):
+            raise BundleError(f"{local} is not the partition the bundle's runs trained on ({published}): the data "
+                              f"or the partition code differ here; remove the local partition and make it again "
+                              f"(snakemake --configfile {config_path} --until partition), or retrain the study")
+        manifests[dataset, setting, seed] = local
+    if unmade:
+        raise BundleError(f"{len(unmade)} partition(s) the bundle's runs trained on are not made under "
+                          f"{results_root} yet ({', '.join(unmade[:3])}{', ...' if len(unmade) > 3 else ''}); make "
+                          f"them first (snakemake --configfile {config_path} --until partition), then restore")
+    return manifests

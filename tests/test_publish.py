@@ -1,5 +1,6 @@
 """Published bundles (fedakd.publish, fedakd.verify): publish the smoke study, regenerate its paper from the bundle
-alone, refuse a changed bundle, verify a rerun, import into MLflow twice."""
+alone, refuse a changed bundle, verify a rerun, import into MLflow twice, carry an unfinished study to the next
+machine."""
 
 import json
 import lzma
@@ -10,7 +11,7 @@ import pytest
 
 from fedakd.cli import main
 from fedakd.publish import BundleError, RUN_ENTRY, check_bundle, write_manifest
-from tests.test_pipeline import REPO, SMOKE, output, snakemake
+from tests.test_pipeline import REPO, SMOKE, job_counts, output, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +129,67 @@ def test_the_readme_quotes_each_published_verdict_as_its_bundle_gives_it():
 
     readme = (REPO / "README.md").read_text()
     quoted = re.findall(r"<!-- verdict: published/(\S+) -->\n(.*?)\n<!-- /verdict -->", readme, flags=re.S)
-    published = sorted(p.parent.name for p in (REPO / "published").glob("*/SHA256SUMS"))
-    assert sorted(study for study, _ in quoted) == published  # every bundle quoted, nothing else
+    published = sorted(p.parent.name for p in (REPO / "published").glob("*/SHA256SUMS")
+                       if check_bundle(p.parent).get("complete", True))  # an unfinished study has no verdict yet
+    assert sorted(study for study, _ in quoted) == published  # every finished bundle quoted, nothing else
     for study, text in quoted:
         assert " ".join(text.split()) == bundle_verdict(REPO / "published" / study), study
+
+
+def test_an_unfinished_study_travels_in_its_bundle_and_the_pipeline_trains_only_what_is_missing(smoke_run, tmp_path,
+                                                                                                capsys):
+    from fedakd.publish import bundle_verdict, publish
+
+    workdir, first = smoke_run
+    assert first.returncode == 0, first.stderr[-3000:]
+    machine_a = tmp_path / "a"  # the first machine: three runs are not finished yet
+    shutil.copytree(workdir / "results", machine_a / "results", ignore=shutil.ignore_patterns("*.pt", "mlflow*"))
+    unfinished = ["digits/lt10-dir1/fedakd/seed1", "digits/lt10-dir1/fedavg/seed0", "digits/lt10-dir1-lr0.02/fedakd/seed0"]
+    for key in unfinished:
+        dataset, setting, method, seed = key.split("/")
+        shutil.rmtree(machine_a / "results" / "runs" / dataset / setting / method / seed)
+    out = tmp_path / "published" / "smoke"
+    with pytest.raises(BundleError, match="3 job.s. of .* have no finished run.*or publish what is finished with --partial"):
+        publish(SMOKE, results_root=machine_a, out=out)
+    assert main(["publish", "--config", str(SMOKE), "--results", str(machine_a), "--out", str(out), "--partial"]) == 0
+    assert "77 runs, 0 tuning runs, 3 jobs left" in capsys.readouterr().out
+    study = check_bundle(out)
+    assert study["complete"] is False and sorted(study["missing"]) == sorted(unfinished) and study["jobs"] == 77
+    assert not (out / "tables").exists() and not (out / "figures").exists()  # an unfinished study has no verdict
+    with pytest.raises(BundleError, match=r"unfinished study \(77 of 80 jobs published\)"):
+        bundle_verdict(out)
+    assert main(["unpack", "--bundle", str(out), "--out", str(tmp_path / "p")]) == 2
+    assert "unfinished study (77 of 80 jobs published)" in capsys.readouterr().err
+
+    # the next machine: the pipeline makes the partitions, restore puts the finished runs back, and the pipeline
+    # plans only the three missing jobs (and the steps after them)
+    machine_b = tmp_path / "b"
+    made = snakemake(machine_b, "--until", "partition")
+    assert made.returncode == 0, output(made)[-3000:]
+    assert main(["restore", "--bundle", str(out), "--config", str(SMOKE), "--results", str(machine_b)]) == 0
+    assert "restored 77 runs" in capsys.readouterr().out
+    plan = snakemake(machine_b, "-n")
+    assert job_counts(plan)["train"] == 3, output(plan)[-3000:]
+    for key in unfinished:
+        assert f"results/runs/{key}/metrics.json" in output(plan)
+    restored = machine_b / "results" / "runs" / "digits" / "lt10-dir1" / "fedakd" / "seed0"
+    assert (restored / "metrics.json").read_bytes() == (workdir / restored.relative_to(machine_b) / "metrics.json").read_bytes()
+    assert main(["restore", "--bundle", str(out), "--config", str(SMOKE), "--results", str(machine_b)]) == 0
+    assert "restored 0 runs into" in (said := capsys.readouterr().out) and "77 were here already" in said
+
+    # a config that no longer runs those specs restores nothing: Snakemake would not retrain a restored run
+    assert main(["restore", "--bundle", str(out), "--config", str(SMOKE), "--set", "federation.rounds=4",
+                 "--results", str(tmp_path / "c")]) == 0
+    assert "restored 0 runs" in (said := capsys.readouterr().out) and "77 not restored, the config no longer" in said
+    # publishing over the bundle from results that lack its runs would lose them: refused, the bundle unchanged
+    with pytest.raises(BundleError, match="holds 77 finished run.s. that .* lacks"):
+        publish(SMOKE, results_root=tmp_path / "c", out=out, partial=True)
+    assert check_bundle(out) == study
+    # a partition made differently here than the one the runs trained on is refused, naming it
+    manifest = machine_b / "results" / "partitions" / "digits" / "lt10-dir1" / "seed0" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"seed": 0', '"seed": 5'))
+    shutil.rmtree(machine_b / "results" / "runs")
+    with pytest.raises(BundleError, match="seed0/manifest.json is not the partition the bundle's runs trained on"):
+        from fedakd.publish import restore
+
+        restore(out, SMOKE, results_root=machine_b)

@@ -166,6 +166,20 @@ def test_the_tuning_stage_chooses_on_the_validation_split_and_feeds_the_evaluati
     assert "### Tuning" in (workdir / "reports" / "report.md").read_text()
     assert (workdir / "results" / "tables" / "tuning.csv").exists()
 
+    # the bundle carries the tuning runs and choices: on another machine, restored, nothing is tuned or trained again
+    from fedakd.cli import main
+    from fedakd.publish import check_bundle
+
+    bundle = tmp_path / "published" / "tuned"
+    assert main(["publish", "--config", str(configfile), "--results", str(workdir), "--out", str(bundle)]) == 0
+    assert check_bundle(bundle)["tuning_jobs"] == 5 and len(list((bundle / "tuning").glob("*/*/*.json"))) == 3
+    elsewhere = tmp_path / "elsewhere"
+    assert snakemake(elsewhere, "--until", "partition", configfile=configfile).returncode == 0
+    assert main(["restore", "--bundle", str(bundle), "--config", str(configfile), "--results", str(elsewhere)]) == 0
+    assert not {"tune_train", "tune_select", "train"} & set(job_counts(snakemake(elsewhere, "-n", configfile=configfile)))
+    assert (elsewhere / "results/tuning/digits/lt10-dir1/fedakd.json").read_bytes() == \
+        (workdir / "results/tuning/digits/lt10-dir1/fedakd.json").read_bytes()
+
     # a new grid for fedprox reruns fedprox's tuning, choice and evaluation jobs, and nothing of the others
     changed = tuned_smoke()
     changed["tune"]["methods"]["fedprox"]["mu"] = [0.001, 0.5]
