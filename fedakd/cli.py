@@ -1,5 +1,5 @@
-"""Command line: `fedakd validate | partition | train | ui-link | flower | publish | unpack | verify | ui-import |
-options | verdict`.
+"""Command line: `fedakd validate | partition | train | ui-link | flower | publish | restore | unpack | verify |
+ui-import | options | verdict`.
 
 Predictable problems (a bad config value, missing data, a tampered partition, a
 read-only folder, a damaged store: fedakd.errors) end with one line naming the
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_bundle_commands(commands) -> None:
-    """publish, unpack, verify and ui-import: a study's published bundle (fedakd.publish, fedakd.verify)."""
+    """publish, restore, unpack, verify and ui-import: a study's published bundle (fedakd.publish, fedakd.verify)."""
     publish = commands.add_parser("publish", help="write the bundle of a finished pipeline to published/<study>/")
     publish.add_argument("--config", required=True, help="the study's config; its stem names the bundle")
     publish.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
@@ -183,14 +183,14 @@ def run(args: argparse.Namespace, callbacks=()) -> int | None:
 
     config = load_config(args.config, args.overrides)
     if args.command == "validate":
-        from fedakd.config.cost import cost_warnings, study_hours
-        from fedakd.config.study import setting_seeds
+        from fedakd.config.cost import cost_warnings, study_hours, tuning_hours
+        from fedakd.publish import study_jobs, tuning_jobs
 
-        jobs = len(config["datasets"]) * len(config["methods"]) * sum(
-            len(setting_seeds(config, setting)) for setting in config["settings"])
-        hours = study_hours(config)
-        print(f"{args.config}: valid; {jobs} training jobs, about {hours:,.1f} CPU-hours of training "
-              f"({hours / 2:,.1f} h on 2 cores, evaluation jobs only)")
+        jobs, tuning = sum(1 for _ in study_jobs(config)), sum(1 for _ in tuning_jobs(config))
+        hours, tuning_cost = study_hours(config), tuning_hours(config)
+        stage = f" + {tuning} tuning jobs, {tuning_cost:,.1f} CPU-hours" if tuning else ""
+        print(f"{args.config}: valid; {jobs} training jobs, about {hours:,.1f} CPU-hours of training{stage} "
+              f"({(hours + tuning_cost) / 2:,.1f} h in all on 2 cores)")
         for warning in cost_warnings(config):
             print(warning, file=sys.stderr)
         return

@@ -464,6 +464,19 @@ def test_the_cost_estimate_counts_the_imbalanced_pool():
         (10 * 14762 + 10 * 100 * 64) / EXAMPLES_PER_SECOND / 3600)
 
 
+def test_the_cost_estimate_counts_the_tuning_stage():
+    from fedakd.config.cost import job_hours, study_hours, tuning_hours
+
+    config = load_config(ROOT / "config" / "converged-tuning.yaml")
+    assert tuning_hours(load_config(ROOT / "config" / "converged.yaml")) == 0  # no tune block, no tuning stage
+    # every method but fedavg has 3 candidates, fedavg 1: 16 candidates x 2 tuning seeds per pool
+    per_pool = {s: sum(job_hours(config, "fashion-mnist", m, s) * (1 if m == "fedavg" else 3) * 2
+                       for m in config["methods"]) for s in config["settings"]}
+    assert tuning_hours(config) == pytest.approx(sum(per_pool.values()))
+    # 16 tuning jobs against 8 evaluation seeds per method: two thirds of the evaluation jobs' cost
+    assert tuning_hours(config) == pytest.approx(study_hours(config) * 2 * 16 / (8 * 6), rel=0.15)
+
+
 def test_the_options_a_method_changes_and_the_options_listing():
     from fedakd.config.methods import changed_options, describe_options, validate_method_options
 

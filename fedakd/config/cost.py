@@ -65,6 +65,17 @@ def study_hours(config: dict[str, Any]) -> float:
                for dataset in config["datasets"] for setting in config["settings"] for method in config["methods"])
 
 
+def tuning_hours(config: dict[str, Any]) -> float:
+    """The CPU-hours of every tuning job of a config with a tune block (0 without): each candidate of each method
+    on each tuning seed, in every setting, at the evaluation job's cost."""
+    from fedakd.config.tuning import grid
+
+    if "tune" not in config:
+        return 0.0
+    return sum(job_hours(config, dataset, method, setting) * len(grid(config, method)) * len(config["tune"]["seeds"])
+               for dataset in config["datasets"] for setting in config["settings"] for method in config["methods"])
+
+
 def cost_warnings(config: dict[str, Any]) -> list[str]:
     """One line per dataset whose jobs would take more than WARN_HOURS CPU-hours, naming them."""
     warnings = []
