@@ -122,10 +122,8 @@ def run_configless_command(args: argparse.Namespace) -> int:
     elif args.command == "publish":
         out = publish.publish(args.config, args.overrides, results_root=args.results, out=args.out,
                               partial=args.partial)
-        study = publish.check_bundle(out)
-        left = f", {len(study['missing'])} jobs left" if study["missing"] else ""
-        print(f"wrote {out} ({sum(p.stat().st_size for p in out.rglob('*') if p.is_file()) / 1e6:.2f} MB, "
-              f"{study['jobs']} runs, {study['tuning_jobs']} tuning runs{left})")
+        print(f"wrote {out} ({sum(p.stat().st_size for p in out.rglob('*') if p.is_file()) / 1e6:.2f} MB: "
+              f"{publish.bundle_progress(out)})")
     elif args.command == "restore":
         outcome = publish.restore(args.bundle, args.config, args.overrides, results_root=args.results)
         print(f"restored {len(outcome['restored'])} runs into {Path(args.results) / 'results'}; "

@@ -318,6 +318,15 @@ def require_whole(bundle: str | Path) -> dict[str, Any]:
     return study
 
 
+def bundle_progress(bundle: str | Path) -> str:
+    """How much of a checked bundle's study is published, in words: what the README says of an unfinished one
+    (a test holds the two together)."""
+    study = check_bundle(bundle)
+    tuning = study.get("tuning_jobs", 0) + len(study.get("tuning_missing", []))
+    runs = f"{study['jobs']} of {study['jobs'] + len(study.get('missing', []))} runs"
+    return (f"{study.get('tuning_jobs', 0)} of {tuning} tuning runs and {runs}" if tuning else runs) + " finished"
+
+
 def _write_run(folder: Path, run: dict[str, Any], manifest: Path | None) -> None:
     """A run folder as training leaves it (artifacts, timings.json, then metrics.json, which marks it finished);
     the model weights stay out of a bundle."""

@@ -152,7 +152,7 @@ def test_an_unfinished_study_travels_in_its_bundle_and_the_pipeline_trains_only_
     with pytest.raises(BundleError, match="3 job.s. of .* have no finished run.*or publish what is finished with --partial"):
         publish(SMOKE, results_root=machine_a, out=out)
     assert main(["publish", "--config", str(SMOKE), "--results", str(machine_a), "--out", str(out), "--partial"]) == 0
-    assert "77 runs, 0 tuning runs, 3 jobs left" in capsys.readouterr().out
+    assert "MB: 77 of 80 runs finished)" in capsys.readouterr().out
     study = check_bundle(out)
     assert study["complete"] is False and sorted(study["missing"]) == sorted(unfinished) and study["jobs"] == 77
     assert not (out / "tables").exists() and not (out / "figures").exists()  # an unfinished study has no verdict
@@ -193,3 +193,17 @@ def test_an_unfinished_study_travels_in_its_bundle_and_the_pipeline_trains_only_
         from fedakd.publish import restore
 
         restore(out, SMOKE, results_root=machine_b)
+
+
+def test_the_readme_states_each_unfinished_bundle_s_progress_as_its_study_file_gives_it():
+    import re
+
+    from fedakd.publish import bundle_progress
+
+    readme = (REPO / "README.md").read_text()
+    stated = re.findall(r"<!-- progress: published/(\S+) -->(.*?)<!-- /progress -->", readme, flags=re.S)
+    unfinished = sorted(p.parent.name for p in (REPO / "published").glob("*/SHA256SUMS")
+                        if check_bundle(p.parent).get("complete", True) is False)
+    assert sorted(study for study, _ in stated) == unfinished
+    for study, text in stated:
+        assert " ".join(text.split()) == bundle_progress(REPO / "published" / study), study

@@ -168,11 +168,12 @@ def test_the_tuning_stage_chooses_on_the_validation_split_and_feeds_the_evaluati
 
     # the bundle carries the tuning runs and choices: on another machine, restored, nothing is tuned or trained again
     from fedakd.cli import main
-    from fedakd.publish import check_bundle
+    from fedakd.publish import bundle_progress, check_bundle
 
     bundle = tmp_path / "published" / "tuned"
     assert main(["publish", "--config", str(configfile), "--results", str(workdir), "--out", str(bundle)]) == 0
-    assert check_bundle(bundle)["tuning_jobs"] == 5 and len(list((bundle / "tuning").glob("*/*/*.json"))) == 3
+    assert bundle_progress(bundle) == "5 of 5 tuning runs and 6 of 6 runs finished"
+    assert len(list((bundle / "tuning").glob("*/*/*.json"))) == 3 and check_bundle(bundle)["complete"]
     elsewhere = tmp_path / "elsewhere"
     assert snakemake(elsewhere, "--until", "partition", configfile=configfile).returncode == 0
     assert main(["restore", "--bundle", str(bundle), "--config", str(configfile), "--results", str(elsewhere)]) == 0
