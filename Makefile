@@ -59,7 +59,7 @@ resume: setup data
 	@test -n "$(STUDY_CONFIG)" || { echo "say which published study: make resume STUDY=<a folder of published/>"; exit 2; }
 	$(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES) --configfile $(STUDY_CONFIG) --until partition
 	$(BIN)/fedakd restore --bundle published/$(STUDY) --config $(STUDY_CONFIG)
-	$(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES) --configfile $(STUDY_CONFIG) $(ARGS)
+	$(BIN)/snakemake --profile workflow/profiles/default --cores $(CORES) $(ARGS) --configfile $(STUDY_CONFIG)
 
 # Rebuild tables, figures and report from the runs that exist, training nothing.
 report: setup

@@ -396,41 +396,19 @@ def restore(bundle: str | Path, config_path: str | Path, overrides=(), *,
     'stale': Snakemake retrains it) and its partition, made here by the pipeline first, is the bundle's (else
     BundleError). A finished run already here is kept ('here': the same record; 'kept': another one, which the
     next publish takes). Returns those four lists of job keys."""
-    from fedakd.config import job_spec, load_config
-    from fedakd.config.tuning import tuning_spec, with_options
+    from fedakd.config import load_config
 
     check_bundle(bundle)
     bundle, results_root = Path(bundle), Path(results_root)
     config = load_config(config_path, overrides)
-    families = step_families(config)
-    wanted = {layout.job_key(job): (layout.RUN_DIR, job) for job in study_jobs(config)}
-    wanted |= {layout.job_key(job): (layout.TUNING_RUN_DIR, job) for job in tuning_jobs(config)}
     choices = {}  # what each evaluation job of a tuned study will run: the choice here, else the bundle's
     for path in sorted((bundle / "tuning").glob("*/*/*.json")) if "tune" in config else ():
         dataset, setting, method = path.relative_to(bundle / "tuning").with_suffix("").parts
         if setting in config["settings"] and method in config["methods"]:
             target = results_root / layout.TUNING_CHOICE.format(dataset=dataset, setting=setting, method=method)
             choices[dataset, setting, method] = (target, path)
-    outcome: dict[str, list[str]] = {"restored": [], "here": [], "kept": [], "stale": []}
-    plan = []
-    runs = dict(bundle_runs(bundle, tuning=True))
-    for key, (pattern, job) in wanted.items():
-        if key not in runs:
-            continue
-        if pattern == layout.TUNING_RUN_DIR:
-            spec = tuning_spec(config, **job)
-            part = (job["dataset"], job["setting"], job["seed"])
-        else:
-            spec = job_spec(config, **job)
-            choice = choices.get((job["dataset"], job["setting"], job["method"]))
-            if choice:
-                spec = with_options(spec, read_json(next(p for p in choice if p.exists()), "tuning choice")
-                                    ["chosen"]["options"])
-            part = (job["dataset"], families[job["setting"]], job["seed"])
-        if spec.to_dict() != runs[key]["job"]:
-            continue
-        plan.append((pattern, key, results_root / pattern.format(**job), runs[key], part))
-    outcome["stale"] = sorted(set(runs) - {key for _, key, *_ in plan})
+    plan, stale = _restore_plan(bundle, config, results_root, choices)
+    outcome: dict[str, list[str]] = {"restored": [], "here": [], "kept": [], "stale": stale}
     manifests = _restorable_partitions(bundle, results_root, {part for *_, part in plan}, config_path)
 
     def put(entries):
@@ -449,6 +427,37 @@ def restore(bundle: str | Path, config_path: str | Path, overrides=(), *,
             atomic_write_json(target, read_json(path, "tuning choice"))
     put([entry for pattern, *entry in plan if pattern == layout.RUN_DIR])
     return outcome
+
+
+def _restore_plan(bundle: Path, config: dict[str, Any], results_root: Path,
+                  choices: dict) -> tuple[list[tuple], list[str]]:
+    """(folder pattern, job key, folder, run, partition) of every bundled run whose spec the live config resolves
+    exactly as it ran (an evaluation job of a tuned study with the choice it will read, ``choices``), and the keys
+    of the others."""
+    from fedakd.config import job_spec
+    from fedakd.config.tuning import tuning_spec, with_options
+
+    families = step_families(config)
+    wanted = {layout.job_key(job): (layout.RUN_DIR, job) for job in study_jobs(config)}
+    wanted |= {layout.job_key(job): (layout.TUNING_RUN_DIR, job) for job in tuning_jobs(config)}
+    runs = dict(bundle_runs(bundle, tuning=True))
+    plan = []
+    for key, (pattern, job) in wanted.items():
+        if key not in runs:
+            continue
+        if pattern == layout.TUNING_RUN_DIR:
+            spec = tuning_spec(config, **job)
+            part = (job["dataset"], job["setting"], job["seed"])
+        else:
+            spec = job_spec(config, **job)
+            choice = choices.get((job["dataset"], job["setting"], job["method"]))
+            if choice:
+                spec = with_options(spec, read_json(next(p for p in choice if p.exists()), "tuning choice")
+                                    ["chosen"]["options"])
+            part = (job["dataset"], families[job["setting"]], job["seed"])
+        if spec.to_dict() == runs[key]["job"]:
+            plan.append((pattern, key, results_root / pattern.format(**job), runs[key], part))
+    return plan, sorted(set(runs) - {key for _, key, *_ in plan})
 
 
 def _restorable_partitions(bundle: Path, results_root: Path, parts, config_path) -> dict[tuple, Path]:

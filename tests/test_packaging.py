@@ -128,11 +128,13 @@ def test_the_makefiles_snakemake_commands_parse_to_their_targets():
     for target, body in recipes:
         body = body.replace("$(PAPER_SNAKEMAKE)", paper).replace("\\\n", " ").replace("$(BIN)/", "")
         body = body.replace("$(CONFIG)", "config/config.yaml").replace("$(CORES)", "2")
+        body = body.replace("$(STUDY_CONFIG)", "config/config.yaml").replace("$(ARGS)", "--until tune_select")
         for line in body.splitlines():
             words = shlex.split(line.strip())
             if words and words[0] == "snakemake":
                 commands[target] = parser.parse_args(words[1:])
-    assert {"reproduce", "report", "paper"} <= set(commands)
+    assert {"reproduce", "report", "paper", "resume"} <= set(commands)
+    assert set(commands["resume"].until) == {"tune_select"} and not commands["resume"].targets  # ARGS: options only
     assert commands["report"].targets == ["report"]
     assert commands["paper"].config == ["published=published/$(STUDY)"]  # the last snakemake line of make paper
     for target, args in commands.items():
