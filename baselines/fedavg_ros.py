@@ -31,6 +31,7 @@ def random_oversample(x: np.ndarray, y: np.ndarray, *, sampling_strategy="not ma
 
 class FedAvgROS(ResampledFedAvg):
     counter_prefix = "ros"
+    sampling_type = "over-sampling"
     options_schema = {
         "sampling_strategy": {"enum": ["not majority", "minority", "not minority", "all", "auto"],
                               "default": "not majority",

@@ -35,6 +35,7 @@ def random_undersample(x: np.ndarray, y: np.ndarray, *, sampling_strategy="not m
 
 class FedAvgRUS(ResampledFedAvg):
     counter_prefix = "rus"
+    sampling_type = "under-sampling"
     options_schema = {
         "sampling_strategy": {"enum": ["not minority", "majority", "not majority", "all", "auto"],
                               "default": "not minority",

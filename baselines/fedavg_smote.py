@@ -13,6 +13,7 @@ from baselines.smote import smote_oversample
 
 class FedAvgSMOTE(ResampledFedAvg):
     counter_prefix = "smote"
+    sampling_type = "over-sampling"
     options_schema = {
         "k_neighbors": {"type": "integer", "minimum": 1, "default": 5,
                         "description": "SMOTE's neighbours; a class with <= k examples uses count - 1"},

@@ -49,6 +49,9 @@ class ResampledFedAvg(FedAvg):
 
     #: Prefix of this method's counters in metrics.json and MLflow.
     counter_prefix = "resample"
+    #: imbalanced-learn's kind of sampler ("over-sampling" or "under-sampling"); fedakd.config.cost.RESAMPLERS says
+    #: the same for the cost estimate, which imports no method.
+    sampling_type: str
 
     def resample(self, x: np.ndarray, y: np.ndarray, *, seed: int,
                  num_classes: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

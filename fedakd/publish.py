@@ -320,11 +320,15 @@ def require_whole(bundle: str | Path) -> dict[str, Any]:
 
 def bundle_progress(bundle: str | Path) -> str:
     """How much of a checked bundle's study is published, in words: what the README says of an unfinished one
-    (a test holds the two together)."""
+    (a test holds the two together). A tuning stage with no evaluation run yet is said by its tuning runs."""
     study = check_bundle(bundle)
-    tuning = study.get("tuning_jobs", 0) + len(study.get("tuning_missing", []))
-    runs = f"{study['jobs']} of {study['jobs'] + len(study.get('missing', []))} runs"
-    return (f"{study.get('tuning_jobs', 0)} of {tuning} tuning runs and {runs}" if tuning else runs) + " finished"
+    tuning, runs = study.get("tuning_jobs", 0), study["jobs"]
+    parts = []
+    if tuning or study.get("tuning_missing"):
+        parts.append(f"{tuning} of {tuning + len(study['tuning_missing'])} tuning runs")
+    if runs or not parts:
+        parts.append(f"{runs} of {runs + len(study.get('missing', []))} runs")
+    return " and ".join(parts) + " finished"
 
 
 def _write_run(folder: Path, run: dict[str, Any], manifest: Path | None) -> None:

@@ -464,6 +464,47 @@ def test_the_cost_estimate_counts_the_imbalanced_pool():
         (10 * 14762 + 10 * 100 * 64) / EXAMPLES_PER_SECOND / 3600)
 
 
+def test_the_cost_estimate_counts_what_a_resampling_method_trains_on(monkeypatch):
+    from baselines.resampling import ResampledFedAvg
+    from fedakd import registry
+    from fedakd.config import cost
+
+    resamplers = {name: registry.get_method(name) for name in registry.method_names()
+                  if issubclass(registry.get_method(name), ResampledFedAvg)}
+    assert {name: (cls.sampling_type, cls.options_schema["sampling_strategy"]["default"])
+            for name, cls in resamplers.items()} == cost.RESAMPLERS  # the table the estimate reads, without a class
+
+    # three clients' class counts, by hand: SMOTE raises a client's classes to its largest (4+4 = 8; 9; a client
+    # of one class keeps its 5): 22 of 20 examples; RUS lowers them to its smallest (2+2 = 4; 9; 5): 18 of 20
+    monkeypatch.setattr(cost, "_client_class_counts", lambda dataset, spec: ((4, 2, 0), (3, 3, 3), (5, 0, 0)))
+    config = load_config(ROOT / "config" / "config.yaml")
+    config["methods"] = {"smote": {"method": "fedavg-smote", "sampling_strategy": "not majority"},
+                         "rus": {"method": "fedavg-rus"}, "avg": {"method": "fedavg"}}
+    factor = {m: cost.resampling_factor(config, "fashion-mnist", "lt10-dir0.5", m) for m in config["methods"]}
+    assert factor == {"smote": pytest.approx(22 / 20), "rus": pytest.approx(18 / 20), "avg": 1.0}
+    assert cost.job_hours(config, "fashion-mnist", "smote", "lt10-dir0.5") == pytest.approx(
+        cost.job_hours(config, "fashion-mnist", "avg", "lt10-dir0.5") * 22 / 20)  # fedavg has no server steps
+
+
+def test_a_partitions_class_counts_depend_on_the_class_sizes_not_on_which_examples():
+    """What the cost estimate relies on to count a resampling client's examples without reading the data
+    (fedakd.config.cost._client_class_counts): the same class sizes in another order, the same counts."""
+    import numpy as np
+
+    from fedakd.config import partition_spec
+    from fedakd.data import load_train_labels
+    from fedakd.jobs import build_partition
+
+    config = load_config(ROOT / "config" / "smoke.yaml")
+    spec = partition_spec(config, dataset="digits", setting="lt10-dir1", seed=1)
+    labels = load_train_labels("digits", "data")
+    counts = []
+    for order in (labels, np.sort(labels), np.random.default_rng(0).permutation(labels)):
+        made = build_partition(spec, "data", labels=order)
+        counts.append([np.bincount(order[idx], minlength=10).tolist() for idx in made.client_indices])
+    assert counts[0] == counts[1] == counts[2] and len(counts[0]) == 4
+
+
 def test_the_cost_estimate_counts_the_tuning_stage():
     from fedakd.config.cost import job_hours, study_hours, tuning_hours
 

@@ -6,6 +6,8 @@ its wall-time, workflow/rules/common.smk).
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
 from typing import Any
 
 #: Training examples one CPU core passes through the cnn per second, evaluation and diagnostics included:
@@ -14,6 +16,12 @@ from typing import Any
 EXAMPLES_PER_SECOND = 9500
 #: A job estimated above this many CPU-hours gets a warning.
 WARN_HOURS = 48.0
+#: The registered methods whose clients train on resampled data (baselines/resampling.py): imbalanced-learn's kind
+#: of sampling and the method's default strategy. SMOTE raises every class a client holds to its largest: on
+#: Fashion-MNIST lt10-dir0.5 its clients train on 2.9 times their examples. tests/test_config.py holds this table
+#: to the classes.
+RESAMPLERS = {"fedavg-smote": ("over-sampling", "not majority"), "fedavg-ros": ("over-sampling", "not majority"),
+              "fedavg-rus": ("under-sampling", "not minority")}
 
 
 def pool_size(config: dict[str, Any], dataset: str, setting: str) -> float:
@@ -32,6 +40,54 @@ def pool_size(config: dict[str, Any], dataset: str, setting: str) -> float:
     if imbalance["kind"] == "step":
         return float(sum(step_counts(n_max, spec.num_classes, imbalance["factor"], imbalance["minority_fraction"])))
     return float(n_max * spec.num_classes)
+
+
+@lru_cache(maxsize=64)
+def _client_class_counts(dataset: str, spec_json: str) -> tuple[tuple[int, ...], ...]:
+    """Each client's class counts in the partition a spec describes, made from labels of n_train / num_classes
+    examples a class, so no data are read: the split draws on the class sizes, not on which examples they are
+    (tests/test_config.py), so the counts are exact on Fashion-MNIST and CIFAR, whose classes are that size, and
+    close on MNIST."""
+    import numpy as np
+
+    from fedakd.config.spec import PartitionSpec
+    from fedakd.data import DATASETS
+    from fedakd.partition import make_partition
+
+    spec = DATASETS[dataset]
+    labels = np.repeat(np.arange(spec.num_classes), spec.n_train // spec.num_classes)
+    partition = make_partition(labels, spec.num_classes, PartitionSpec(**json.loads(spec_json)))
+    return tuple(tuple(int(n) for n in np.bincount(labels[idx], minlength=spec.num_classes))
+                 for idx in partition.client_indices)
+
+
+def resampling_factor(config: dict[str, Any], dataset: str, setting: str, method: str) -> float:
+    """How many times their own examples a method's clients train on (1 unless it resamples, RESAMPLERS), on the
+    partition of the setting's first seed."""
+    from fedakd.config import partition_spec
+    from fedakd.config.study import setting_seeds, step_families
+
+    options = config["methods"][method]
+    if options["method"] not in RESAMPLERS:
+        return 1.0
+    from imblearn.utils import check_sampling_strategy
+    import numpy as np
+
+    kind, default = RESAMPLERS[options["method"]]
+    spec = partition_spec(config, dataset=dataset, setting=step_families(config)[setting],
+                          seed=setting_seeds(config, setting)[0])
+    before = after = 0
+    for counts in _client_class_counts(dataset, json.dumps(spec.to_dict(), sort_keys=True)):
+        y = np.repeat(np.arange(len(counts)), counts)
+        before += len(y)
+        if sum(n > 0 for n in counts) < 2:  # one class: nothing to resample against
+            after += len(y)
+            continue
+        change = check_sampling_strategy(options.get("sampling_strategy", default), y, kind)
+        # over-sampling: examples to add per class; under-sampling: examples to keep per class
+        after += len(y) + sum(change.values()) if kind == "over-sampling" else \
+            len(y) - sum(counts[c] - n for c, n in change.items())
+    return after / before
 
 
 def local_examples(config: dict[str, Any], dataset: str, setting: str) -> float:
@@ -53,7 +109,8 @@ def server_examples(config: dict[str, Any], method: str) -> float:
 def job_hours(config: dict[str, Any], dataset: str, method: str, setting: str | None = None) -> float:
     """One job's CPU-hours; without a setting, the largest of the config's settings."""
     settings = [setting] if setting is not None else list(config["settings"])
-    examples = max(local_examples(config, dataset, s) for s in settings)
+    examples = max(local_examples(config, dataset, s) * resampling_factor(config, dataset, s, method)
+                   for s in settings)
     return (examples + server_examples(config, method)) / EXAMPLES_PER_SECOND / 3600
 
 
