@@ -57,8 +57,7 @@ def _client_class_counts(dataset: str, spec_json: str) -> tuple[tuple[int, ...],
     spec = DATASETS[dataset]
     labels = np.repeat(np.arange(spec.num_classes), spec.n_train // spec.num_classes)
     partition = make_partition(labels, spec.num_classes, PartitionSpec(**json.loads(spec_json)))
-    return tuple(tuple(int(n) for n in np.bincount(labels[idx], minlength=spec.num_classes))
-                 for idx in partition.client_indices)
+    return tuple(tuple(int(n) for n in row) for row in partition.client_class_counts)
 
 
 def resampling_factor(config: dict[str, Any], dataset: str, setting: str, method: str) -> float:
