@@ -180,6 +180,19 @@ BAD_CONFIGS = {
     "a step without step_of": (_set("settings.lt10-dir1.federation", {"lr": 0.01}),
                                "settings.lt10-dir1.federation: {'lr': 0.01}"),
     "a step's momentum of 1": (_set_step("federation.momentum", 1.0), f"{STEP}.federation.momentum: 1.0"),
+    # a setting's own options for a method (settings.<name>.method_options): checked as a method entry is
+    "setting options of an unknown method": (_set("settings.lt10-dir1.method_options", {"fedsgd": {"lr": 1}}),
+                                             "settings.lt10-dir1.method_options.fedsgd: {'lr': 1}"),
+    "setting option unknown to the class": (_set("settings.lt10-dir1.method_options", {"fedakd": {"mu": 1}}),
+                                            "settings.lt10-dir1.method_options.fedakd.mu: 1"),
+    "setting option out of range": (_set("settings.lt10-dir1.method_options", {"fedakd": {"distill_lr": 0}}),
+                                    "settings.lt10-dir1.method_options.fedakd.distill_lr: 0"),
+    "setting options changing the class": (_set("settings.lt10-dir1.method_options", {"fedakd": {"method": "fedavg"}}),
+                                           "settings.lt10-dir1.method_options.fedakd.method: 'fedavg'"),
+    "setting options empty": (_set("settings.lt10-dir1.method_options", {"fedakd": {}}),
+                              "settings.lt10-dir1.method_options.fedakd: {}"),
+    "step setting options of its own": (_set_step("method_options", {"fedakd": {"distill_lr": 0.01}}),
+                                        f"{STEP}.method_options: {{'fedakd': {{'distill_lr': 0.01}}}}"),
 }
 
 
@@ -448,6 +461,32 @@ def test_a_step_setting_trains_its_base_pool_at_its_own_step(base):
     config = validate_config(base)
     with pytest.raises(ConfigError, match="one of setting lt10-dir1-lr0.02's seeds: 1"):
         job_spec(config, dataset="digits", setting="lt10-dir1-lr0.02", method="fedavg", seed=0)
+
+
+def test_a_setting_s_method_options_reach_its_jobs_and_its_step_settings_and_no_other_job(base):
+    before = validate_config(base)
+    base["settings"]["lt10-dir1"]["method_options"] = {"fedakd": {"distill_lr": 3e-5, "distill_steps": 20}}
+    config = validate_config(base)
+    spec = job_spec(config, dataset="digits", setting="lt10-dir1", method="fedakd", seed=0)
+    old = job_spec(before, dataset="digits", setting="lt10-dir1", method="fedakd", seed=0)
+    assert spec.method_options == {**old.method_options, "distill_lr": 3e-5, "distill_steps": 20}
+    step = job_spec(config, dataset="digits", setting="lt10-dir1-lr0.02", method="fedakd", seed=0)
+    assert step.method_options == spec.method_options  # a step setting repeats its base, options included
+    # every other job keeps its spec (so a study that adds a choice retrains only the jobs it changes)
+    for setting, method in (("lt10-dir1", "fedavg"), ("lt10-dir1", "fedakd-noattn"), ("lt10-dir1-lr0.02", "fedavg")):
+        assert job_spec(config, dataset="digits", setting=setting, method=method, seed=0).digest == \
+            job_spec(before, dataset="digits", setting=setting, method=method, seed=0).digest
+    assert "method_options" not in spec.setting_params
+    # the report's methods table gives the setting's row beside the method's
+    from fedakd.reporting.report import _setup
+
+    rows = [line for line in _setup(config, []) if line.startswith("| fedakd")]
+    assert rows[0] == "| fedakd | fedakd | distill_steps = 10 |"
+    assert "| fedakd in lt10-dir1 | fedakd | distill_steps = 20, distill_lr = 3e-05 |" in rows
+    # and the cost estimate counts the setting's server steps: 20 where the study's entry has 10
+    from fedakd.config.cost import server_examples
+
+    assert server_examples(config, "fedakd", "lt10-dir1") == 2 * server_examples(before, "fedakd", "lt10-dir1")
 
 
 def test_the_cost_estimate_counts_the_imbalanced_pool():

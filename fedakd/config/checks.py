@@ -153,18 +153,46 @@ def _check_tracking_uri(config: dict, skip) -> list[Problem]:
     return [Problem(("tracking_uri",), config["tracking_uri"], problem)]
 
 
-def _check_methods(config: dict, skip) -> list[Problem]:
-    """Each method registered and its options valid for its class (defaults filled in place)."""
-    problems, needing_proxy, needing_validation = [], [], []
-    for name, entry in config["methods"].items():
-        if skip(("methods", name)):
+def _setting_entries(config: dict, skip) -> tuple[list[tuple[KeyPath, str, dict]], list[Problem]]:
+    """(where, method, entry) of every setting's ``method_options``, each merged over its method's entry (checked
+    as a method entry is), and the problems of those that name no method or sit in a step setting."""
+    entries, problems = [], []
+    for setting, params in config["settings"].items():
+        where = ("settings", setting, "method_options")
+        if "method_options" not in params or skip(where):
             continue
-        method_class, found = resolve_method(entry["method"], entry, ("methods", name))
+        if "step_of" in params:
+            problems.append(Problem(where, params["method_options"], f"none in a step setting: it runs its base's "
+                                    f"(settings.{params['step_of']}.method_options)"))
+            continue
+        for method, options in params["method_options"].items():
+            if method not in config["methods"]:
+                problems.append(Problem((*where, method), options, "one of the config's methods: "
+                                        + ", ".join(config["methods"])))
+            elif "method" in options:
+                problems.append(Problem((*where, method, "method"), options["method"], f"no method key: options "
+                                        f"only, of the class of methods.{method} ({config['methods'][method]['method']})"))
+            elif not skip(("methods", method)):
+                entries.append(((*where, method), method, {**config["methods"][method], **options}))
+    return entries, problems
+
+
+def _check_methods(config: dict, skip) -> list[Problem]:
+    """Each method registered and its options valid for its class (defaults filled in place), and so each
+    setting's ``method_options`` over them."""
+    problems, needing_proxy, needing_validation = [], [], []
+    entries = [(("methods", name), name, entry) for name, entry in config["methods"].items()
+               if not skip(("methods", name))]
+    if isinstance(config.get("settings"), dict):
+        more, problems = _setting_entries(config, skip)
+        entries += more
+    for where, name, entry in entries:
+        method_class, found = resolve_method(entry["method"], entry, where)
         problems += found
         if method_class is not None and not found:
-            if method_class.needs_transfer_set(method_options(entry)):
+            if method_class.needs_transfer_set(method_options(entry)) and name not in needing_proxy:
                 needing_proxy.append(name)
-            if method_class.needs_validation_split(method_options(entry)):
+            if method_class.needs_validation_split(method_options(entry)) and name not in needing_validation:
                 needing_validation.append(name)
     for key, needing, what in (("proxy_per_class", needing_proxy, "train on the transfer set"),
                                ("validation_per_class", needing_validation, "validate their server step on the "

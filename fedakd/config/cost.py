@@ -64,9 +64,9 @@ def resampling_factor(config: dict[str, Any], dataset: str, setting: str, method
     """How many times their own examples a method's clients train on (1 unless it resamples, RESAMPLERS), on the
     partition of the setting's first seed."""
     from fedakd.config import partition_spec
-    from fedakd.config.study import setting_seeds, step_families
+    from fedakd.config.study import setting_method_entry, setting_seeds, step_families
 
-    options = config["methods"][method]
+    options = setting_method_entry(config, setting, method)
     if options["method"] not in RESAMPLERS:
         return 1.0
     from imblearn.utils import check_sampling_strategy
@@ -96,10 +96,12 @@ def local_examples(config: dict[str, Any], dataset: str, setting: str) -> float:
                                                                                                    setting)
 
 
-def server_examples(config: dict[str, Any], method: str) -> float:
-    """The examples a method's server steps pass over: rounds x every *_steps option x its batch (64 unless the
-    method names one)."""
-    options = config["methods"][method]
+def server_examples(config: dict[str, Any], method: str, setting: str) -> float:
+    """The examples a method's server steps pass over in a setting: rounds x every *_steps option x its batch (64
+    unless the method names one)."""
+    from fedakd.config.study import setting_method_entry
+
+    options = setting_method_entry(config, setting, method)
     batch = next((value for key, value in options.items() if key.endswith("batch_size")), 64)
     steps = sum(value for key, value in options.items() if key.endswith("_steps") and isinstance(value, int))
     return config["federation"]["rounds"] * steps * batch
@@ -109,8 +111,8 @@ def job_hours(config: dict[str, Any], dataset: str, method: str, setting: str | 
     """One job's CPU-hours; without a setting, the largest of the config's settings."""
     settings = [setting] if setting is not None else list(config["settings"])
     examples = max(local_examples(config, dataset, s) * resampling_factor(config, dataset, s, method)
-                   for s in settings)
-    return (examples + server_examples(config, method)) / EXAMPLES_PER_SECOND / 3600
+                   + server_examples(config, method, s) for s in settings)
+    return examples / EXAMPLES_PER_SECOND / 3600
 
 
 def study_hours(config: dict[str, Any]) -> float:

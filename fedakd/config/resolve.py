@@ -8,7 +8,7 @@ from typing import Any
 from fedakd.config.methods import method_options
 from fedakd.config.schema import ConfigError, Problem
 from fedakd.config.spec import JobSpec, PartitionSpec, digest
-from fedakd.config.study import setting_federation, setting_seeds
+from fedakd.config.study import setting_federation, setting_method_entry, setting_seeds
 
 
 def _check_choice(config: dict, **choices: Any) -> None:
@@ -40,14 +40,15 @@ def partition_spec(config: dict, *, dataset: str, setting: str, seed: int) -> Pa
 
 def build_job_spec(config: dict, *, dataset: str, setting: str, method: str, seed: int,
                    options: dict | None = None, experiment: str | None = None) -> JobSpec:
-    """A job's spec from a validated config, with ``options`` over the method's configured ones (a tuning
-    candidate, already checked) and another MLflow experiment if given; the choices are not checked."""
-    entry = config["methods"][method]
+    """A job's spec from a validated config, with ``options`` over the method's configured ones (its entry, with
+    the setting's ``method_options`` over it) (a tuning candidate, already checked) and another MLflow experiment if given; the choices are not checked."""
+    entry = setting_method_entry(config, setting, method)
+    setting_params = {key: value for key, value in config["settings"][setting].items() if key != "method_options"}
     return JobSpec(
         experiment=experiment or config["experiment"], tracking_uri=config["tracking_uri"],
         data_root=config["data_root"], device=config["device"], amp=config["amp"],
         deterministic=config["deterministic"], dataset=dataset, setting=setting,
-        setting_params=config["settings"][setting], method=method, method_class=entry["method"],
+        setting_params=setting_params, method=method, method_class=entry["method"],
         method_options={**method_options(entry), **(options or {})},
         federation=setting_federation(config, setting),
         model=config["model"], seed=seed, partition=partition_spec(config, dataset=dataset, setting=setting, seed=seed),

@@ -23,6 +23,13 @@ def setting_federation(config: dict[str, Any], setting: str) -> dict[str, Any]:
     return {**config["federation"], **config["settings"][setting].get("federation", {})}
 
 
+def setting_method_entry(config: dict[str, Any], setting: str, method: str) -> dict[str, Any]:
+    """The ``methods`` entry that a setting's jobs of ``method`` run: the config's, with the setting's
+    ``method_options`` for it over it (a step setting's are its base's: it repeats its base at another step)."""
+    base = config["settings"][step_families(config)[setting]]
+    return {**config["methods"][method], **base.get("method_options", {}).get(method, {})}
+
+
 def step_families(config: dict[str, Any]) -> dict[str, str]:
     """setting -> the base setting of its step family: a setting with ``step_of`` repeats its base at another
     client step (docs/method-card.md §5, the verdict across step sizes); a base is its own family."""

@@ -59,7 +59,12 @@ def _setup(config: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
               "resolved options.", "", "| name | method | options changed from the defaults |", "|---|---|---|"]
     from fedakd.config.methods import changed_options, method_options
 
-    for name, spec in config.get("methods", {}).items():
+    rows = [(name, spec) for name, spec in config.get("methods", {}).items()]
+    # a setting's own options for a method (and so its step settings'): the method's row again, named by setting
+    rows += [(f"{name} in {setting}", {**config["methods"][name], **options})
+             for setting, params in config.get("settings", {}).items()
+             for name, options in params.get("method_options", {}).items() if name in config.get("methods", {})]
+    for name, spec in rows:
         changed = changed_options(spec.get("method", name), method_options(spec))
         lines.append(f"| {name} | {spec.get('method', name)} | "
                      f"{', '.join(f'{k} = {json.dumps(v)}' for k, v in changed.items()) or 'none'} |")
