@@ -102,6 +102,10 @@ def _add_bundle_commands(commands) -> None:
     options.add_argument("methods", nargs="*", metavar="METHOD", help="registered method names (default: all)")
     verdict = commands.add_parser("verdict", help="a bundle's verdict sentences, drawn again from its tables")
     verdict.add_argument("--bundle", required=True)
+    choices = commands.add_parser("choices", help="a finished tuning stage's choices, made again from its bundle's "
+                                                  "runs, as the method_options a config carries them in")
+    choices.add_argument("--bundle", required=True)
+    choices.add_argument("--check", metavar="CONFIG", help="exit 1 unless this config's jobs run every choice")
     ui_import = commands.add_parser("ui-import", help="load a bundle's runs into an MLflow store (twice adds nothing)")
     ui_import.add_argument("--bundle", required=True)
     ui_import.add_argument("--out", required=True, help="the working folder the runs are unpacked into")
@@ -119,6 +123,14 @@ def run_configless_command(args: argparse.Namespace) -> int:
         print(describe_options(args.methods))
     elif args.command == "verdict":
         print(publish.bundle_verdict(args.bundle))
+    elif args.command == "choices":
+        if args.check:
+            from fedakd.config import load_config
+
+            problems = publish.choice_problems(args.bundle, load_config(args.check))
+            print("\n".join(problems) or f"{args.check} runs every choice of {args.bundle}")
+            return 1 if problems else 0
+        print(publish.choices_yaml(args.bundle))
     elif args.command == "publish":
         out = publish.publish(args.config, args.overrides, results_root=args.results, out=args.out,
                               partial=args.partial)
@@ -169,7 +181,7 @@ def import_bundle(bundle: str, workdir: str, tracking_uri: str) -> int:
 def run(args: argparse.Namespace, callbacks=()) -> int | None:
     from fedakd.config import job_spec, load_config, partition_spec
 
-    if args.command in ("publish", "restore", "unpack", "verify", "ui-import", "options", "verdict"):
+    if args.command in ("publish", "restore", "unpack", "verify", "ui-import", "options", "verdict", "choices"):
         return run_configless_command(args)
     if args.command == "flower":
         from fedakd.flower import require_flower

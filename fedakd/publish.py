@@ -331,6 +331,100 @@ def bundle_progress(bundle: str | Path) -> str:
     return " and ".join(parts) + " finished"
 
 
+def bundle_choices(bundle: str | Path) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The selection record of every (dataset, setting, method) of a bundle's finished tuning stage, made again
+    from its tuning runs as the tune_select rule makes it; refused where a choice file the bundle carries says
+    otherwise, and for a stage not yet finished."""
+    import yaml
+
+    from fedakd.config.tuning import choose
+
+    bundle = Path(bundle)
+    study = check_bundle(bundle)
+    config = yaml.safe_load((bundle / CONFIG_FILE).read_text())
+    if "tune" not in config:
+        raise BundleError(f"{bundle}'s study has no tuning stage (no tune block in its config.yaml)")
+    if study.get("tuning_missing"):
+        raise BundleError(f"{bundle} holds an unfinished tuning stage ({bundle_progress(bundle)}): its choices are "
+                          f"not made yet. Finish it: make resume STUDY={bundle.name} ARGS=\"--until tune_select\", "
+                          f"then fedakd publish --config {study['config']} --partial")
+    runs: dict[tuple[str, str, str], dict] = {}
+    for _, run in bundle_runs(bundle, tuning=True):
+        job = run["metrics"]["job"]
+        if "candidate" in job:
+            runs.setdefault((job["dataset"], job["setting"], job["method"]), {})[job["candidate"], job["seed"]] = \
+                run["metrics"]
+    records = {}
+    for (dataset, setting, method), found in sorted(runs.items()):
+        record = choose(config, found, dataset=dataset, setting=setting, method=method)
+        carried = bundle / TUNING_ENTRY.format(dataset=dataset, setting=setting, method=method)
+        if carried.exists() and (said := read_json(carried, "tuning choice")["chosen"]) != record["chosen"]:
+            raise BundleError(f"{carried} chose {said['options']}, but its tuning runs choose "
+                              f"{record['chosen']['options']}: republish the tuning stage")
+        records[dataset, setting, method] = record
+    return records
+
+
+def choice_problems(bundle: str | Path, config: dict[str, Any]) -> list[str]:
+    """Where a validated config does not run the choices of a bundle's finished tuning stage: each chosen option
+    must be what that setting's jobs of the method run (its entry with the setting's method_options over it),
+    and each tuned method's entry the one the stage tuned. One sentence per problem, naming the key to set."""
+    import yaml
+
+    from fedakd.config.study import setting_method_entry
+
+    tuned = yaml.safe_load((Path(bundle) / CONFIG_FILE).read_text())
+    problems = []
+    for (dataset, setting, method), record in bundle_choices(bundle).items():
+        if setting not in config["settings"] or method not in config["methods"]:
+            continue
+        if config["methods"][method] != tuned["methods"][method]:
+            problems.append(f"methods.{method}: {config['methods'][method]} is not the entry the tuning stage tuned "
+                            f"({tuned['methods'][method]})")
+            continue
+        runs = setting_method_entry(config, setting, method)
+        wrong = {key: value for key, value in record["chosen"]["options"].items() if runs.get(key) != value}
+        if wrong:
+            problems.append(f"settings.{setting}.method_options.{method}: its jobs run "
+                            f"{ {key: runs.get(key) for key in wrong} }, the tuning stage chose {wrong} on {dataset} "
+                            f"(candidate {record['chosen']['index']}, mean {record['metric']} "
+                            f"{record['candidates'][record['chosen']['index']]['mean']:.4f})")
+    return problems
+
+
+def choices_yaml(bundle: str | Path) -> str:
+    """A finished tuning stage's choices as the ``settings.<name>.method_options`` blocks a config carries them in,
+    each with a comment giving every candidate's mean score (and its failed seeds): to paste into the config."""
+    records = bundle_choices(bundle)
+    study = check_bundle(bundle)
+    lines = [f"# The choices of {study['config']}'s tuning stage ({bundle}, fedakd choices --bundle {bundle}):",
+             "# per setting, the candidate with the best mean score among those that never failed."]
+    for (dataset, setting), group in _grouped(records).items():
+        lines += [f"# {dataset}", f"  {setting}:", "    method_options:"]
+        for method, record in group:
+            if not record["chosen"]["options"]:  # one candidate (nothing tuned): nothing to carry
+                continue
+            scores = "; ".join(f"{_options_words(c['options'])} {c['mean']:.4f}"
+                               + (f" (failed on seed {', '.join(map(str, c['failed_seeds']))})" if c["failed_seeds"]
+                                  else "") for c in record["candidates"])
+            options = ", ".join(f"{key}: {json.dumps(value)}" for key, value in record["chosen"]["options"].items())
+            lines += [f"      # mean {record['metric']} over tuning seeds {', '.join(map(str, record['seeds']))}: "
+                      f"{scores}", f"      {method}: {{{options}}}"]
+    return "\n".join(lines)
+
+
+def _grouped(records: dict[tuple[str, str, str], dict]) -> dict[tuple[str, str], list[tuple[str, dict]]]:
+    grouped: dict[tuple[str, str], list[tuple[str, dict]]] = {}
+    for (dataset, setting, method), record in records.items():
+        grouped.setdefault((dataset, setting), []).append((method, record))
+    return grouped
+
+
+def _options_words(options: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
+                     for key, value in options.items()) or "as configured"
+
+
 def _write_run(folder: Path, run: dict[str, Any], manifest: Path | None) -> None:
     """A run folder as training leaves it (artifacts, timings.json, then metrics.json, which marks it finished);
     the model weights stay out of a bundle."""

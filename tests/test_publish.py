@@ -195,6 +195,20 @@ def test_an_unfinished_study_travels_in_its_bundle_and_the_pipeline_trains_only_
         restore(out, SMOKE, results_root=machine_b)
 
 
+def test_the_headline_config_runs_the_choices_of_its_published_tuning_stage():
+    from fedakd.config import load_config
+    from fedakd.publish import bundle_choices, choice_problems
+
+    bundle = REPO / "published" / "converged-tuning"
+    config = load_config(REPO / "config" / "converged.yaml")
+    if check_bundle(bundle)["tuning_missing"]:  # unfinished: no choice is made yet, and the headline carries none
+        with pytest.raises(BundleError, match=r"unfinished tuning stage \(\d+ of 64 tuning runs finished\)"):
+            bundle_choices(bundle)
+        assert not any("method_options" in setting for setting in config["settings"].values())
+    else:
+        assert choice_problems(bundle, config) == []
+
+
 def test_the_readme_states_each_unfinished_bundle_s_progress_as_its_study_file_gives_it():
     import re
 

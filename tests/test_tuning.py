@@ -29,6 +29,11 @@ def tuned_smoke() -> dict:
     return config
 
 
+def _dump(config: dict, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def problems_of(config: dict) -> list[str]:
     with pytest.raises(ConfigError) as caught:
         validate_config(config)
@@ -174,6 +179,33 @@ def test_the_tuning_stage_chooses_on_the_validation_split_and_feeds_the_evaluati
     assert main(["publish", "--config", str(configfile), "--results", str(workdir), "--out", str(bundle)]) == 0
     assert bundle_progress(bundle) == "5 of 5 tuning runs and 6 of 6 runs finished"
     assert len(list((bundle / "tuning").glob("*/*/*.json"))) == 3 and check_bundle(bundle)["complete"]
+    # the choices made again from the bundle's tuning runs are the pipeline's; a config that carries them as its
+    # setting's method_options (fedakd choices --bundle, pasted) runs each evaluation job exactly as the tuned study
+    # ran it, with no tuning stage or folder; one that does not is told which option to set
+    from fedakd.config import job_spec
+    from fedakd.publish import bundle_choices, choice_problems, choices_yaml
+
+    assert {key[2]: record["chosen"] for key, record in bundle_choices(bundle).items()} == \
+        {method: choice["chosen"] for method, choice in choices.items()}
+    written = tuned_smoke()
+    del written["tune"]
+    untuned = validate_config(written)
+    written["settings"]["lt10-dir1"].update(yaml.safe_load("settings:\n" + choices_yaml(bundle))["settings"]["lt10-dir1"])
+    config = validate_config(written)
+    assert choice_problems(bundle, config) == [] and main(["choices", "--bundle", str(bundle), "--check",
+                                                            str(_dump(written, tmp_path / "written.yaml"))]) == 0
+    for seed in (0, 1):
+        for method in ("fedavg", "fedprox", "fedakd"):
+            ran = json.loads((workdir / f"results/runs/digits/lt10-dir1/{method}/seed{seed}/metrics.json").read_text())
+            assert job_spec(config, dataset="digits", setting="lt10-dir1", method=method, seed=seed).digest == \
+                ran["job_digest"]
+    problems = choice_problems(bundle, untuned)  # one per method whose choice is not its configured option
+    differ = [method for method in ("fedakd", "fedprox") if any(
+        untuned["methods"][method][key] != value for key, value in choices[method]["chosen"]["options"].items())]
+    assert differ and [problem.split(":")[0] for problem in problems] == \
+        [f"settings.lt10-dir1.method_options.{method}" for method in differ]
+    assert main(["choices", "--bundle", str(bundle), "--check", str(_dump(untuned, tmp_path / "untuned.yaml"))]) == 1
+
     elsewhere = tmp_path / "elsewhere"
     assert snakemake(elsewhere, "--until", "partition", configfile=configfile).returncode == 0
     assert main(["restore", "--bundle", str(bundle), "--config", str(configfile), "--results", str(elsewhere)]) == 0

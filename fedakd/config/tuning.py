@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from fedakd.config.methods import method_options
 from fedakd.config.schema import ConfigError, Problem, schema_problems
@@ -175,3 +175,19 @@ def selection_record(*, dataset: str, setting: str, method: str, candidates: lis
                        for i, (options, s, fails) in enumerate(zip(candidates, scores, failed))],
         "chosen": {"index": chosen, "options": candidates[chosen]},
     }
+
+
+def choose(config: dict[str, Any], runs: Mapping[tuple[int, int], dict[str, Any]], *, dataset: str, setting: str,
+           method: str) -> dict[str, Any]:
+    """The selection record (``selection_record``) of one dataset x setting x method, made from its tuning runs'
+    metrics keyed by (candidate, tuning seed): the tune_select rule's, and a bundle's check of the choices it
+    carries."""
+    from fedakd.diagnostics import failed
+
+    tune, candidates = config["tune"], grid(config, method)
+    scores = [[runs[index, seed]["history"][-1].get(tune["metric"]) for seed in tune["seeds"]]
+              for index in range(len(candidates))]
+    scores = [[math.nan if score is None else score for score in row] for row in scores]
+    failures = [[failed(runs[index, seed]["failure"]) for seed in tune["seeds"]] for index in range(len(candidates))]
+    return selection_record(dataset=dataset, setting=setting, method=method, candidates=candidates, scores=scores,
+                            seeds=list(tune["seeds"]), metric=tune["metric"], budget=tune["budget"], failed=failures)

@@ -77,7 +77,7 @@ rule tune_select:
     params:
         metric=config["tune"]["metric"],
         budget=config["tune"]["budget"],
-        seeds=config["tune"]["seeds"],
+        seeds=config["tune"]["seeds"],  # the script reads them from the config; here, a change reruns the selection
     log:
         "logs/tune/{dataset}/{setting}/{method}.log",
     threads: 1
