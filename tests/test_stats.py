@@ -116,3 +116,22 @@ def test_convergence_per_seed_one_still_rising_one_collapsed():
         rounds, values = curves.curve(history, "balanced_accuracy")
         converged += curves.seed_converged(curves.rise(rounds, values, 10), failed)
     assert converged == 1  # "converged 1 of 3": the collapsed seed's flat line is a failure, not convergence
+
+
+def test_the_stratified_iqm_interval_draws_what_rliable_draws_one_resample_at_a_time():
+    from rliable import metrics as rly
+
+    from fedakd.reporting.comparisons import stratified_iqm_interval
+
+    rng = np.random.default_rng(3)
+    for n, k in ((2, 1), (3, 2), (5, 3), (8, 2)):
+        matrix = rng.random((n, k))
+        # rliable's stratified bootstrap by its definition: each resample draws n seeds within each setting
+        # (column), and its statistic is aggregate_iqm of the resampled matrix
+        draw = np.random.default_rng(20201)
+        draws = [rly.aggregate_iqm(matrix[draw.integers(0, n, size=(n, k)), np.arange(k)]) for _ in range(2000)]
+        assert stratified_iqm_interval(matrix) == tuple(float(q) for q in np.quantile(draws, [0.025, 0.975]))
+    # by hand: two seeds of one setting, 0 and 1; a resample is (0, 0), (0, 1), (1, 0) or (1, 1) with IQM 0,
+    # 0.5, 0.5 and 1 (the 25 % trimmed mean of two values is their mean), so the 95 % interval is [0, 1]
+    assert stratified_iqm_interval([[0.0], [1.0]]) == (0.0, 1.0)
+    assert all(math.isnan(bound) for bound in stratified_iqm_interval([[0.3, 0.4]]))  # one seed: no interval
