@@ -170,8 +170,9 @@ def _setting_entries(config: dict, skip) -> tuple[list[tuple[KeyPath, str, dict]
                 problems.append(Problem((*where, method), options, "one of the config's methods: "
                                         + ", ".join(config["methods"])))
             elif "method" in options:
+                method_class = config["methods"][method]["method"]
                 problems.append(Problem((*where, method, "method"), options["method"], f"no method key: options "
-                                        f"only, of the class of methods.{method} ({config['methods'][method]['method']})"))
+                                        f"only, of the class of methods.{method} ({method_class})"))
             elif not skip(("methods", method)):
                 entries.append(((*where, method), method, {**config["methods"][method], **options}))
     return entries, problems

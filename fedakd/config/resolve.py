@@ -40,8 +40,9 @@ def partition_spec(config: dict, *, dataset: str, setting: str, seed: int) -> Pa
 
 def build_job_spec(config: dict, *, dataset: str, setting: str, method: str, seed: int,
                    options: dict | None = None, experiment: str | None = None) -> JobSpec:
-    """A job's spec from a validated config, with ``options`` over the method's configured ones (its entry, with
-    the setting's ``method_options`` over it) (a tuning candidate, already checked) and another MLflow experiment if given; the choices are not checked."""
+    """A job's spec from a validated config: the method's configured options (its entry, with the setting's
+    ``method_options`` over it), ``options`` over those (a tuning candidate, already checked), and another MLflow
+    experiment if given; the choices are not checked."""
     entry = setting_method_entry(config, setting, method)
     setting_params = {key: value for key, value in config["settings"][setting].items() if key != "method_options"}
     return JobSpec(
