@@ -87,3 +87,26 @@ def test_the_gpu_check_refuses_at_once_without_cuda(tmp_path):
     assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("gpu-check: error: no CUDA device")
     assert "a machine with an NVIDIA GPU" in done.stderr and "Traceback" not in done.stderr
     assert not out.exists() and time.perf_counter() - started < 30
+
+
+def test_the_rungs_jobs_resolve_against_the_headline_config_with_the_options_each_row_names():
+    """benchmarks.rungs trains config/converged.yaml with a few keys changed: every job must still resolve (a step
+    setting added to the config broke it once) and run exactly the options its row names, whatever choice the
+    config carries for the pool."""
+    import itertools
+
+    import yaml
+
+    from benchmarks import rungs
+    from fedakd.config import job_spec, load_config
+
+    rows = list(itertools.product(rungs.METHODS.items(), rungs.STEPS))
+    jobs = rungs._jobs()
+    assert len(jobs) == len(rows) == len({job[0] for job in jobs})
+    for ((name, (method, options)), lr), (_, overrides, job_method, setting, seed) in zip(rows, jobs):
+        spec = job_spec(load_config(rungs.CONFIG, list(overrides)), dataset="fashion-mnist", setting=setting,
+                        method=job_method, seed=seed)
+        assert (spec.method, spec.seed, spec.federation["lr"], spec.federation["rounds"]) == (method, 9, lr, 60)
+        for option in options:
+            key, value = option.split("=")
+            assert spec.method_options[key] == yaml.safe_load(value), (name, key)
