@@ -37,12 +37,12 @@ METHODS = {
                                       "keep_average=true")),
     "fedavg-ft lr 1e-4": ("fedavg-ft", ("distill_lr=0.0001",)),
     "fedavg-ft 10 steps": ("fedavg-ft", ("distill_lr=0.001", "distill_steps=10")),
-    "fedavg-ft lr 3e-5 (tuned)": ("fedavg-ft", ("distill_lr=0.00003",)),
+    "fedavg-ft lr 3e-5": ("fedavg-ft", ("distill_lr=0.00003",)),  # the tuning stage's choice
 }
 
 
 def _folder(name: str, lr: float):
-    return OUT / f"lr{lr}" / name.split(" (")[0].replace(" ", "_")
+    return OUT / f"lr{lr}" / name.replace(" ", "_")
 
 
 def _jobs():

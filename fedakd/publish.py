@@ -288,13 +288,14 @@ def _write_contents(tmp: Path, config: dict[str, Any], runs: list[tuple[dict, di
         shutil.copyfile(figure, tmp / "figures" / figure.name)
 
 
-def bundle_runs(bundle: str | Path, *, tuning: bool = False) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(job key, run) of every evaluation run of a checked bundle, and with ``tuning`` of every tuning run too; a
-    run that is not whole is refused, naming it."""
+def bundle_runs(bundle: str | Path, *, tuning: bool = False,
+                evaluation: bool = True) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(job key, run) of every evaluation run of a checked bundle (none without ``evaluation``), and with ``tuning``
+    of every tuning run too; a run that is not whole is refused, naming it."""
     from fedakd.record import RunRecord
 
     bundle = Path(bundle)
-    paths = sorted((bundle / "runs").rglob("*.json.xz"))
+    paths = sorted((bundle / "runs").rglob("*.json.xz")) if evaluation else []
     if tuning:
         paths += sorted((bundle / "tuning" / "runs").rglob("*.json.xz"))
     for path in paths:
@@ -335,6 +336,12 @@ def bundle_choices(bundle: str | Path) -> dict[tuple[str, str, str], dict[str, A
     """The selection record of every (dataset, setting, method) of a bundle's finished tuning stage, made again
     from its tuning runs as the tune_select rule makes it; refused where a choice file the bundle carries says
     otherwise, and for a stage not yet finished."""
+    return _tuning_stage(bundle)[2]
+
+
+def _tuning_stage(bundle: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[tuple[str, str, str], dict]]:
+    """(study.json, resolved config, selection records) of a bundle's finished tuning stage (``bundle_choices``),
+    the bundle checked once."""
     import yaml
 
     from fedakd.config.tuning import choose
@@ -349,11 +356,10 @@ def bundle_choices(bundle: str | Path) -> dict[tuple[str, str, str], dict[str, A
                           f"not made yet. Finish it: make resume STUDY={bundle.name} ARGS=\"--until tune_select\", "
                           f"then fedakd publish --config {study['config']} --partial")
     runs: dict[tuple[str, str, str], dict] = {}
-    for _, run in bundle_runs(bundle, tuning=True):
+    for _, run in bundle_runs(bundle, tuning=True, evaluation=False):
         job = run["metrics"]["job"]
-        if "candidate" in job:
-            runs.setdefault((job["dataset"], job["setting"], job["method"]), {})[job["candidate"], job["seed"]] = \
-                run["metrics"]
+        runs.setdefault((job["dataset"], job["setting"], job["method"]), {})[job["candidate"], job["seed"]] = \
+            run["metrics"]
     records = {}
     for (dataset, setting, method), found in sorted(runs.items()):
         record = choose(config, found, dataset=dataset, setting=setting, method=method)
@@ -362,20 +368,18 @@ def bundle_choices(bundle: str | Path) -> dict[tuple[str, str, str], dict[str, A
             raise BundleError(f"{carried} chose {said['options']}, but its tuning runs choose "
                               f"{record['chosen']['options']}: republish the tuning stage")
         records[dataset, setting, method] = record
-    return records
+    return study, config, records
 
 
 def choice_problems(bundle: str | Path, config: dict[str, Any]) -> list[str]:
     """Where a validated config does not run the choices of a bundle's finished tuning stage: each chosen option
     must be what that setting's jobs of the method run (its entry with the setting's method_options over it),
     and each tuned method's entry the one the stage tuned. One sentence per problem, naming the key to set."""
-    import yaml
-
     from fedakd.config.study import setting_method_entry
 
-    tuned = yaml.safe_load((Path(bundle) / CONFIG_FILE).read_text())
+    _, tuned, records = _tuning_stage(bundle)
     problems = []
-    for (dataset, setting, method), record in bundle_choices(bundle).items():
+    for (dataset, setting, method), record in records.items():
         if setting not in config["settings"] or method not in config["methods"]:
             continue
         if config["methods"][method] != tuned["methods"][method]:
@@ -395,8 +399,7 @@ def choice_problems(bundle: str | Path, config: dict[str, Any]) -> list[str]:
 def choices_yaml(bundle: str | Path) -> str:
     """A finished tuning stage's choices as the ``settings.<name>.method_options`` blocks a config carries them in,
     each with a comment giving every candidate's mean score (and its failed seeds): to paste into the config."""
-    records = bundle_choices(bundle)
-    study = check_bundle(bundle)
+    study, _, records = _tuning_stage(bundle)
     lines = [f"# The choices of {study['config']}'s tuning stage ({bundle}, fedakd choices --bundle {bundle}):",
              "# per setting, the candidate with the best mean score among those that never failed."]
     for (dataset, setting), group in _grouped(records).items():

@@ -74,10 +74,11 @@ rule tune_select:
         tuning_runs,
     output:
         layout.TUNING_CHOICE,
+    # the script reads these from the config; as params, a change to one reruns the selection
     params:
         metric=config["tune"]["metric"],
         budget=config["tune"]["budget"],
-        seeds=config["tune"]["seeds"],  # the script reads them from the config; here, a change reruns the selection
+        seeds=config["tune"]["seeds"],
     log:
         "logs/tune/{dataset}/{setting}/{method}.log",
     threads: 1
